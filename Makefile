@@ -1,0 +1,33 @@
+# bento-compile: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export BENTO_COMPILE_HOME ?= $(CURDIR)/.demo/store
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+## demo: train the example, compile it, serve it, send one request.
+demo: setup
+	$(PY) examples/demo.py
+
+## test: the whole suite, real servers included (what CI runs).
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+## bench: cold start and latency of the Bento vs the same model served the naive way.
+bench: setup
+	$(PY) bench/bench_foundation.py
+
+clean:
+	rm -rf .demo bench/.work .pytest_cache

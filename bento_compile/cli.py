@@ -1,0 +1,196 @@
+"""The `bento-compile` command line.
+
+Progress and tables go to stderr (rich); stdout carries only what scripts
+consume: the tag as the last line of `build`, or one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import BentoCompileError
+from .store import BentoStore
+
+err = Console(stderr=True, highlight=False)
+
+
+class Group(click.Group):
+    """Turns BentoCompileError into one clear paragraph and exit code 1 — never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BentoCompileError as exc:
+            err.print(f"[bold red]error:[/] {exc.problem}")
+            if exc.fix:
+                err.print(f"[bold]fix:[/] {exc.fix}")
+            report = getattr(exc, "report", None)
+            if report:
+                _print_parity(report)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bento-compile")
+def main() -> None:
+    """Compile a trained model into a verified, content-addressed Bento, and serve it.
+
+    \b
+    Typical flow:
+      bento-compile build model.joblib --name churn --sample sample.npy
+      bento-compile list
+      bento-compile show churn:latest
+      bento-compile serve churn:latest --port 3000
+
+    The store lives in $BENTO_COMPILE_HOME (default ~/.bento-compile).
+    """
+
+
+@main.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("-f", "--file", "config_file", type=click.Path(path_type=Path),
+              help="bento.yaml with name, model, sample, inputs, parity and runtime settings.")
+@click.option("--name", help="Bento name (lowercase; default: from bento.yaml or the model file name).")
+@click.option("--sample", type=click.Path(path_type=Path),
+              help=".npy or .csv rows for the parity check; a few become the API example.")
+@click.option("--tolerance", type=float, help="Max |difference| on continuous outputs (default 1e-4).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tag, path, parity) on stdout.")
+def build(model: Path | None, config_file: Path | None, name: str | None, sample: Path | None,
+          tolerance: float | None, as_json: bool) -> None:
+    """Compile MODEL (.joblib/.pkl scikit-learn, or .onnx) into a Bento and store it.
+
+    \b
+    The compiled model is checked against the original on the sample rows;
+    past the tolerance the build fails and nothing is stored. The last line
+    of stdout is the tag, NAME:VERSION, where VERSION is a content hash.
+    \b
+    Example:
+      bento-compile build model.joblib --name churn --sample sample.npy
+      bento-compile build -f examples/breast_cancer/bento.yaml
+    """
+    from .compiler.build import BuildRequest
+    from .compiler.build import build as run_build
+    from .config import load_config
+
+    config, config_dir = load_config(config_file)
+    request = BuildRequest(model_path=model, config=config, config_dir=config_dir, name=name,
+                           sample_path=sample, tolerance=tolerance)
+    with err.status("Compiling…") as status:
+        def progress(message: str) -> None:
+            if message.startswith("No --sample"):
+                err.print(f"[yellow]note:[/] {message}")
+            else:
+                status.update(message + "…")
+                err.print(f"[dim]•[/] {message}")
+
+        result = run_build(request, BentoStore(), progress)
+    if as_json:
+        click.echo(json.dumps({"tag": result.tag, "path": str(result.path), "created": result.created_new,
+                               "parity": result.parity}, sort_keys=True))
+        return
+    _print_parity(result.parity)
+    verb = "Stored" if result.created_new else "Already stored (same content)"
+    err.print(f"[green]{verb}[/] {result.tag} at {result.path}")
+    click.echo(result.tag)
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_bentos(as_json: bool) -> None:
+    """List the Bentos in the local store, oldest first."""
+    bentos = BentoStore().list()
+    if as_json:
+        click.echo(json.dumps([{"tag": b.tag, "created": b.created, "size": b.size, "path": str(b.path)}
+                               for b in bentos]))
+        return
+    if not bentos:
+        err.print("The store is empty. Build one: bento-compile build model.joblib --name NAME")
+        return
+    table = Table("tag", "created", "size", "parity", box=None)
+    for b in bentos:
+        table.add_row(b.tag, b.created, _size(b.size), "ok" if b.manifest.raw["parity"]["passed"] else "FAIL")
+    Console().print(table)
+
+
+@main.command()
+@click.argument("tag")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def show(tag: str, as_json: bool) -> None:
+    """Show a Bento: files, signature, parity report, versions. TAG may be NAME:latest."""
+    bento = BentoStore().resolve(tag)
+    raw = bento.manifest.raw
+    if as_json:
+        click.echo(json.dumps(raw, indent=2, sort_keys=True))
+        return
+    out = Console()
+    out.print(f"[bold]{bento.tag}[/]  created {bento.created}  at {bento.path}")
+    out.print(f"source: {raw['source']['description']} (sha256 {raw['source']['sha256'][:12]}…)")
+    files = Table("file", "size", "sha256", title="files", box=None)
+    for name, meta in sorted(raw["files"].items()):
+        files.add_row(name, _size(meta["size"]), meta["sha256"][:16] + "…")
+    out.print(files)
+    sig = Table("", "name", "dtype", "shape", title="signature", box=None)
+    for kind in ("inputs", "outputs"):
+        for spec in raw["model"][kind]:
+            shape = "[" + ", ".join("N" if d is None else str(d) for d in spec["shape"]) + "]"
+            sig.add_row(kind[:-1], spec["name"], spec["dtype"], shape)
+    out.print(sig)
+    _print_parity(raw["parity"], out)
+    out.print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(raw["versions"].items())))
+
+
+@main.command()
+@click.argument("tag")
+def delete(tag: str) -> None:
+    """Delete a Bento from the local store."""
+    bento = BentoStore().delete(tag)
+    err.print(f"Deleted {bento.tag}")
+
+
+@main.command()
+@click.argument("tag")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=3000, show_default=True, type=int, help="Port to listen on.")
+def serve(tag: str, host: str, port: int) -> None:
+    """Serve a Bento over HTTP: POST /predict, GET /healthz /readyz /metadata /docs.
+
+    \b
+    Example:
+      bento-compile serve churn:latest --port 3000
+      curl -s localhost:3000/predict -d '{"inputs": [[...]]}'
+    """
+    from .adapters.server import run
+
+    bento = BentoStore().resolve(tag)
+    err.print(f"Serving {bento.tag} on http://{host}:{port} (docs at /docs)")
+    run(str(bento.path), host=host, port=port, load_mode="eager")
+
+
+def _print_parity(report: dict[str, Any], console: Console | None = None) -> None:
+    from .compiler.parity import table_rows
+
+    table = Table("output", "measured", "bound", "", box=None,
+                  title=f"parity on {report['rows']} rows ({report['sample']})")
+    for row in table_rows(report):
+        table.add_row(*row)
+    (console or err).print(table)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+if __name__ == "__main__":
+    main()

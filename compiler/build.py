@@ -1,0 +1,190 @@
+"""`build`: model file + bento.yaml → a Bento in the store.
+
+convert (frontend) → check + infer shapes → opset check → optimize → parity
+→ manifest → atomic commit. The version is the hash of what the Bento holds,
+so building the same inputs twice gives the same version and no duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .. import __version__
+from ..config import BentoConfig
+from ..errors import BentoCompileError
+from ..runtimes.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
+from ..store import BentoStore, write_json_atomic
+from . import parity, passes
+from .frontends import load_source
+from .samples import example_payload, load_sample, synthesize
+from .signature import has_free_batch_axis, model_signature
+
+MODEL_FILE = "model.onnx"
+Progress = Callable[[str], None]
+
+
+class ParityError(BentoCompileError):
+    """The compiled model disagrees with the original past the tolerance."""
+
+    def __init__(self, report: dict[str, Any]):
+        failing = [name for name, entry in report["outputs"].items() if not entry["passed"]]
+        super().__init__(
+            f"Parity check failed on {', '.join(failing)}: the compiled model does not agree with the original "
+            f"on the {report['rows']} sample rows; nothing was stored.",
+            "Check the sample is representative; if the difference is acceptable, raise --tolerance "
+            "(or parity.tolerance / parity.label_agreement in bento.yaml).")
+        self.report = report
+
+
+@dataclass
+class BuildRequest:
+    model_path: Path | None
+    config: BentoConfig
+    config_dir: Path | None = None
+    name: str | None = None
+    sample_path: Path | None = None
+    tolerance: float | None = None
+
+
+@dataclass
+class BuildResult:
+    tag: str
+    path: Path
+    created_new: bool
+    manifest: dict[str, Any]
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.manifest["parity"]
+
+
+def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda _msg: None) -> BuildResult:
+    config = request.config
+    model_path = _resolve(request.model_path, config.model, request.config_dir, "model")
+    if model_path is None:
+        raise BentoCompileError("No model given.", "Pass the model file: bento-compile build model.joblib.")
+    name = request.name or config.name or _name_from(model_path)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
+        raise BentoCompileError(f"'{name}' is not a valid Bento name.",
+                                "Use lowercase letters, digits, '.', '_' or '-' (e.g. --name churn).")
+    tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance
+    override = [TensorSpec(s.name, s.dtype, tuple(s.shape)) for s in config.inputs] if config.inputs else None
+
+    progress(f"Converting {model_path.name}")
+    source = load_source(model_path, override)
+    progress(f"Checking and optimizing the ONNX graph ({source.description})")
+    checked = passes.check_and_infer(source.model)
+    opsets = passes.check_opsets(checked)
+    optimized = passes.optimize(checked)
+    _, outputs = model_signature(onnx.load_from_string(optimized))
+    inputs = source.inputs
+
+    sample_path = _resolve(request.sample_path, config.sample, request.config_dir, "sample")
+    if sample_path is not None:
+        feeds, sample_source = load_sample(sample_path, inputs), f"file:{sample_path.name}"
+    else:
+        feeds, sample_source = synthesize(inputs), "synthetic"
+        progress("No --sample given: checking parity on synthetic standard-normal rows derived from the "
+                 "input signature (pass real rows with --sample for a meaningful check)")
+    progress(f"Checking parity on {_rows(feeds)} rows")
+    report = _parity(source, optimized, feeds, outputs, tolerance, config.parity.label_agreement, sample_source)
+    if not report["passed"]:
+        raise ParityError(report)
+
+    progress("Writing the Bento")
+    with store.staging() as staged:
+        (staged / MODEL_FILE).write_bytes(optimized)
+        manifest = _manifest(name, source, inputs, outputs, opsets, optimized, report, feeds, config)
+        write_json_atomic(staged / MANIFEST_NAME, manifest)
+        path, created_new = store.commit(staged, name, manifest["version"])
+    stored = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    return BuildResult(tag=f"{name}:{manifest['version']}", path=path, created_new=created_new, manifest=stored)
+
+
+def _resolve(cli: Path | None, from_config: str | None, config_dir: Path | None, what: str) -> Path | None:
+    if cli is not None:
+        return Path(cli)
+    if from_config:
+        return (config_dir or Path.cwd()) / from_config
+    return None
+
+
+def _name_from(path: Path) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", path.stem.lower()).strip("-._")
+    return name or "model"
+
+
+def _rows(feeds: dict[str, np.ndarray]) -> int:
+    return len(next(iter(feeds.values())))
+
+
+def _parity(source, optimized: bytes, feeds, outputs: list[TensorSpec], tolerance: float,
+            label_agreement: float, sample_source: str) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    names = [o.name for o in outputs]
+    session = ort.InferenceSession(optimized, providers=["CPUExecutionProvider"])
+    try:
+        compiled = dict(zip(names, session.run(names, feeds), strict=True))
+    except Exception as exc:
+        raise BentoCompileError(f"The compiled model fails on the sample: {exc}",
+                                "Check the sample's columns and dtypes match the model's inputs.") from None
+    try:
+        reference = source.reference(feeds, names)
+    except Exception as exc:
+        raise BentoCompileError(f"The original model fails on the sample: {type(exc).__name__}: {exc}",
+                                "Check the sample holds rows like the training data.") from None
+    return parity.compare(reference, compiled, tolerance, label_agreement, _rows(feeds), sample_source)
+
+
+def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int],
+              optimized: bytes, report: dict[str, Any], feeds, config: BentoConfig) -> dict[str, Any]:
+    import onnxruntime
+
+    content: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "name": name,
+        "model": {
+            "file": MODEL_FILE,
+            "format": "onnx",
+            "inputs": [s.to_dict() for s in inputs],
+            "outputs": [s.to_dict() for s in outputs],
+            "opsets": opsets,
+            "batchable": has_free_batch_axis(inputs),
+        },
+        "files": {MODEL_FILE: {"sha256": hashlib.sha256(optimized).hexdigest(), "size": len(optimized)}},
+        "source": {"kind": source.kind, "description": source.description, "sha256": source.file_sha256},
+        "parity": report,
+        "example": example_payload(feeds),
+        "runtime": config.runtime.model_dump(),
+        "config_sha256": hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
+        "versions": {
+            "bento_compile": __version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+            **source.converter_versions,
+        },
+    }
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {**content, "version": digest[:16], "created": _created()}
+
+
+def _created() -> str:
+    """Build time, or SOURCE_DATE_EPOCH for reproducible builds."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch
+              else _dt.datetime.now(_dt.timezone.utc))
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")

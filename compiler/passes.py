@@ -1,0 +1,72 @@
+"""Graph passes: check, infer shapes, check opsets, and optimize offline with ONNX Runtime.
+
+The optimized model is saved at ORT_ENABLE_BASIC: constant folding and
+redundant-node elimination, which are valid on every execution provider.
+The higher levels fuse nodes for the CPU provider specifically (ONNX Runtime's
+docs warn against saving those), so they run online at load time instead.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from ..errors import BentoCompileError
+
+# The newest default-domain opset the oldest supported onnxruntime (1.20) runs.
+MAX_DEFAULT_OPSET = 22
+
+
+def check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx.checker plus shape inference; a broken graph fails here, not at serving time."""
+    model = _dedupe_opsets(model)
+    try:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise BentoCompileError(f"The ONNX graph is invalid: {exc}",
+                                "Re-export the model with a current converter.") from None
+
+
+def _dedupe_opsets(model: onnx.ModelProto) -> onnx.ModelProto:
+    """skl2onnx can list the default domain twice; keep the highest version of each domain."""
+    best: dict[str, int] = {}
+    for entry in model.opset_import:
+        best[entry.domain] = max(best.get(entry.domain, 0), entry.version)
+    if len(best) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in sorted(best.items()))
+    return model
+
+
+def opsets(model: onnx.ModelProto) -> dict[str, int]:
+    return {(entry.domain or "ai.onnx"): entry.version for entry in model.opset_import}
+
+
+def check_opsets(model: onnx.ModelProto) -> dict[str, int]:
+    found = opsets(model)
+    default = found.get("ai.onnx", 0)
+    if default > MAX_DEFAULT_OPSET:
+        raise BentoCompileError(
+            f"The model uses ONNX opset {default}; the serving runtime supports up to {MAX_DEFAULT_OPSET}.",
+            f"Re-export with opset_version={MAX_DEFAULT_OPSET} or lower.")
+    return found
+
+
+def optimize(model: onnx.ModelProto) -> bytes:
+    """Run ONNX Runtime's portable offline optimizations and return the saved model's bytes."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="bento-opt-") as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(out)
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BentoCompileError(f"ONNX Runtime cannot load the model: {exc}",
+                                    "Check the operators are supported by onnxruntime's CPU provider.") from None
+        return out.read_bytes()

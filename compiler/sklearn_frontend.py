@@ -1,0 +1,177 @@
+"""scikit-learn → ONNX through skl2onnx, with the original estimator as the parity reference.
+
+Classifiers are converted with ZipMap disabled, so they answer `label` and
+`probabilities` as plain tensors (a 2-D list in JSON), never a list of dicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BentoCompileError
+from ..runtimes.manifest import TensorSpec, sha256_file
+from .frontends import Feeds, Source, describe
+
+SUPPORTED_FAMILIES = (
+    "linear models (LogisticRegression, LinearRegression, Ridge, SGD*), trees and forests, "
+    "GradientBoosting and HistGradientBoosting, MLP, SVC/SVR, k-NN, and Pipelines of StandardScaler, "
+    "OneHotEncoder, SimpleImputer and ColumnTransformer"
+)
+
+
+def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
+    estimator = _unpickle(path)
+    if not hasattr(estimator, "predict"):
+        raise BentoCompileError(
+            f"{path.name} holds a {type(estimator).__name__}, which has no predict(): bento-compile serves "
+            "predictors.", "Save the fitted estimator or Pipeline whose last step predicts.")
+    inputs = input_override or _default_inputs(estimator, path)
+    model = _convert(float32_exact_thresholds(estimator), inputs)
+    import skl2onnx
+    import sklearn
+
+    return Source(
+        kind="sklearn",
+        model=model,
+        inputs=inputs,
+        reference=lambda feeds, names: _reference(estimator, feeds, names, inputs),
+        description=_pipeline_text(estimator),
+        file_sha256=sha256_file(path),
+        converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__},
+    )
+
+
+def _unpickle(path: Path) -> Any:
+    """Compile time only: the user's own file, loaded once to convert it."""
+    try:
+        import joblib
+
+        return joblib.load(path)
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as exc:
+        raise BentoCompileError(f"{path} cannot be unpickled ({type(exc).__name__}: {exc}).",
+                                "Save the fitted model with joblib.dump(model, path).") from None
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise BentoCompileError(
+            f"{path} needs code that is not importable here ({exc}).",
+            "Install the packages (and versions) the model was trained with, in this environment.") from None
+
+
+def _default_inputs(estimator: Any, path: Path) -> list[TensorSpec]:
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is None:
+        raise BentoCompileError(
+            f"Cannot tell how many features {type(estimator).__name__} in {path.name} takes.",
+            "Declare them in bento.yaml: inputs: [{name: input, dtype: float32, shape: [null, N]}].")
+    return [TensorSpec(name="input", dtype="float32", shape=(None, int(n_features)))]
+
+
+def float32_exact_thresholds(estimator: Any) -> Any:
+    """A copy of the estimator whose HistGradientBoosting thresholds are exact in float32.
+
+    HistGradientBoosting splits on float64 thresholds; ONNX tree ensembles hold
+    float32 ones. When a threshold t rounds UP to float32 T, a float32 input
+    equal to T goes left in ONNX but right in scikit-learn (measured: 0.09 on a
+    probability). Replacing t by the largest float32 <= t changes nothing for
+    float32 inputs (x <= t  <=>  x <= floor32(t)), which is all the served
+    model ever receives, and makes the converted thresholds exact.
+    """
+    if not any(hasattr(step, "_predictors") for step in _walk(estimator)):
+        return estimator
+    estimator = copy.deepcopy(estimator)
+    for step in _walk(estimator):
+        for predictors in getattr(step, "_predictors", None) or []:
+            for predictor in predictors:
+                thresholds = predictor.nodes["num_threshold"]
+                as32 = thresholds.astype(np.float32)
+                rounded_up = as32.astype(np.float64) > thresholds
+                as32[rounded_up] = np.nextafter(as32[rounded_up], np.float32(-np.inf))
+                predictor.nodes["num_threshold"] = as32.astype(np.float64)
+    return estimator
+
+
+def _initial_types(inputs: list[TensorSpec]) -> list[tuple[str, Any]]:
+    from skl2onnx.common import data_types as t
+
+    by_dtype = {"float32": t.FloatTensorType, "float64": t.DoubleTensorType, "int64": t.Int64TensorType,
+                "int32": t.Int32TensorType, "string": t.StringTensorType, "bool": t.BooleanTensorType}
+    return [(s.name, by_dtype[s.dtype](list(s.shape))) for s in inputs]
+
+
+def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
+    from sklearn.base import is_classifier
+
+    options = {"zipmap": False} if is_classifier(estimator) else None
+    try:
+        return to_onnx(estimator, initial_types=_initial_types(inputs), options=options)
+    except (MissingShapeCalculator, MissingConverter) as exc:
+        culprit = _unsupported_step(estimator, str(exc))
+        raise BentoCompileError(
+            f"skl2onnx cannot convert {culprit} (in {_pipeline_text(estimator)}).",
+            f"Replace it with a supported estimator: {SUPPORTED_FAMILIES}; the full list is "
+            "skl2onnx.supported_converters(). Or export the model to ONNX yourself and build the .onnx file.",
+        ) from None
+    except Exception as exc:
+        raise BentoCompileError(
+            f"skl2onnx failed on {_pipeline_text(estimator)}: {type(exc).__name__}: {exc}",
+            "If the model takes named or non-numeric columns, declare them under `inputs:` in bento.yaml; "
+            "otherwise export it to ONNX yourself and build the .onnx file.") from None
+
+
+def _unsupported_step(estimator: Any, message: str) -> str:
+    for step in _walk(estimator):
+        if type(step).__name__ in message:
+            return type(step).__name__
+    return "an estimator in this model"
+
+
+def _walk(estimator: Any):
+    yield estimator
+    for attr in ("steps", "transformers", "transformers_"):
+        for item in getattr(estimator, attr, []) or []:
+            child = item[1]
+            if hasattr(child, "fit"):
+                yield from _walk(child)
+
+
+def _pipeline_text(estimator: Any) -> str:
+    steps = getattr(estimator, "steps", None)
+    if steps:
+        return "Pipeline(" + " → ".join(type(s).__name__ for _, s in steps) + ")"
+    return type(estimator).__name__
+
+
+def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: list[TensorSpec]
+               ) -> dict[str, np.ndarray]:
+    """Run the original estimator on exactly the values the ONNX model sees."""
+    X = _estimator_input(feeds, inputs)
+    outputs: dict[str, np.ndarray] = {}
+    if "label" in output_names:
+        outputs["label"] = np.asarray(estimator.predict(X))
+        if "probabilities" in output_names and hasattr(estimator, "predict_proba"):
+            # e.g. SVC(probability=False) has no predict_proba: only labels are comparable.
+            with contextlib.suppress(AttributeError):
+                outputs["probabilities"] = np.asarray(estimator.predict_proba(X))
+    else:
+        prediction = np.asarray(estimator.predict(X))
+        outputs[output_names[0]] = prediction
+    return outputs
+
+
+def _estimator_input(feeds: Feeds, inputs: list[TensorSpec]) -> Any:
+    if len(inputs) == 1:
+        array = feeds[inputs[0].name]
+        return array.astype(np.float64) if array.dtype.kind == "f" else array
+    import pandas as pd  # named columns: the estimator was fitted on a DataFrame
+
+    return pd.DataFrame({s.name: feeds[s.name].reshape(-1) for s in inputs})
+
+
+__all__ = ["describe", "load_sklearn"]

@@ -1,0 +1,120 @@
+"""A loaded Bento: verified files, a backend session, and predict() on JSON-shaped inputs.
+
+`ModelHolder` owns the loading policy (eager, lazy, background) so that every
+adapter — HTTP, Lambda, edge — shares one way to answer "is the model ready?".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import NotReady
+from .manifest import Manifest, read_manifest, verify_files
+from .onnx_backend import OnnxBackend
+from .tensors import decode_inputs, encode_outputs
+
+log = logging.getLogger("bento_compile.runtime")
+
+LOAD_MODES = ("eager", "lazy", "background")
+
+
+class BentoModel:
+    """A Bento whose files passed their hash check, ready to predict."""
+
+    def __init__(self, bento_dir: Path, manifest: Manifest, backend: OnnxBackend, load_seconds: float):
+        self.bento_dir = bento_dir
+        self.manifest = manifest
+        self.backend = backend
+        self.load_seconds = load_seconds
+
+    @classmethod
+    def load(cls, bento_dir: str | Path) -> BentoModel:
+        """Read the manifest, verify every file's sha256, then open the session."""
+        started = time.perf_counter()
+        root = Path(bento_dir)
+        manifest = read_manifest(root)
+        verify_files(root, manifest)
+        backend = OnnxBackend(root / manifest.model_file, manifest.runtime.intra_op_threads)
+        elapsed = time.perf_counter() - started
+        log.info("loaded %s in %.3fs (providers: %s)", manifest.tag, elapsed, ",".join(backend.providers))
+        return cls(root, manifest, backend, elapsed)
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Validate `{"inputs": ...}` and return `{"outputs": {...}}` as JSON-ready lists."""
+        feeds, _rows = decode_inputs(payload, self.manifest.inputs, self.manifest.runtime)
+        return {"outputs": encode_outputs(self.backend.run(feeds))}
+
+    def metadata(self) -> dict[str, Any]:
+        raw = self.manifest.raw
+        return {
+            "tag": self.manifest.tag,
+            "name": self.manifest.name,
+            "version": self.manifest.version,
+            "inputs": [s.to_dict() for s in self.manifest.inputs],
+            "outputs": [s.to_dict() for s in self.manifest.outputs],
+            "versions": {**raw.get("versions", {}), "onnxruntime_runtime": self.backend.onnxruntime_version},
+            "providers": self.backend.providers,
+            "parity": raw.get("parity", {}).get("passed"),
+            "load_seconds": round(self.load_seconds, 4),
+        }
+
+
+class ModelHolder:
+    """Loads a Bento once, by policy, and hands it to whoever asks when it is ready.
+
+    eager: load now, in the caller's thread (Lambda init, `serve`).
+    lazy: load on the first `get()`.
+    background: start loading now in a thread; `get()` waits for it.
+    A failed load is remembered and re-raised to every caller (never retried in a
+    loop), so a corrupted Bento fails fast and loudly.
+    """
+
+    def __init__(self, bento_dir: str | Path, mode: str = "eager"):
+        if mode not in LOAD_MODES:
+            raise ValueError(f"load mode must be one of {LOAD_MODES}, got {mode!r}")
+        self.bento_dir = Path(bento_dir)
+        self.mode = mode
+        self._model: BentoModel | None = None
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if mode == "eager":
+            self._load()
+        elif mode == "background":
+            threading.Thread(target=self._load, name="bento-load", daemon=True).start()
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            try:
+                self._model = BentoModel.load(self.bento_dir)
+            except BaseException as exc:
+                self._error = exc
+                log.error("model load failed: %s", exc)
+            finally:
+                self._done.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def get(self, timeout: float | None = None) -> BentoModel:
+        """The loaded model; loads it now in lazy mode; waits in background mode."""
+        if self._model is not None:
+            return self._model
+        if self.mode == "lazy":
+            self._load()
+        elif not self._done.wait(timeout):
+            raise NotReady("the model is still loading; retry shortly")
+        if self._model is None:
+            raise NotReady(f"the model failed to load: {self._error}")
+        return self._model

@@ -1,0 +1,94 @@
+"""Shared fixtures: an isolated store per test, and trained models made once per session."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def store_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "store"
+    monkeypatch.setenv("BENTO_COMPILE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def cancer_data() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def example_model(tmp_path_factory) -> Path:
+    """The README's example, trained by its own script."""
+    sys.path.insert(0, str(REPO / "examples" / "breast_cancer"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("example")
+    train.main(out)
+    (out / "bento.yaml").write_text((REPO / "examples/breast_cancer/bento.yaml").read_text())
+    return out
+
+
+@pytest.fixture(scope="session")
+def built_example(example_model, tmp_path_factory) -> Path:
+    """A Bento of the example, built once; returns its folder (tests must not modify it)."""
+    from bento_compile.compiler.build import BuildRequest, build
+
+    from bento_compile.config import load_config
+    from bento_compile.store import BentoStore
+
+    config, config_dir = load_config(example_model / "bento.yaml")
+    store = BentoStore(tmp_path_factory.mktemp("session-store"))
+    return build(BuildRequest(None, config, config_dir), store).path
+
+
+def save(model, path: Path) -> Path:
+    joblib.dump(model, path)
+    return path
+
+
+def run_cli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real command line in a subprocess, as a user runs it."""
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "bento_compile.cli", *args], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"bento-compile {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"{url} not ready after {timeout}s")
