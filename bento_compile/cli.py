@@ -174,6 +174,16 @@ def serve(tag: str, host: str, port: int) -> None:
     run(str(bento.path), host=host, port=port, load_mode="eager")
 
 
+@main.group()
+def target() -> None:
+    """Turn a stored Bento into deployable files for a platform.
+
+    \b
+    Each target states its platform's limits and fails the build with a clear
+    message when an artifact would break one.
+    """
+
+
 def _print_parity(report: dict[str, Any], console: Console | None = None) -> None:
     from .compiler.parity import table_rows
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .backends import Backend, open_backend
 from .errors import NotReady
 from .manifest import Manifest, read_manifest, verify_files
-from .onnx_backend import OnnxBackend
 from .tensors import decode_inputs, encode_outputs
 
 log = logging.getLogger("bento_compile.runtime")
@@ -25,7 +25,7 @@ LOAD_MODES = ("eager", "lazy", "background")
 class BentoModel:
     """A Bento whose files passed their hash check, ready to predict."""
 
-    def __init__(self, bento_dir: Path, manifest: Manifest, backend: OnnxBackend, load_seconds: float):
+    def __init__(self, bento_dir: Path, manifest: Manifest, backend: Backend, load_seconds: float):
         self.bento_dir = bento_dir
         self.manifest = manifest
         self.backend = backend
@@ -38,7 +38,7 @@ class BentoModel:
         root = Path(bento_dir)
         manifest = read_manifest(root)
         verify_files(root, manifest)
-        backend = OnnxBackend(root / manifest.model_file, manifest.runtime.intra_op_threads)
+        backend = open_backend(root, manifest)
         elapsed = time.perf_counter() - started
         log.info("loaded %s in %.3fs (providers: %s)", manifest.tag, elapsed, ",".join(backend.providers))
         return cls(root, manifest, backend, elapsed)
@@ -56,7 +56,7 @@ class BentoModel:
             "version": self.manifest.version,
             "inputs": [s.to_dict() for s in self.manifest.inputs],
             "outputs": [s.to_dict() for s in self.manifest.outputs],
-            "versions": {**raw.get("versions", {}), "onnxruntime_runtime": self.backend.onnxruntime_version},
+            "versions": {**raw.get("versions", {}), **getattr(self.backend, "runtime_versions", {})},
             "providers": self.backend.providers,
             "parity": raw.get("parity", {}).get("passed"),
             "load_seconds": round(self.load_seconds, 4),

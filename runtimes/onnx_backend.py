@@ -31,7 +31,7 @@ class OnnxBackend:
             str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.onnxruntime_version = ort.__version__
+        self.runtime_versions = {"onnxruntime_runtime": ort.__version__}
 
     @property
     def providers(self) -> list[str]:
