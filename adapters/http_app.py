@@ -58,9 +58,10 @@ async def read_body_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(bento_dir: str | Path, load_mode: str = "background") -> FastAPI:
+def create_app(bento_dir: str | Path, load_mode: str = "background", holder: ModelHolder | None = None) -> FastAPI:
     """Build the app for one Bento. The manifest is read now (it is small and drives the
-    OpenAPI schema); the model itself loads by `load_mode` (see ModelHolder)."""
+    OpenAPI schema); the model itself loads by `load_mode` (see ModelHolder). Pass `holder`
+    to share an already-loading model (the Lambda handler builds the app only for HTTP events)."""
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
     settings = manifest.runtime
@@ -69,7 +70,7 @@ def create_app(bento_dir: str | Path, load_mode: str = "background") -> FastAPI:
         version=manifest.version,
         description=f"Predictions from the Bento `{manifest.tag}`, compiled by bento-compile {__version__}.",
     )
-    holder = ModelHolder(bento_dir, load_mode)
+    holder = holder if holder is not None else ModelHolder(bento_dir, load_mode)
     app.state.holder = holder
     app.state.manifest = manifest
 
