@@ -1,0 +1,329 @@
+"""One image-building interface for every container target (Cloud Run, Knative, Lambda image).
+
+A target describes WHAT goes in the image as an `ImagePlan`: the base, three
+layers of our own, and the runtime config. A builder decides HOW it is made:
+
+- `OciBuilder` (daemonless, `targets.oci_layout`) writes an OCI image layout
+  itself, reproducibly, and pushes over the registry HTTP API;
+- `DockerBuilder` (`targets.docker_builder`) hands a build context (a
+  Dockerfile of COPY/ENV/LABEL lines, nothing is RUN) to a Docker engine
+  through the `docker` Python SDK.
+
+The layers, bottom to top, are chosen so a new model version reuses
+everything but the last one:
+
+1. `deps`: the runtime's wheels, resolved for the TARGET platform and Python
+   (`targets.wheels`), unpacked into site-packages here; no installer and no
+   code of theirs runs on the build machine;
+2. `runtime`: our runtime and adapters (`targets.runtime_files`);
+3. `bento`: the whole Bento folder, every file in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import BentoCompileError
+from ..runtimes.manifest import Manifest, read_manifest
+from .oci_layout import BaseImage, FileEntry, ImageConfig, LayerSpec, is_layout_reference, load_base
+from .runtime_files import runtime_package_files
+from .wheels import TargetPlatform, Wheel, resolve_wheels
+
+APP_ROOT = "/opt/bento-compile"
+SITE_PACKAGES = f"{APP_ROOT}/site-packages"
+CODE_DIR = f"{APP_ROOT}/app"
+BENTO_DIR = f"{APP_ROOT}/bento"
+NONROOT_USER = "65532:65532"
+HTTP_PORT = 8080
+LABEL_PREFIX = "dev.bento-compile"
+# What the HTTP adapter imports at serving time (README "The runtime"): nothing else ships.
+HTTP_REQUIREMENTS = ["numpy>=1.26", "onnxruntime>=1.20", "fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9"]
+
+
+def cache_root() -> Path:
+    """Where resolved wheels, unpacked wheels and pulled base images are kept between builds."""
+    explicit = os.environ.get("BENTO_COMPILE_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bento-compile"
+
+
+# -- the plan ---------------------------------------------------------------------------------
+@dataclass
+class ImagePlan:
+    """Everything a builder needs; built the same way for every builder."""
+
+    kind: str  # "http" or "lambda"
+    arch: str
+    python: str
+    base_reference: str
+    base: BaseImage
+    layers: list[LayerSpec]
+    config: ImageConfig
+    epoch: int
+    annotations: dict[str, str]
+    wheels: list[Wheel] = field(default_factory=list)
+
+
+@dataclass
+class BuiltImage:
+    """The result of a build: where it is, and the digest the service manifest should pin."""
+
+    builder: str
+    reference: str  # repository:tag the image was given
+    digest: str | None  # manifest digest (registry digest); None until a Docker-built image is pushed
+    layout: Path | None = None  # the OCI layout folder, for the daemonless builder
+    layer_digests: list[str] = field(default_factory=list)
+    size: int = 0
+    pushed: bool = False
+
+    @property
+    def pinned(self) -> str:
+        """`repository@sha256:…` when the digest is known, else the tag reference."""
+        if not self.digest:
+            return self.reference
+        return f"{split_tag(self.reference)[0]}@{self.digest}"
+
+
+class ImageBuilder(Protocol):
+    name: str
+
+    def build(self, plan: ImagePlan, out_dir: Path, reference: str) -> BuiltImage: ...
+
+    def push(self, image: BuiltImage) -> BuiltImage: ...
+
+
+def split_tag(reference: str) -> tuple[str, str]:
+    """`repo[:tag][@digest]` → (repo, tag); the tag defaults to `latest`."""
+    reference = reference.split("@", 1)[0]
+    last = reference.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = reference.rsplit(":", 1)
+        return repo, tag
+    return reference, "latest"
+
+
+# -- the layers -------------------------------------------------------------------------------
+def unpack_wheel(wheel: Wheel, cache: Path) -> Path:
+    """Unpack a wheel into a site-packages tree (cached by its sha256), as an installer would place it.
+
+    `NAME.data/purelib` and `platlib` go to the root like the rest; scripts,
+    headers and data files are not needed to import the package and are left
+    out. Modes are normalised (0755 for executables, 0644 otherwise).
+    """
+    target = cache / "unpacked" / wheel.sha256
+    if target.is_dir():
+        return target
+    work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent if target.parent.exists() else None))
+    try:
+        with zipfile.ZipFile(wheel.path) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                name = info.filename
+                parts = name.split("/")
+                if parts[0].endswith(".data"):
+                    if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                        continue
+                    name = "/".join(parts[2:])
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise BentoCompileError(f"The wheel {wheel.filename} holds an unsafe path '{info.filename}'.",
+                                            "Do not use this wheel; it may be tampered with.")
+                dest = work / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as source, open(dest, "wb") as out:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                executable = (info.external_attr >> 16) & 0o111
+                dest.chmod(0o755 if executable else 0o644)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            work.replace(target)
+        except OSError:  # another build unpacked it meanwhile
+            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return target
+
+
+def tree_entries(folder: Path, prefix: str) -> list[FileEntry]:
+    entries = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            entries.append(FileEntry(f"{prefix}/{path.relative_to(folder).as_posix()}", link=os.readlink(path)))
+        elif path.is_file():
+            mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            entries.append(FileEntry(f"{prefix}/{path.relative_to(folder).as_posix()}", source=path, mode=mode))
+    return entries
+
+
+def deps_layer(requirements: list[str], target: TargetPlatform) -> tuple[LayerSpec, list[Wheel]]:
+    """Resolve `requirements` for `target` (cached by the exact request) and lay the wheels out."""
+    cache = cache_root()
+    key = hashlib.sha256(json.dumps([sorted(requirements), target.machine, target.python,
+                                     list(target.glibc)]).encode()).hexdigest()[:16]
+    wheels = resolve_wheels(requirements, target, cache / "wheels" / key)
+    entries: dict[str, FileEntry] = {}
+    for wheel in wheels:
+        for entry in tree_entries(unpack_wheel(wheel, cache), SITE_PACKAGES):
+            entries[entry.path] = entry
+    return LayerSpec("dependencies: " + ", ".join(f"{w.name}=={w.version}" for w in wheels),
+                     list(entries.values())), wheels
+
+
+def runtime_layer() -> LayerSpec:
+    return LayerSpec("bento-compile runtime and adapters",
+                     [FileEntry(f"{CODE_DIR}/{arcname}", source=path) for arcname, path in runtime_package_files()])
+
+
+def bento_layer(bento_dir: Path, manifest: Manifest, dest: str = BENTO_DIR) -> LayerSpec:
+    """The WHOLE Bento folder (signatures and later files travel too), hashes checked first."""
+    from ..runtimes.manifest import verify_files
+
+    try:
+        verify_files(bento_dir, manifest)
+    except Exception as exc:
+        raise BentoCompileError(f"The Bento {manifest.tag} at {bento_dir} is damaged: {exc}",
+                                "Rebuild it with `bento-compile build`.") from None
+    entries = [entry for entry in tree_entries(bento_dir, dest) if "/__pycache__/" not in entry.path]
+    return LayerSpec(f"Bento {manifest.tag}", entries)
+
+
+# -- labels and metadata ----------------------------------------------------------------------
+def bento_epoch(manifest: Manifest) -> int:
+    """The image's timestamp: SOURCE_DATE_EPOCH, else the Bento's creation time (so rebuilds match)."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    created = str(manifest.raw.get("created") or "1970-01-01T00:00:00Z").replace("Z", "+00:00")
+    moment = datetime.fromisoformat(created)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp())
+
+
+def openapi_schema(bento_dir: Path) -> dict:
+    """The OpenAPI document the running image serves (the app is built without loading the model)."""
+    from ..adapters.http_app import create_app
+
+    return create_app(bento_dir, load_mode="lazy").openapi()
+
+
+def bento_labels(bento_dir: Path, manifest: Manifest, epoch: int) -> dict[str, str]:
+    model_sha = manifest.files.get(manifest.model_file, {}).get("sha256", "")
+    return {
+        "org.opencontainers.image.title": manifest.name,
+        "org.opencontainers.image.version": manifest.version,
+        "org.opencontainers.image.created": datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.description": f"Bento {manifest.tag} served by bento-compile",
+        f"{LABEL_PREFIX}.bento.tag": manifest.tag,
+        f"{LABEL_PREFIX}.model.sha256": model_sha,
+        f"{LABEL_PREFIX}.openapi": json.dumps(openapi_schema(bento_dir), sort_keys=True, separators=(",", ":")),
+    }
+
+
+# -- base and python --------------------------------------------------------------------------
+def python_from_reference(reference: str) -> str | None:
+    """`python:3.12-slim`, `public.ecr.aws/lambda/python:3.12` → "3.12"; layouts and others → None."""
+    if is_layout_reference(reference):
+        return None
+    match = re.search(r"python[^/:]*:(3\.\d+)", reference)
+    return match.group(1) if match else None
+
+
+def open_base(reference: str, arch: str) -> BaseImage:
+    return load_base(reference, arch, cache_root() / "base-images")
+
+
+def resolve_python(base: BaseImage, reference: str, python: str | None) -> str:
+    found = python or python_from_reference(reference) or base.python_version()
+    if not found:
+        raise BentoCompileError(f"Cannot tell which Python the base image {reference} has.",
+                                "Pass --python 3.X (the version of python3 in the base image).")
+    return found
+
+
+# -- plans for the two kinds of image ---------------------------------------------------------
+def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, python: str | None,
+               requirements: list[str], env: dict[str, str], entrypoint: list[str], cmd: list[str],
+               exposed_ports: list[int], workdir: str = APP_ROOT, bento_dest: str = BENTO_DIR) -> ImagePlan:
+    """Common to every image: base, deps/runtime/bento layers, labels, reproducible time."""
+    manifest = read_manifest(bento_dir)
+    base = open_base(base_reference, arch)
+    python = resolve_python(base, base_reference, python)
+    target = TargetPlatform(arch=arch, python=python)
+    deps, wheels = deps_layer(requirements, target)
+    epoch = bento_epoch(manifest)
+    labels = bento_labels(bento_dir, manifest, epoch)
+    config = ImageConfig(
+        env={"PYTHONPATH": f"{CODE_DIR}:{SITE_PACKAGES}", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
+             "HOME": "/tmp", "BENTO_COMPILE_BENTO": bento_dest, **env},
+        entrypoint=entrypoint, cmd=cmd, workdir=workdir, user=NONROOT_USER, labels=labels,
+        exposed_ports=exposed_ports)
+    annotations = {"org.opencontainers.image.title": manifest.name,
+                   "org.opencontainers.image.version": manifest.version,
+                   "org.opencontainers.image.base.name": base_reference if not is_layout_reference(base_reference)
+                   else Path(base_reference.split(":")[0]).name,
+                   "org.opencontainers.image.base.digest": base.manifest_digest}
+    return ImagePlan(kind, arch, python, base_reference, base,
+                     [deps, runtime_layer(), bento_layer(bento_dir, manifest, bento_dest)],
+                     config, epoch, annotations, wheels)
+
+
+def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", python: str | None = None,
+                    max_concurrency: int = 0, grace_seconds: int = 25) -> ImagePlan:
+    """The HTTP image for Cloud Run and Knative: uvicorn serving the adapters' app on $PORT."""
+    manifest = read_manifest(bento_dir)
+    requirements = list(HTTP_REQUIREMENTS)
+    ort = manifest.raw.get("versions", {}).get("onnxruntime")
+    if ort:  # serve with the ONNX Runtime the parity check ran on, when the target has a wheel for it
+        requirements = [r if not r.startswith("onnxruntime") else f"onnxruntime>={ort}" for r in requirements]
+    env = {"HOST": "0.0.0.0", "PORT": str(HTTP_PORT), "BENTO_COMPILE_LOAD": "background",
+           "BENTO_COMPILE_MAX_CONCURRENCY": str(max_concurrency),
+           "BENTO_COMPILE_GRACE_SECONDS": str(grace_seconds)}
+    return plan_image("http", bento_dir, base_reference, arch, python, requirements, env,
+                      ["python3", "-m", "bento_compile.adapters.server"], [], [HTTP_PORT])
+
+
+def wheel_summary(wheels: list[Wheel]) -> list[dict[str, str]]:
+    return [{"name": w.name, "version": w.version, "file": w.filename, "sha256": w.sha256} for w in wheels]
+
+
+# -- choosing a builder -----------------------------------------------------------------------
+def engine_reachable() -> bool:
+    """True when a Docker engine answers (DOCKER_HOST or the default socket)."""
+    try:
+        import docker
+    except ImportError:
+        return False
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def choose_builder(name: str) -> ImageBuilder:
+    """`docker`, `oci`, or `auto` (Docker when an engine answers, else daemonless)."""
+    if name not in ("auto", "docker", "oci"):
+        raise BentoCompileError(f"Unknown builder '{name}'.", "Use --builder auto, docker or oci.")
+    if name == "auto":
+        name = "docker" if engine_reachable() else "oci"
+    if name == "docker":
+        from .docker_builder import DockerBuilder
+
+        return DockerBuilder()
+    from .oci_builder import OciBuilder
+
+    return OciBuilder()
