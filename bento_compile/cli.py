@@ -104,8 +104,14 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
 
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def list_bentos(as_json: bool) -> None:
-    """List the Bentos in the local store, oldest first."""
+@click.option("--remote", "remote_url", help="List a remote store instead: s3://bucket/prefix.")
+@click.option("--endpoint-url", help="S3-compatible endpoint for --remote (default: $AWS_ENDPOINT_URL or AWS).")
+def list_bentos(as_json: bool, remote_url: str | None, endpoint_url: str | None) -> None:
+    """List the Bentos in the local store (or, with --remote, in S3), oldest first."""
+    if remote_url:
+        from .cli_trust import list_remote
+
+        return list_remote(remote_url, endpoint_url, as_json)
     bentos = BentoStore().list()
     if as_json:
         click.echo(json.dumps([{"tag": b.tag, "created": b.created, "size": b.size, "path": str(b.path)}
@@ -200,6 +206,12 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
+
+
+from .cli_trust import COMMANDS as _TRUST_COMMANDS  # noqa: E402  (issue 8: keygen sign verify push pull tag)
+
+for _command in _TRUST_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

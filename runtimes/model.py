@@ -16,6 +16,7 @@ from .backends import Backend, open_backend
 from .errors import NotReady
 from .manifest import Manifest, read_manifest, verify_files
 from .tensors import decode_inputs, encode_outputs
+from .trust import enforce_trust
 
 log = logging.getLogger("bento_compile.runtime")
 
@@ -37,6 +38,7 @@ class BentoModel:
         started = time.perf_counter()
         root = Path(bento_dir)
         manifest = read_manifest(root)
+        enforce_trust(root, manifest)  # signature check when a public key is configured
         verify_files(root, manifest)
         backend = open_backend(root, manifest)
         elapsed = time.perf_counter() - started
