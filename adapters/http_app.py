@@ -7,24 +7,32 @@ a client's mistake is never a 500 and no response ever carries a stack trace.
 /predict reads the raw body and parses it with orjson instead of a pydantic
 model: the signature checks in `runtimes.tensors` are both stricter (feature
 counts, dtypes, where the problem is) and much cheaper than generic validation.
+`BentoApp.__call__` hands POST /predict to the raw-ASGI fast path
+(`adapters.fastpath.PredictService`) before FastAPI's routing; the FastAPI route
+stays for the OpenAPI schema and answers through the same service. /metrics
+serves Prometheus text (runtimes/metrics.py).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..runtimes.errors import InputError, NotReady, PayloadTooLarge
 from ..runtimes.manifest import read_manifest
+from ..runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..runtimes.metrics import Metrics
 from ..runtimes.model import ModelHolder
+from ..runtimes.providers import device_in_use
+from .fastpath import PredictService
 from .openapi import predict_openapi_extra
 
 log = logging.getLogger("bento_compile.http")
@@ -58,21 +66,83 @@ async def read_body_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+_ROUTES = frozenset({"/predict", "/healthz", "/readyz", "/metadata", "/metrics", "/docs", "/openapi.json"})
+
+
+class BentoApp(FastAPI):
+    """FastAPI, with POST /predict answered by the raw-ASGI fast path before routing, and every
+    other HTTP request counted in the metrics by route and status."""
+
+    predict_service: PredictService | None = None
+    metrics: Metrics | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or self.predict_service is None:
+            await super().__call__(scope, receive, send)
+            return
+        path = scope["path"]
+        if path == "/predict" and scope["method"] == "POST":
+            await self.predict_service.asgi(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, send_counted)
+        finally:
+            route = path if path in _ROUTES else "other"
+            self.metrics.request(route, status[0], time.perf_counter() - started)
+
+
+def _record_when_loaded(holder: ModelHolder, metrics: Metrics, service: PredictService) -> None:
+    """Set the load/cold-start/provider metrics and log the serving plan once the model is up."""
+
+    def record() -> None:
+        try:
+            model = holder.get(None)
+        except Exception:
+            return
+        providers = model.backend.providers
+        device = device_in_use(providers)
+        metrics.model_loaded(model.manifest.tag, providers, device, model.load_seconds)
+        plan = service.plan
+        log.info("serving %s on %s (providers %s); batching %s (max %d rows, %.1f ms); %d intra-op thread(s), "
+                 "%d inference worker(s) on %d CPU(s); in-flight limit %s", model.manifest.tag, device,
+                 ",".join(providers), service.policy.mode, service.policy.max_batch_size,
+                 service.policy.max_latency_s * 1000, plan.intra_op_threads, plan.inference_workers, plan.cpus,
+                 service.limit or "none")
+
+    if holder.mode == "eager":
+        record()
+    elif holder.mode == "background":
+        threading.Thread(target=record, name="bento-load-metrics", daemon=True).start()
+
+
 def create_app(bento_dir: str | Path, load_mode: str = "background", holder: ModelHolder | None = None) -> FastAPI:
     """Build the app for one Bento. The manifest is read now (it is small and drives the
     OpenAPI schema); the model itself loads by `load_mode` (see ModelHolder). Pass `holder`
     to share an already-loading model (the Lambda handler builds the app only for HTTP events)."""
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
-    settings = manifest.runtime
-    app = FastAPI(
+    app = BentoApp(
         title=f"{manifest.name} (bento-compile)",
         version=manifest.version,
         description=f"Predictions from the Bento `{manifest.tag}`, compiled by bento-compile {__version__}.",
     )
     holder = holder if holder is not None else ModelHolder(bento_dir, load_mode)
+    metrics = Metrics()
+    service = PredictService(holder, manifest, metrics)
     app.state.holder = holder
     app.state.manifest = manifest
+    app.state.metrics = metrics
+    app.metrics = metrics
+    app.predict_service = service
+    _record_when_loaded(holder, metrics, service)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -85,28 +155,20 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
 
     @app.post("/predict", openapi_extra=predict_openapi_extra(manifest), summary="Predict")
     async def predict(request: Request) -> Response:
+        """Reached only when the fast path is bypassed (e.g. under a root_path); same answers."""
         try:
-            body = await read_body_bounded(request, settings.max_body_bytes)
+            body = await read_body_bounded(request, manifest.runtime.max_body_bytes)
         except BodyTooLarge:
-            return error_response(
-                413, f"request body is over {settings.max_body_bytes} bytes "
-                "(runtime.max_body_bytes in bento.yaml): send fewer rows per request"
-            )
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return error_response(422, f"the body is not valid JSON: {exc}")
-        try:
-            model = holder.get(timeout=30.0)
-        except NotReady as exc:
-            return error_response(503, str(exc), {"Retry-After": "1"})
-        try:
-            result = await run_in_threadpool(model.predict, payload)
-        except InputError as exc:
-            return error_response(422, str(exc))
-        except PayloadTooLarge as exc:
-            return error_response(413, str(exc))
-        return json_response(result)
+            status, content, headers = service._too_large()
+        else:
+            answer = await service.answer(body)
+            status, content, headers = answer if answer is not None else (499, b"{}", None)
+        extra = {k.decode(): v.decode() for k, v in headers or [] if k != b"content-type"}
+        return Response(content, status_code=status, media_type="application/json", headers=extra)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/healthz", summary="Process is up")
     async def healthz() -> Response:
@@ -123,7 +185,9 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
     @app.get("/metadata", summary="Tag, signature and versions")
     async def metadata() -> Response:
         if holder.ready:
-            return json_response(holder.get().metadata())
+            model = holder.get()
+            return json_response({**model.metadata(), "device": device_in_use(model.backend.providers),
+                                  "serving": service.describe()})
         return json_response({
             "tag": manifest.tag, "name": manifest.name, "version": manifest.version,
             "inputs": [s.to_dict() for s in manifest.inputs],

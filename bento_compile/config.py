@@ -44,6 +44,18 @@ class ParityConfig(Strict):
     label_agreement: float = Field(1.0, ge=0, le=1, description="share of labels that must match")
 
 
+class BatchingConfig(Strict):
+    """`runtime.batching`: coalescing concurrent requests into one model run (see runtimes/batching.py)."""
+
+    mode: Literal["off", "fixed", "adaptive"] = Field(
+        "adaptive", description="adaptive: learn run time per batch size and wait only when it pays")
+    max_batch_size: int = Field(64, gt=0, description="a batch closes at this many ROWS")
+    max_latency_ms: float = Field(5.0, gt=0, description="longest a request waits for others to join its batch")
+    max_queue_rows: int = Field(2048, gt=0, description="rows waiting beyond this are refused (503 + Retry-After)")
+    timeout_ms: float = Field(2000.0, gt=0, description="a request that cannot be answered within this is "
+                              "refused at once (503), never left waiting")
+
+
 class RuntimeConfig(Strict):
     """Serving behaviour and bounds, recorded in the manifest."""
 
@@ -51,6 +63,11 @@ class RuntimeConfig(Strict):
     max_body_bytes: int = Field(6 * 1024 * 1024, gt=0)
     max_batch_rows: int = Field(1024, gt=0)
     intra_op_threads: int = Field(1, ge=0, description="0 = ONNX Runtime's default (one per core)")
+    device: Literal["auto", "cpu", "cuda", "tensorrt"] = Field(
+        "auto", description="auto: CUDA when onnxruntime-gpu and a GPU are present, else CPU")
+    max_concurrency: int = Field(0, ge=0, description="in-flight /predict requests before 503 "
+                                 "(0 = unlimited; env BENTO_COMPILE_MAX_CONCURRENCY overrides)")
+    batching: BatchingConfig = BatchingConfig()
 
 
 class BentoConfig(Strict):

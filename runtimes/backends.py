@@ -6,6 +6,7 @@ ONNX Runtime for `.onnx` / `.ort`; other formats register here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from .errors import IntegrityError
 from .manifest import Manifest
+from .threads import ThreadPlan, plan_threads
 
 
 class Backend(Protocol):
@@ -24,11 +26,26 @@ class Backend(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+def device_setting(manifest: Manifest) -> str:
+    """`runtime.device`, overridden by env BENTO_COMPILE_DEVICE (run one artifact on CPU or GPU nodes)."""
+    return os.environ.get("BENTO_COMPILE_DEVICE") or manifest.runtime.device
+
+
+def thread_plan(manifest: Manifest) -> ThreadPlan:
+    """Intra-op threads and inference workers for this Bento on this machine (see runtimes/threads.py)."""
+    batching = manifest.runtime.batching.mode != "off" and manifest.batchable
+    return plan_threads(manifest.runtime.intra_op_threads, batching)
+
+
 def open_backend(bento_dir: Path, manifest: Manifest) -> Backend:
     model_format = manifest.raw.get("model", {}).get("format", "onnx")
     path = Path(bento_dir) / manifest.model_file
     if model_format in ("onnx", "ort"):
         from .onnx_backend import OnnxBackend
 
-        return OnnxBackend(path, manifest.runtime.intra_op_threads)
+        return OnnxBackend(path, thread_plan(manifest).intra_op_threads, device=device_setting(manifest))
+    if model_format == "tflite":
+        from .tflite_backend import TFLiteBackend
+
+        return TFLiteBackend(path, thread_plan(manifest).intra_op_threads)
     raise IntegrityError(f"model format '{model_format}' is not served by this runtime version")

@@ -21,3 +21,16 @@ class IntegrityError(RuntimeFault):
 
 class NotReady(RuntimeFault):
     """The model is not loaded (yet, or it failed to load) (HTTP 503)."""
+
+
+class Overloaded(RuntimeFault):
+    """The server cannot take this request now (queue full, deadline unmeetable, in-flight limit) (HTTP 503).
+
+    `retry_after` is the server's estimate, in whole seconds, of when a retry may succeed; HTTP sends it
+    as `Retry-After`, other adapters put it in their error result.
+    """
+
+    def __init__(self, message: str, retry_after: int = 1, reason: str = "overloaded"):
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+        self.reason = reason

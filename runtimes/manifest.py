@@ -47,17 +47,41 @@ class TensorSpec:
 
 
 @dataclass(frozen=True)
+class BatchingSettings:
+    """`runtime.batching` from bento.yaml: how concurrent requests are coalesced (runtimes/batching.py)."""
+
+    mode: str = "adaptive"  # off | fixed | adaptive
+    max_batch_size: int = 64  # rows, not requests
+    max_latency_ms: float = 5.0
+    max_queue_rows: int = 2048
+    timeout_ms: float = 2000.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BatchingSettings:
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
 class RuntimeSettings:
-    """Serving bounds and behaviour recorded at compile time (from bento.yaml)."""
+    """Serving bounds and behaviour recorded at compile time (from bento.yaml).
+
+    Bentos built before a field existed read its default, so old manifests keep loading.
+    """
 
     allow_missing: bool = True
     max_body_bytes: int = 6 * 1024 * 1024
     max_batch_rows: int = 1024
     intra_op_threads: int = 1
+    device: str = "auto"  # auto | cpu | cuda | tensorrt
+    max_concurrency: int = 0  # in-flight /predict requests; 0 = unlimited
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> RuntimeSettings:
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        if "batching" in known:
+            known["batching"] = BatchingSettings.from_dict(known["batching"])
         return cls(**known)
 
 
@@ -77,6 +101,14 @@ class Manifest:
     @property
     def tag(self) -> str:
         return f"{self.name}:{self.version}"
+
+    @property
+    def batchable(self) -> bool:
+        """Whether rows of several requests may be stacked into one run: the compiler's verdict
+        (`model.batchable`), and never when any input or output has a fixed first axis."""
+        recorded = self.raw.get("model", {}).get("batchable", True)
+        free = all(s.shape and s.shape[0] is None for s in (*self.inputs, *self.outputs))
+        return bool(recorded) and free
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:

@@ -1,0 +1,241 @@
+"""POST /predict without the framework: the raw-ASGI hot path, with back-pressure and batching.
+
+Why: one model run is 4–20 µs and JSON in/out another 10, but a FastAPI route costs
+150–250 µs of CPU (routing, Request object, middleware, a thread hand-off per request).
+`PredictService.asgi` answers /predict straight from the ASGI scope (the app's
+`__call__` sends it here before FastAPI sees the request) with the SAME contract as the
+FastAPI route, which stays registered for the OpenAPI schema and calls the same
+`PredictService.answer`. Errors, statuses and bodies are identical either way.
+
+Order of checks, cheapest first: in-flight limit (503) → declared body size (413) →
+bounded read (413) → JSON (422) → model ready (503) → signature (422/413) → batcher
+admission (503 + Retry-After) → run → split → JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from ..runtimes.backends import thread_plan
+from ..runtimes.batching import Batcher, BatchPolicy
+from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
+from ..runtimes.manifest import Manifest
+from ..runtimes.metrics import Metrics
+from ..runtimes.model import BentoModel, ModelHolder
+from ..runtimes.tensors import decode_inputs, encode_outputs
+
+log = logging.getLogger("bento_compile.http")
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+# Bodies above this are parsed and validated off the event loop, so a 6 MB request does not
+# stall every other connection for the ~20 ms its JSON takes.
+_OFFLOAD_BODY_BYTES = 256 * 1024
+# Watch for a client disconnect (to drop its rows from the batch) only when the work saved is
+# worth the watcher task: when a run is predicted to take longer than this.
+_WATCH_RUNS_LONGER_THAN_S = 0.0005
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]] | None]
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def max_concurrency(manifest: Manifest) -> int:
+    """In-flight /predict limit: env BENTO_COMPILE_MAX_CONCURRENCY (Knative's containerConcurrency), else
+    `runtime.max_concurrency`; 0 means unlimited."""
+    env = os.environ.get("BENTO_COMPILE_MAX_CONCURRENCY", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"BENTO_COMPILE_MAX_CONCURRENCY must be a whole number (0 = unlimited), got {env!r}")
+        return int(env)
+    return manifest.runtime.max_concurrency
+
+
+class PredictService:
+    """Everything /predict does, shared by the raw-ASGI path and the FastAPI route."""
+
+    def __init__(self, holder: ModelHolder, manifest: Manifest, metrics: Metrics):
+        self.holder = holder
+        self.manifest = manifest
+        self.settings = manifest.runtime
+        self.metrics = metrics
+        self.limit = max_concurrency(manifest)
+        self.in_flight = 0
+        self.plan = thread_plan(manifest)
+        self.policy = BatchPolicy.from_settings(self.settings.batching, manifest.batchable)
+        self._batcher: Batcher | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._model: BentoModel | None = None
+        metrics.in_flight.set_function(lambda: self.in_flight)
+        metrics.depth.set_function(lambda: self._batcher.queued_rows if self._batcher else 0)
+
+    # ---- raw ASGI --------------------------------------------------------------------
+
+    async def asgi(self, scope: dict, receive: Callable[[], Awaitable[dict]],
+                   send: Callable[[dict], Awaitable[None]]) -> None:
+        started = time.perf_counter()
+        if self.limit and self.in_flight >= self.limit:
+            status, body, headers = self._overloaded(Overloaded(
+                f"over {self.limit} requests in flight (BENTO_COMPILE_MAX_CONCURRENCY / runtime.max_concurrency); "
+                "retry shortly", 1, "concurrency"))
+        else:
+            self.in_flight += 1
+            try:
+                answer = await self._asgi_answer(scope, receive)
+            except Exception:  # never a stack trace to the client, never a non-JSON 500
+                log.exception("unexpected error")
+                answer = 500, error_body("internal error while predicting; see the server log"), None
+            finally:
+                self.in_flight -= 1
+            if answer is None:  # the client went away; nobody to answer
+                self.metrics.request("/predict", 499, time.perf_counter() - started)
+                return
+            status, body, headers = answer
+        response_headers = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.request("/predict", status, time.perf_counter() - started)
+
+    async def _asgi_answer(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> Answer | None:
+        limit = self.settings.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    return self._too_large()
+                break
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body = message.get("body", b"")
+        if message.get("more_body", False):
+            chunks = [body]
+            size = len(body)
+            while message.get("more_body", False):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return self._too_large()
+                chunks.append(chunk)
+            body = b"".join(chunks)
+        if len(body) > limit:
+            return self._too_large()
+        return await self.answer(body, receive)
+
+    def _too_large(self) -> Answer:
+        return 413, error_body(
+            f"request body is over {self.settings.max_body_bytes} bytes "
+            "(runtime.max_body_bytes in bento.yaml): send fewer rows per request"), None
+
+    # ---- the contract, framework-free --------------------------------------------------
+
+    async def answer(self, body: bytes, receive: Callable[[], Awaitable[dict]] | None = None) -> Answer | None:
+        """Status, JSON body and extra headers for one /predict body (None: client disconnected)."""
+        model = self._model
+        if model is None:
+            try:
+                model = await self._wait_for_model()
+            except NotReady as exc:
+                self.metrics.rejected("not_ready")
+                return 503, error_body(str(exc)), [*JSON_HEADERS, (b"retry-after", b"1")]
+        try:
+            if len(body) > _OFFLOAD_BODY_BYTES:
+                loop = asyncio.get_running_loop()
+                feeds, rows = await loop.run_in_executor(None, self._decode, body)
+            else:
+                feeds, rows = self._decode(body)
+        except InputError as exc:
+            return 422, error_body(str(exc)), None
+        except PayloadTooLarge as exc:
+            return 413, error_body(str(exc)), None
+        batcher = self._batcher
+        if batcher is None or batcher.loop is not asyncio.get_running_loop():
+            batcher = self._new_batcher(model)
+        try:
+            if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
+                outputs = await self._submit_watching(batcher, feeds, rows, receive)
+                if outputs is None:
+                    return None
+            else:
+                outputs = await batcher.submit(feeds, rows)
+        except Overloaded as exc:
+            return self._overloaded(exc)
+        except InputError as exc:  # the model refused a value the signature check let through
+            return 422, error_body(str(exc)), None
+        return 200, orjson.dumps({"outputs": encode_outputs(outputs)}), None
+
+    def _decode(self, body: bytes) -> tuple[dict, int]:
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"the body is not valid JSON: {exc}") from None
+        return decode_inputs(payload, self.manifest.inputs, self.settings)
+
+    async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
+                               receive: Callable[[], Awaitable[dict]]) -> Any:
+        """Submit, and cancel the request (dropping it from its batch) if the client disconnects."""
+        work = asyncio.ensure_future(batcher.submit(feeds, rows))
+        watcher = asyncio.ensure_future(receive())
+
+        def on_message(done: asyncio.Future) -> None:
+            if not done.cancelled() and done.exception() is None and done.result().get("type") == "http.disconnect":
+                work.cancel()
+
+        watcher.add_done_callback(on_message)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                self.metrics.rejected("client_gone")
+                return None
+            raise
+        finally:
+            watcher.cancel()
+
+    def _overloaded(self, exc: Overloaded) -> Answer:
+        if exc.reason == "concurrency":
+            self.metrics.rejected("concurrency")
+        headers = [*JSON_HEADERS, (b"retry-after", str(exc.retry_after).encode())]
+        return 503, error_body(str(exc)), headers
+
+    async def _wait_for_model(self) -> BentoModel:
+        holder = self.holder
+        if holder.ready:
+            model = holder.get()
+        elif holder.error is not None:
+            raise NotReady(f"the model failed to load: {holder.error}")
+        else:  # loading (background) or not started (lazy): wait off the event loop
+            loop = asyncio.get_running_loop()
+            model = await loop.run_in_executor(None, holder.get, 30.0)
+        self._model = model
+        return model
+
+    def _new_batcher(self, model: BentoModel) -> Batcher:
+        """One batcher per event loop (TestClient may run several loops over an app's life)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.plan.inference_workers, thread_name_prefix="bento-infer")
+        self._batcher = Batcher(model.backend.run, self.policy, self._executor,
+                                workers=self.plan.inference_workers, observer=self.metrics)
+        return self._batcher
+
+    def describe(self) -> dict[str, Any]:
+        """Serving settings for /metadata: batching, threads, limits."""
+        return {
+            "batching": {"mode": self.policy.mode, "max_batch_size": self.policy.max_batch_size,
+                         "max_latency_ms": self.policy.max_latency_s * 1000,
+                         "max_queue_rows": self.policy.max_queue_rows, "timeout_ms": self.policy.timeout_s * 1000,
+                         "batchable": self.manifest.batchable},
+            "threads": self.plan.to_dict(),
+            "max_concurrency": self.limit,
+        }

@@ -1,0 +1,142 @@
+"""Prometheus metrics for the serving path (prometheus-client), on a registry of our own.
+
+Names (all prefixed `bento_`):
+  request_total{route,status}              counter   every HTTP request
+  request_duration_seconds{route,status}   histogram server time, read → last byte written
+  rejected_total{reason}                   counter   503s: queue_full, deadline, timeout, concurrency, not_ready
+  batch_size_rows                          histogram rows per model run
+  batch_requests                           histogram requests per model run
+  inference_duration_seconds               histogram one model run (a whole batch)
+  queue_wait_seconds                       histogram time a request waited for its batch
+  queue_depth_rows                         gauge     rows waiting now
+  in_flight_requests                       gauge     /predict requests being served now
+  model_load_seconds                       gauge     hash check + session creation
+  cold_start_seconds                       gauge     process start → model ready
+  model_info{tag,device,providers}         gauge = 1 the provider ACTUALLY in use (session.get_providers())
+
+A private CollectorRegistry (not the global one) so that two apps in one process (tests,
+Lambda warm containers) never collide. Label children for the common (route, status) pairs
+are cached: `labels()` takes a lock and a dict lookup that the hot path does not need.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    AVAILABLE = True
+except ImportError:  # an artifact built without it still serves; /metrics says what is missing
+    AVAILABLE = False
+    CONTENT_TYPE_LATEST = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_RUN_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def process_start_time() -> float:
+    """When this process started, in time.time() seconds (Linux /proc; else now)."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as handle:
+            uptime = float(handle.read().split()[0])
+        return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+class Metrics:
+    """The runtime's metrics; also a `BatchObserver` for the batcher."""
+
+    def __init__(self) -> None:
+        if not AVAILABLE:
+            self._null()
+            return
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("bento_request_total", "HTTP requests", ["route", "status"], registry=registry)
+        self.latency = Histogram("bento_request_duration_seconds", "HTTP request time in the server",
+                                 ["route", "status"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.rejections = Counter("bento_rejected_total", "Requests refused with 503", ["reason"], registry=registry)
+        self.batch_rows = Histogram("bento_batch_size_rows", "Rows per model run", buckets=_ROW_BUCKETS,
+                                    registry=registry)
+        self.batch_requests = Histogram("bento_batch_requests", "Requests per model run", buckets=_ROW_BUCKETS,
+                                        registry=registry)
+        self.inference = Histogram("bento_inference_duration_seconds", "One model run (a whole batch)",
+                                   buckets=_RUN_BUCKETS, registry=registry)
+        self.wait = Histogram("bento_queue_wait_seconds", "Time a request waited for its batch",
+                              buckets=_RUN_BUCKETS, registry=registry)
+        self.depth = Gauge("bento_queue_depth_rows", "Rows waiting for a batch", registry=registry)
+        self.in_flight = Gauge("bento_in_flight_requests", "/predict requests being served", registry=registry)
+        self.load_seconds = Gauge("bento_model_load_seconds", "Hash check + session creation", registry=registry)
+        self.cold_start = Gauge("bento_cold_start_seconds", "Process start to model ready", registry=registry)
+        self.info = Gauge("bento_model_info", "The Bento served and the execution provider in use",
+                          ["tag", "device", "providers"], registry=registry)
+        self._children: dict[tuple[str, int], tuple] = {}
+
+    def _null(self) -> None:
+        null = _NullMetric()
+        self.registry = None
+        self.requests = self.latency = self.rejections = self.batch_rows = self.batch_requests = null
+        self.inference = self.wait = self.depth = self.in_flight = self.load_seconds = self.cold_start = null
+        self.info = null
+        self._children = {}
+
+    # HTTP
+    def request(self, route: str, status: int, seconds: float) -> None:
+        key = (route, status)
+        child = self._children.get(key)
+        if child is None:
+            child = (self.requests.labels(route, str(status)), self.latency.labels(route, str(status)))
+            self._children[key] = child
+        child[0].inc()
+        child[1].observe(seconds)
+
+    def model_loaded(self, tag: str, providers: list[str], device: str, load_seconds: float) -> None:
+        self.load_seconds.set(load_seconds)
+        self.cold_start.set(max(0.0, time.time() - process_start_time()))
+        self.info.labels(tag, device, ",".join(providers)).set(1)
+
+    def render(self) -> bytes:
+        if self.registry is None:
+            return b"# prometheus-client is not installed in this artifact: add it to the image's requirements\n"
+        return generate_latest(self.registry)
+
+    # BatchObserver
+    def batch(self, rows: int, requests: int, run_seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_requests.observe(requests)
+        self.inference.observe(run_seconds)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.wait.observe(seconds)
+
+    def queue_depth(self, rows: int) -> None:
+        pass  # the gauge reads the batcher's counter when scraped (set_function): nothing on the hot path
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+
+class _NullMetric:
+    """Stands in for every metric when prometheus-client is missing: accepts every call, records nothing."""
+
+    def labels(self, *_args: object) -> _NullMetric:
+        return self
+
+    def inc(self, *_args: object) -> None:
+        pass
+
+    def observe(self, *_args: object) -> None:
+        pass
+
+    def set(self, *_args: object) -> None:
+        pass
+
+    def set_function(self, *_args: object) -> None:
+        pass
