@@ -169,6 +169,7 @@ def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorS
         "parity": report,
         "example": example_payload(feeds),
         "runtime": config.runtime.model_dump(),
+        "targets": config.targets,  # per-target settings (e.g. targets.lambda) travel with the Bento
         "config_sha256": hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
         "versions": {
             "bento_compile": __version__,
