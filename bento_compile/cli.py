@@ -214,5 +214,10 @@ for _command in _TRUST_COMMANDS:
     main.add_command(_command)
 
 
+from .cli_containers import COMMANDS as _CONTAINER_COMMANDS  # noqa: E402  (issue 4: cloudrun knative lambda-image)
+
+for _command in _CONTAINER_COMMANDS:
+    target.add_command(_command)
+
 if __name__ == "__main__":
     main()
