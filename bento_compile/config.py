@@ -142,6 +142,9 @@ class CloudRunTarget(ServiceTarget):
     cpu_throttling: bool = Field(True, description="false keeps the CPU allocated between requests")
 
 
+TARGET_SCHEMAS.update({"knative": KnativeTarget, "cloudrun": CloudRunTarget})
+
+
 class LambdaTarget(Strict):
     """`targets.lambda` in bento.yaml: the function (targets/lambda_zip.py, targets/sam.py)."""
 
