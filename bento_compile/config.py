@@ -145,43 +145,6 @@ class CloudRunTarget(ServiceTarget):
 TARGET_SCHEMAS.update({"knative": KnativeTarget, "cloudrun": CloudRunTarget})
 
 
-class LambdaTarget(Strict):
-    """`targets.lambda` in bento.yaml: the function (targets/lambda_zip.py, targets/sam.py)."""
-
-    function_name: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
-                                      description="default: the Bento's name")
-    arch: Literal["x86_64", "arm64"] = "x86_64"
-    python: Literal["3.10", "3.11", "3.12", "3.13"] = "3.12"
-    memory: int = Field(1024, ge=128, le=10240, description="MB; Lambda's CPU share grows with it")
-    timeout: int = Field(30, ge=1, le=900, description="seconds per invocation")
-    load: Literal["eager", "lazy", "background"] = Field("eager", description="when the model loads: during init, "
-                                                          "on the first event, or in a thread from init")
-    function_url: bool = True
-    function_url_auth: Literal["AWS_IAM", "NONE"] = Field("AWS_IAM", description="NONE makes the URL public")
-    warmer: str | None = Field(None, pattern=r"^(rate|cron)\(.+\)$",
-                               description='EventBridge schedule for warm pings, e.g. "rate(5 minutes)"')
-    provisioned_concurrency: int = Field(0, ge=0, description="pre-initialised environments (no cold starts)")
-    snapstart: bool = Field(False, description="SnapStart (Python 3.12+): restore from a snapshot of init")
-    sink: str | None = Field(None, pattern=r"^(s3://[^/]+/.*|https?://.+)$",
-                             description="where SQS batch results go: s3://bucket/prefix/ or an SQS queue URL")
-    sqs_queue_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sqs:.+$",
-                                      description="an SQS queue that triggers the function (batches)")
-    sqs_batch_size: int = Field(10, ge=1, le=10000)
-    environment: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
-
-    @model_validator(mode="after")
-    def _compatible(self) -> LambdaTarget:
-        if self.snapstart and self.python in ("3.10", "3.11"):
-            raise ValueError("snapstart needs python 3.12 or later (Lambda supports SnapStart for Python 3.12+)")
-        if self.snapstart and self.provisioned_concurrency:
-            raise ValueError("snapstart and provisioned_concurrency cannot be combined on one function version")
-        return self
-
-
-# Per-target sections with a schema; a section not listed here stays a free mapping until its issue gives it one.
-TARGET_SCHEMAS: dict[str, type[BaseModel]] = {"lambda": LambdaTarget}
-
-
 class BentoConfig(Strict):
     """The whole of bento.yaml."""
 
