@@ -101,7 +101,9 @@ def verify(target: str, pub: str | None, as_json: bool) -> None:
 @click.argument("tag")
 @click.argument("url")
 @click.option("--endpoint-url", help=ENDPOINT_HELP)
-def push(tag: str, url: str, endpoint_url: str | None) -> None:
+@click.option("--part-size", type=click.IntRange(5, 5120), default=64, show_default=True,
+              help="Multipart part size in MiB; files at least this large go up in resumable parts.")
+def push(tag: str, url: str, endpoint_url: str | None, part_size: int) -> None:
     """Upload a stored Bento to S3: files first, manifest last; large files in resumable multipart.
 
     \b
@@ -111,10 +113,10 @@ def push(tag: str, url: str, endpoint_url: str | None) -> None:
       bento-compile push churn:latest s3://models/bentos
       bento-compile push churn:latest s3://models/bentos --endpoint-url http://127.0.0.1:9000
     """
-    from .remote import RemoteStore
+    from .remote import MiB, RemoteStore
 
     bento = BentoStore().resolve(tag)
-    remote = RemoteStore.from_url(url, endpoint_url)
+    remote = RemoteStore.from_url(url, endpoint_url, part_size=part_size * MiB, multipart_threshold=part_size * MiB)
     with _err().status(f"Pushing {bento.tag}…") as status:
         result = remote.push(bento.path, progress=lambda msg: status.update(msg))
     _err().print(f"[green]Pushed[/] {bento.tag} to {remote.url_for(bento.manifest.name, bento.manifest.version)} "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,8 +99,9 @@ class RemoteStore:
             raise BentoCompileError("The remote store needs boto3, which is not installed.",
                                     "pip install 'bento-compile[s3]' (or pip install boto3).") from None
         bucket, prefix = parse_s3_url(url)
-        config = Config(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"}
-                        if endpoint_url else {})
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+        config = Config(retries={"max_attempts": attempts, "mode": "standard"},
+                        s3={"addressing_style": "path"} if endpoint_url or os.environ.get("AWS_ENDPOINT_URL") else {})
         client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
         return cls(bucket, prefix, client, **kwargs)
 

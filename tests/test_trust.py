@@ -16,12 +16,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.model import BentoModel
 from bento_compile.runtimes.trust import PUBLIC_KEY_ENV, SIGNATURE_NAME, load_public_key, parse_public_key
 from bento_compile.signing import generate_keypair, load_private_key, sign_bento
-from fastapi.testclient import TestClient
-
 from tests.conftest import run_cli
 
 
