@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ..runtimes.backends import thread_plan
-from ..runtimes.batching import Batcher, BatchPolicy
+from ..runtimes.batching import Batcher, BatchPolicy, effective_settings
 from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
 from ..runtimes.manifest import Manifest
 from ..runtimes.metrics import Metrics
@@ -71,7 +71,7 @@ class PredictService:
         self.limit = max_concurrency(manifest)
         self.in_flight = 0
         self.plan = thread_plan(manifest)
-        self.policy = BatchPolicy.from_settings(self.settings.batching, manifest.batchable)
+        self.policy = BatchPolicy.from_settings(effective_settings(self.settings.batching), manifest.batchable)
         self._batcher: Batcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._model: BentoModel | None = None

@@ -20,10 +20,23 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
     period anyway), and exit 0."""
     import uvicorn
 
+    _log_to_stderr(log_level)
     app = create_app(bento_dir, load_mode=load_mode)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=grace_seconds)
     _graceful_server_class()(config).run()
+
+
+def _log_to_stderr(level: str) -> None:
+    """The runtime's own lines (model loaded, device and providers in use, thread plan) next to uvicorn's."""
+    import logging
+
+    logger = logging.getLogger("bento_compile")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(level.upper())
 
 
 def _graceful_server_class():

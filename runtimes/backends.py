@@ -33,7 +33,9 @@ def device_setting(manifest: Manifest) -> str:
 
 def thread_plan(manifest: Manifest) -> ThreadPlan:
     """Intra-op threads and inference workers for this Bento on this machine (see runtimes/threads.py)."""
-    batching = manifest.runtime.batching.mode != "off" and manifest.batchable
+    from .batching import effective_settings
+
+    batching = effective_settings(manifest.runtime.batching).mode != "off" and manifest.batchable
     return plan_threads(manifest.runtime.intra_op_threads, batching)
 
 
