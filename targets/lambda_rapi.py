@@ -357,6 +357,7 @@ def start_ric(python: str | Path, handler: str, task_root: str | Path, api: Runt
         "PYTHONDONTWRITEBYTECODE": "1",  # Lambda's task folder is read-only: never write .pyc at run time
         **(env or {}),
     }
-    return subprocess.Popen([str(python), "-m", "awslambdaric", handler], cwd=task_root, env=child_env,
+    python = os.path.abspath(python) if os.sep in str(python) else str(python)  # not resolve(): keep venv links
+    return subprocess.Popen([python, "-m", "awslambdaric", handler], cwd=task_root, env=child_env,
                             stdout=stdout if stdout is not None else subprocess.PIPE,
                             stderr=stderr if stderr is not None else subprocess.STDOUT)

@@ -1,0 +1,168 @@
+"""The AWS Lambda entry point: `bento_compile.adapters.aws_lambda.handler`.
+
+One handler for every event source (see `lambda_events`): direct invoke,
+API Gateway / function URL / ALB through Mangum over the shared HTTP app,
+SQS batches, and EventBridge warmers.
+
+Init (module import) reads the manifest and, by the load mode, loads the model:
+    eager       load now, during Lambda's init phase (default; a corrupted model
+                fails init with the file name and hash mismatch)
+    lazy        load on the first event that needs the model
+    background  start loading now in a thread; the first event waits for it
+The mode comes from env BENTO_COMPILE_LOAD, else `targets.lambda.load` recorded
+in the Bento's manifest, else eager. The Bento folder is env BENTO_COMPILE_BENTO,
+else `bento/` at the root of the deployment package.
+
+The FastAPI app (and Mangum) are built only when the first HTTP event arrives,
+sharing the one ModelHolder: direct, SQS and warmer invocations never pay for
+importing the HTTP stack. Mangum runs with lifespan="off" (with "auto" it runs
+the ASGI lifespan on every invocation; see shared/INFRA-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..runtimes.errors import NotReady
+from ..runtimes.manifest import Manifest, read_manifest
+from ..runtimes.model import LOAD_MODES, BentoModel, ModelHolder
+from .lambda_events import infer
+from .lambda_metrics import emit_metrics, log_event
+from .lambda_sinks import Sink, sink_from_environment
+
+_IMPORT_STARTED = time.perf_counter()
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the root of the unzipped deployment package
+
+
+def default_bento_dir() -> Path:
+    return Path(os.environ.get("BENTO_COMPILE_BENTO") or PACKAGE_ROOT / "bento")
+
+
+def lambda_settings(manifest: Manifest) -> dict[str, Any]:
+    """`targets.lambda` from bento.yaml, as recorded in the manifest (empty when absent)."""
+    targets = manifest.raw.get("targets") or {}
+    settings = targets.get("lambda") if isinstance(targets, dict) else None
+    return settings if isinstance(settings, dict) else {}
+
+
+class LambdaRuntime:
+    """Everything one Lambda execution environment keeps between invocations."""
+
+    def __init__(self, bento_dir: str | Path, load_mode: str | None = None):
+        started = time.perf_counter()
+        self.bento_dir = Path(bento_dir)
+        self.manifest = read_manifest(self.bento_dir)
+        self.settings = lambda_settings(self.manifest)
+        mode = load_mode or os.environ.get("BENTO_COMPILE_LOAD") or self.settings.get("load") or "eager"
+        if mode not in LOAD_MODES:
+            raise ValueError(f"load mode {mode!r} (BENTO_COMPILE_LOAD or targets.lambda.load) must be one of "
+                             f"{', '.join(LOAD_MODES)}")
+        self.load_mode = mode
+        # One holder for every event source; "lazy" underneath so that *we* decide when it loads.
+        self.holder = ModelHolder(self.bento_dir, "lazy")
+        self.cold_start = True
+        self.warm_pings = 0
+        self._load_reported = False
+        self._http: Any = None
+        self._sink: Sink | None = None
+        self._lock = threading.Lock()
+        if mode == "eager":
+            self.model()  # raises the load error itself: Lambda reports it as the init error
+        elif mode == "background":
+            threading.Thread(target=self._load_quietly, name="bento-load", daemon=True).start()
+        self.init_seconds = time.perf_counter() - started
+
+    def _load_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # remembered by the holder; the first event reports it
+            self.model()
+
+    def model(self) -> BentoModel:
+        """The loaded model (loading it now, or waiting for the background load)."""
+        try:
+            model = self.holder.get()
+        except NotReady:
+            error = self.holder.error
+            if error is not None:  # the real cause (IntegrityError naming the file), not a wrapper
+                log_event("model load failed", "ERROR", error=f"{type(error).__name__}: {error}",
+                          bento=str(self.bento_dir))
+                raise error from None
+            raise
+        with self._lock:
+            first = not self._load_reported
+            self._load_reported = True
+        if first:
+            log_event("model loaded", model=self.manifest.tag, load_seconds=round(model.load_seconds, 4),
+                      load_mode=self.load_mode, providers=model.backend.providers)
+        return model
+
+    def http(self) -> Any:
+        """Mangum over the shared FastAPI app, built on the first HTTP event."""
+        with self._lock:
+            if self._http is None:
+                from mangum import Mangum
+
+                from .http_app import create_app
+
+                app = create_app(self.bento_dir, "lazy", holder=self.holder)
+                self._http = Mangum(app, lifespan="off")
+            return self._http
+
+    def sink(self) -> Sink:
+        with self._lock:
+            if self._sink is None:
+                self._sink = sink_from_environment(self.manifest.tag, self.settings.get("sink"))
+            return self._sink
+
+    def handle(self, event: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        cold, self.cold_start = self.cold_start, False
+        if cold:
+            log_event("cold start", model=self.manifest.tag, load_mode=self.load_mode,
+                      init_seconds=round(self.init_seconds, 4), model_ready=self.holder.ready,
+                      import_seconds=round(_IMPORTED - _IMPORT_STARTED, 4) if _IMPORTED else None)
+        was_ready = self.holder.ready
+        source = infer(event)
+        metrics: dict[str, float] = {}
+        properties: dict[str, Any] = {}
+        try:
+            response, metrics, properties = source.handle(self, event, context)
+            return response
+        except Exception as exc:
+            metrics = {**metrics, "Errors": 1}
+            properties = {**properties, "errorType": type(exc).__name__}
+            raise
+        finally:
+            metrics = {"Latency": round((time.perf_counter() - started) * 1000, 3), "ColdStart": int(cold),
+                       **metrics}
+            if self.holder.ready and (cold or not was_ready):
+                metrics["ModelLoadTime"] = round(self.holder.get().load_seconds * 1000, 3)
+            emit_metrics(source.name, metrics, model=self.manifest.tag,
+                         requestId=getattr(context, "aws_request_id", None), **properties)
+
+
+_RUNTIME: LambdaRuntime | None = None
+_IMPORTED: float | None = None
+
+
+def runtime() -> LambdaRuntime:
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = LambdaRuntime(default_bento_dir())
+    return _RUNTIME
+
+
+def handler(event: Any, context: Any) -> Any:
+    """The Lambda handler: `bento_compile.adapters.aws_lambda.handler`."""
+    return runtime().handle(event, context)
+
+
+# Inside Lambda (or with a Bento beside the package) initialise now, during the init phase:
+# an eager load happens here, and a broken Bento fails init with the reason.
+if "AWS_LAMBDA_RUNTIME_API" in os.environ or "BENTO_COMPILE_BENTO" in os.environ or (PACKAGE_ROOT / "bento").is_dir():
+    runtime()
+_IMPORTED = time.perf_counter()

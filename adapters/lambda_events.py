@@ -1,0 +1,218 @@
+"""Lambda event sources, one small class each, and `infer()` to pick the one an event is.
+
+The shape is Mangum's: a list of handler classes, each with a cheap
+`matches(event)` test, walked in order; the first match answers the event in
+its native shape. HTTP-shaped events (API Gateway REST 1.0 and HTTP API 2.0,
+function URLs, ALB) all go through Mangum over the same FastAPI app every other
+platform serves, so routes, status codes and errors are identical everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import orjson
+
+from ..runtimes.errors import InputError, PayloadTooLarge
+from ..runtimes.tensors import decode_inputs, encode_outputs, split_rows
+from .lambda_metrics import log_event
+
+if TYPE_CHECKING:
+    from .aws_lambda import LambdaRuntime
+
+Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics, EMF properties)
+
+
+class UnrecognizedEvent(InputError):
+    """The event is none of the shapes this function answers."""
+
+
+class EventSource:
+    """One kind of Lambda event. Subclasses say whether an event is theirs and answer it."""
+
+    name: ClassVar[str] = "event"
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
+        raise NotImplementedError
+
+
+class ScheduledWarmer(EventSource):
+    """EventBridge scheduled event (or `{"warmer": true}`): load the model, predict nothing."""
+
+    name = "warmer"
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        if not isinstance(event, Mapping):
+            return False
+        scheduled = event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"
+        return scheduled or event.get("warmer") is True
+
+    @staticmethod
+    def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
+        model = runtime.model()
+        runtime.warm_pings += 1
+        log_event("warm ping", model=runtime.manifest.tag, rule=(event.get("resources") or [None])[0],
+                  warm_pings=runtime.warm_pings)
+        answer = {"warm": True, "model": runtime.manifest.tag, "loadSeconds": round(model.load_seconds, 4),
+                  "warmPings": runtime.warm_pings}
+        return answer, {"WarmPing": 1}, {}
+
+
+class SqsBatch(EventSource):
+    """SQS batch: every record's body is a request; all valid records run as one model batch.
+
+    Results go to the configured sink keyed by messageId. The answer lists, in
+    `batchItemFailures`, each record that was invalid, failed to predict or could
+    not be delivered, so SQS redelivers only those (the event source mapping
+    needs FunctionResponseTypes: [ReportBatchItemFailures], which the SAM template sets).
+    """
+
+    name = "sqs"
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        if not isinstance(event, Mapping):
+            return False
+        records = event.get("Records")
+        return (isinstance(records, list) and bool(records)
+                and all(isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records))
+
+    @staticmethod
+    def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
+        manifest = runtime.manifest
+        failed: list[str] = []
+        decoded: list[tuple[str, dict[str, np.ndarray], int]] = []
+        for index, record in enumerate(event["Records"]):
+            message_id = str(record.get("messageId") or f"record-{index}")
+            try:
+                body = record.get("body")
+                if not isinstance(body, str) or len(body) > manifest.runtime.max_body_bytes:
+                    raise InputError("the record's body must be a JSON string of at most "
+                                     f"{manifest.runtime.max_body_bytes} bytes")
+                try:
+                    payload = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise InputError(f"the body is not valid JSON: {exc}") from None
+                feeds, rows = decode_inputs(payload, manifest.inputs, manifest.runtime)
+            except (InputError, PayloadTooLarge) as exc:
+                log_event("record rejected", "WARNING", messageId=message_id, error=str(exc))
+                failed.append(message_id)
+                continue
+            decoded.append((message_id, feeds, rows))
+
+        model = runtime.model() if decoded else None
+        started = time.perf_counter()
+        results, predict_failed = _predict_batched(model, decoded, manifest.runtime.max_batch_rows)
+        predict_ms = (time.perf_counter() - started) * 1000
+        failed.extend(predict_failed)
+        undelivered = runtime.sink().deliver(results) if results else set()
+        failed.extend(m for m in results if m in undelivered)
+        rows = sum(r for _, _, r in decoded)
+        metrics = {"BatchSize": rows, "Records": len(event["Records"]), "FailedRecords": len(failed),
+                   "PredictLatency": round(predict_ms, 3)}
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}, metrics, {}
+
+
+def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray], int]],
+                     max_rows: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Run the records as few model batches as the row bound allows; split outputs back per record.
+
+    A batch whose run fails (or whose outputs are not per-row) falls back to one
+    run per record, so one poisonous record fails alone.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    batchable = model is not None and model.manifest.raw.get("model", {}).get("batchable", True)
+    chunks: list[list[tuple[str, dict[str, np.ndarray], int]]] = []
+    for item in decoded:
+        if batchable and chunks and sum(r for _, _, r in chunks[-1]) + item[2] <= max_rows:
+            chunks[-1].append(item)
+        else:
+            chunks.append([item])
+    for chunk in chunks:
+        if len(chunk) > 1:
+            total = sum(r for _, _, r in chunk)
+            try:
+                feeds = {name: np.concatenate([f[name] for _, f, _ in chunk]) for name in chunk[0][1]}
+                outputs = model.backend.run(feeds)
+                if all(np.ndim(v) and len(v) == total for v in outputs.values()):
+                    start = 0
+                    for message_id, _, rows in chunk:
+                        results[message_id] = {"outputs": encode_outputs(split_rows(outputs, start, start + rows))}
+                        start += rows
+                    continue
+            except Exception as exc:  # fall back to one run per record below
+                log_event("batch run failed; running records one by one", "WARNING", error=str(exc))
+        for message_id, feeds, _ in chunk:
+            try:
+                results[message_id] = {"outputs": encode_outputs(model.backend.run(feeds))}
+            except Exception as exc:
+                log_event("record failed", "ERROR", messageId=message_id, error=f"{type(exc).__name__}: {exc}")
+                failed.append(message_id)
+    return results, failed
+
+
+class HttpRequest(EventSource):
+    """API Gateway REST (1.0) and HTTP API (2.0), function URLs, ALB: Mangum over the shared app."""
+
+    name = "http"
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        if not isinstance(event, Mapping) or not isinstance(event.get("requestContext"), Mapping):
+            return False
+        context = event["requestContext"]
+        if "elb" in context:
+            return True  # ALB
+        if event.get("version") == "2.0" and "http" in context:
+            return True  # HTTP API 2.0 and function URLs
+        return "httpMethod" in event and "resource" in event  # REST API 1.0
+
+    @staticmethod
+    def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
+        response = runtime.http()(event, context)
+        return response, {}, {"StatusCode": response.get("statusCode")}
+
+
+class DirectInvoke(EventSource):
+    """`{"inputs": ...}` → `{"outputs": ...}`: the HTTP contract's JSON without the HTTP wrapper.
+
+    Bad input raises InputError, which the runtime reports as errorType
+    "InputError" with the message naming what was wrong.
+    """
+
+    name = "direct"
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        return isinstance(event, Mapping) and "inputs" in event
+
+    @staticmethod
+    def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
+        result = runtime.model().predict(event)
+        first = next(iter(result.get("outputs", {}).values()), [])
+        return result, {"BatchSize": len(first) if isinstance(first, list) else 1}, {}
+
+
+EVENT_SOURCES: tuple[type[EventSource], ...] = (ScheduledWarmer, SqsBatch, HttpRequest, DirectInvoke)
+
+
+def infer(event: Any) -> type[EventSource]:
+    """The event source class for `event`, or UnrecognizedEvent saying what is accepted."""
+    for source in EVENT_SOURCES:
+        if source.matches(event):
+            return source
+    keys = sorted(event)[:8] if isinstance(event, Mapping) else type(event).__name__
+    raise UnrecognizedEvent(
+        f"this function does not handle this event (keys: {keys}); it answers a direct invoke "
+        '{"inputs": ...}, API Gateway REST/HTTP API, function URL and ALB requests, SQS batches, '
+        'and EventBridge scheduled events (warmers)')
