@@ -70,6 +70,33 @@ class RuntimeConfig(Strict):
     batching: BatchingConfig = BatchingConfig()
 
 
+class QuantizeGate(Strict):
+    """What a quantized variant must keep, measured against the ORIGINAL model on held-out sample rows."""
+
+    label_agreement: float = Field(0.995, ge=0, le=1, description="share of labels (every label output) that "
+                                   "must match the original")
+    output: str | None = Field(None, description="a continuous output to bound, e.g. probabilities")
+    max_abs_diff: float | None = Field(None, ge=0, description="max |compiled - original| on `output`")
+    max_rel_error: float | None = Field(None, ge=0, description="max |compiled - original| / max |original| "
+                                        "on `output`")
+    argmax: bool = Field(False, description="also compare argmax over the last axis of `output` as labels "
+                         "(label_agreement applies): for models that output scores only")
+
+
+class QuantizeConfig(Strict):
+    """`quantize:` in bento.yaml (or `quantize: dynamic` as a shorthand for the method)."""
+
+    method: Literal["none", "dynamic", "static", "fp16", "auto"] = "none"
+    objective: Literal["size", "latency"] = Field("size", description="what `auto` minimizes among the "
+                                                  "variants that pass the gate")
+    gate: QuantizeGate = QuantizeGate()
+    calibration: str | None = Field(None, description=".npy/.csv rows for static calibration (default: half "
+                                    "of the sample; the other half is held out for the gate)")
+    per_channel: bool = Field(True, description="per-channel int8 weights (more accurate, same size)")
+    candidates: list[Literal["fp32", "dynamic", "static", "fp16"]] = Field(
+        default_factory=lambda: ["fp32", "dynamic", "static", "fp16"], description="what `auto` tries")
+
+
 class LambdaTarget(Strict):
     """`targets.lambda` in bento.yaml: the function (targets/lambda_zip.py, targets/sam.py)."""
 
@@ -154,8 +181,10 @@ class BentoConfig(Strict):
     inputs: list[InputSpec] | None = None
     parity: ParityConfig = ParityConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    format: Literal["onnx", "ort"] = Field("onnx", description="ort: also convert to ONNX Runtime's format "
+                                           "(.ort + required_operators.config) for reduced-size runtimes")
     # Room for later stages; their own issues give them a schema.
-    quantize: str | dict[str, Any] | None = None
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("targets")
@@ -170,6 +199,14 @@ class BentoConfig(Strict):
                 except ValidationError as exc:  # name the section: 'targets.lambda.memroy', not 'targets.memroy'
                     raise ValueError(describe_validation_error(exc, prefix=f"targets.{name}.")) from None
         return checked
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantize_shorthand(cls, value: Any) -> Any:
+        """`quantize: dynamic` means `quantize: {method: dynamic}`; `quantize: null` means none."""
+        if value is None:
+            return {}
+        return {"method": value} if isinstance(value, str) else value
 
 
 def load_config(path: Path | None) -> tuple[BentoConfig, Path | None]:

@@ -56,6 +56,8 @@ class BuildRequest:
     name: str | None = None
     sample_path: Path | None = None
     tolerance: float | None = None
+    quantize: str | None = None  # overrides quantize.method (CLI --quantize)
+    format: str | None = None  # overrides format (CLI --format)
 
 
 @dataclass
@@ -82,8 +84,14 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance
     override = [TensorSpec(s.name, s.dtype, tuple(s.shape)) for s in config.inputs] if config.inputs else None
 
+    if request.quantize or request.format:
+        config = _with_overrides(config, request)
     progress(f"Converting {model_path.name}")
     source = load_source(model_path, override)
+    if getattr(source, "artifact_format", "onnx") != "onnx":  # .tflite / .ort inputs, Keras → TFLite
+        from .edge_build import build_edge
+
+        return build_edge(request, config, source, name, store, progress)
     progress(f"Checking and optimizing the ONNX graph ({source.description})")
     checked = passes.check_and_infer(source.model)
     opsets = passes.check_opsets(checked)
@@ -103,10 +111,26 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     if not report["passed"]:
         raise ParityError(report)
 
+    shipped, quantization = optimized, None
+    if config.quantize.method != "none":
+        from .quantize import quantize_onnx
+
+        calibration = _resolve(None, config.quantize.calibration, request.config_dir, "calibration")
+        shipped, quantization, report = quantize_onnx(config, source, optimized, feeds, outputs, inputs,
+                                                      calibration, report, sample_source, progress)
+    files = {MODEL_FILE: shipped}
+    if config.format == "ort":
+        from .edge_formats import to_ort_checked
+
+        progress("Converting to the ONNX Runtime format (.ort) with its operator config")
+        files = to_ort_checked(shipped, feeds, outputs)
+
     progress("Writing the Bento")
     with store.staging() as staged:
-        (staged / MODEL_FILE).write_bytes(optimized)
-        manifest = _manifest(name, source, inputs, outputs, opsets, optimized, report, feeds, config)
+        for file_name, data in files.items():
+            (staged / file_name).write_bytes(data)
+        manifest = _manifest(name, source, inputs, outputs, opsets, files, report, feeds, config,
+                             quantization=quantization)
         write_json_atomic(staged / MANIFEST_NAME, manifest)
         path, created_new = store.commit(staged, name, manifest["version"])
     stored = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
@@ -149,22 +173,37 @@ def _parity(source, optimized: bytes, feeds, outputs: list[TensorSpec], toleranc
     return parity.compare(reference, compiled, tolerance, label_agreement, _rows(feeds), sample_source)
 
 
-def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int],
-              optimized: bytes, report: dict[str, Any], feeds, config: BentoConfig) -> dict[str, Any]:
+def _with_overrides(config: BentoConfig, request: BuildRequest) -> BentoConfig:
+    """CLI --quantize / --format win over bento.yaml (validated by the same schema)."""
+    data = config.model_dump()
+    if request.quantize:
+        data["quantize"]["method"] = request.quantize
+    if request.format:
+        data["format"] = request.format
+    return BentoConfig.model_validate(data)
+
+
+def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int] | None,
+              files: dict[str, bytes], report: dict[str, Any], feeds, config: BentoConfig,
+              quantization: dict[str, Any] | None = None, model_file: str | None = None,
+              model_format: str | None = None) -> dict[str, Any]:
     import onnxruntime
 
+    model_file = model_file or next(iter(files))
+    model_format = model_format or Path(model_file).suffix.lstrip(".")
     content: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "name": name,
         "model": {
-            "file": MODEL_FILE,
-            "format": "onnx",
+            "file": model_file,
+            "format": model_format,
             "inputs": [s.to_dict() for s in inputs],
             "outputs": [s.to_dict() for s in outputs],
             "opsets": opsets,
             "batchable": has_free_batch_axis(inputs),
         },
-        "files": {MODEL_FILE: {"sha256": hashlib.sha256(optimized).hexdigest(), "size": len(optimized)}},
+        "files": {file_name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                  for file_name, data in sorted(files.items())},
         "source": {"kind": source.kind, "description": source.description, "sha256": source.file_sha256},
         "parity": report,
         "example": example_payload(feeds),
@@ -179,8 +218,22 @@ def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorS
             **source.converter_versions,
         },
     }
-    digest = hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    if quantization is not None:
+        content["quantization"] = quantization
+    if opsets is None:
+        del content["model"]["opsets"]
+    digest = hashlib.sha256(json.dumps(_hashable(content), sort_keys=True, separators=(",", ":")).encode()
+                            ).hexdigest()
     return {**content, "version": digest[:16], "created": _created()}
+
+
+def _hashable(content: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without measured latencies: they vary run to run, the Bento's content does not."""
+    if "quantization" not in content:
+        return content
+    variants = [{k: v for k, v in row.items() if not k.startswith("latency_")}
+                for row in content["quantization"]["variants"]]
+    return {**content, "quantization": {**content["quantization"], "variants": variants}}
 
 
 def _created() -> str:

@@ -43,6 +43,10 @@ class Source:
 def load_source(path: Path, input_override: list[TensorSpec] | None) -> Source:
     """Dispatch on the file type, with an error listing the supported ones."""
     path = Path(path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        from .tf_frontend import load_keras
+
+        return load_keras(path, input_override)
     if not path.is_file():
         raise BentoCompileError(f"The model file {path} does not exist.", "Check the path (relative paths in "
                                 "bento.yaml are relative to the bento.yaml's folder).")
@@ -53,11 +57,42 @@ def load_source(path: Path, input_override: list[TensorSpec] | None) -> Source:
         return load_sklearn(path, input_override)
     if suffix in ONNX_SUFFIXES:
         return load_onnx(path, input_override)
+    other = _other_frontends(path, suffix, input_override)
+    if other is not None:
+        return other
     raise BentoCompileError(
         f"Unsupported model file type '{suffix}' ({path.name}).",
-        "Supported: a scikit-learn estimator or Pipeline saved with joblib/pickle (.joblib, .pkl), "
-        "or an ONNX model (.onnx).",
+        "Supported: a scikit-learn estimator or Pipeline saved with joblib/pickle (.joblib, .pkl; LightGBM and "
+        "XGBoost scikit-learn models too), an ONNX model (.onnx), a PyTorch module or TorchScript (.pt, .pth), "
+        "a LightGBM (.txt) or XGBoost (.json, .ubj) booster, a Keras model (.keras, .h5) or a SavedModel "
+        "folder, or a ready .tflite / .ort file.",
     )
+
+
+def _other_frontends(path: Path, suffix: str, input_override: list[TensorSpec] | None) -> Any:
+    """The optional frontends (issue 6): each imports its heavy package only when its file type is given."""
+    if suffix in (".pt", ".pth"):
+        from .torch_frontend import load_torch
+
+        return load_torch(path, input_override)
+    if suffix in (".keras", ".h5"):
+        from .tf_frontend import load_keras
+
+        return load_keras(path, input_override)
+    if suffix == ".tflite":
+        from .edge_build import load_tflite
+
+        return load_tflite(path, input_override)
+    if suffix == ".ort":
+        from .edge_build import load_ort
+
+        return load_ort(path, input_override)
+    if suffix in (".txt", ".lgb", ".json", ".ubj", ".xgb"):
+        from .gbm_frontend import is_booster_file, load_booster
+
+        if is_booster_file(path):
+            return load_booster(path, input_override)
+    return None
 
 
 def load_onnx(path: Path, input_override: list[TensorSpec] | None) -> Source:

@@ -84,10 +84,19 @@ def evaluate(gate: QuantizeGate, reference: dict[str, np.ndarray], got: dict[str
                     ok = ok and max_abs <= gate.max_abs_diff
                 if gate.max_rel_error is not None:
                     entry["max_rel_error_bound"] = gate.max_rel_error
+                    entry["tolerance"] = min(entry["tolerance"], gate.max_rel_error * scale)  # the same, absolute
                     ok = ok and rel <= gate.max_rel_error
                 entry["passed"] = ok
             outputs[name] = entry
         passed = passed and outputs[name]["passed"]
+    if gate.argmax and gate.output in reference:
+        same = (np.asarray(reference[gate.output]).argmax(axis=-1).reshape(-1)
+                == np.asarray(got[gate.output]).argmax(axis=-1).reshape(-1))
+        agreement = float(same.mean()) if same.size else 1.0
+        ok = agreement >= gate.label_agreement
+        outputs[f"argmax({gate.output})"] = {"kind": "label", "agreement": agreement, "required": gate.label_agreement,
+                                             "mismatched_rows": int((~same).sum()), "passed": ok}
+        passed = passed and ok
     return {"passed": passed, "rows": rows, "sample": sample_source, "outputs": outputs,
             "not_compared": sorted(set(got) - set(reference))}
 

@@ -108,10 +108,17 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
     from sklearn.base import is_classifier
 
+    from .gbm_frontend import EXTRA_HINT, missing_extra, register_converters, target_opset_for
+
+    register_converters()  # LightGBM / XGBoost scikit-learn API steps, through onnxmltools
     options = {"zipmap": False} if is_classifier(estimator) else None
     try:
-        return to_onnx(estimator, initial_types=_initial_types(inputs), options=options)
+        return to_onnx(estimator, initial_types=_initial_types(inputs), options=options,
+                       target_opset=target_opset_for(estimator))
     except (MissingShapeCalculator, MissingConverter) as exc:
+        gbm = missing_extra(estimator)
+        if gbm:
+            raise BentoCompileError(f"{gbm} needs onnxmltools to be converted.", EXTRA_HINT) from None
         culprit = _unsupported_step(estimator, str(exc))
         raise BentoCompileError(
             f"skl2onnx cannot convert {culprit} (in {_pipeline_text(estimator)}).",
