@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from ..runtimes.errors import NotReady
-from ..runtimes.manifest import Manifest, read_manifest
+from ..runtimes.manifest import read_manifest
 from ..runtimes.model import LOAD_MODES, BentoModel, ModelHolder
-from .lambda_events import infer
+from .lambda_events import infer, lambda_settings
 from .lambda_metrics import emit_metrics, log_event
 from .lambda_sinks import Sink, sink_from_environment
 
@@ -41,13 +41,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the root of the unzipped d
 
 def default_bento_dir() -> Path:
     return Path(os.environ.get("BENTO_COMPILE_BENTO") or PACKAGE_ROOT / "bento")
-
-
-def lambda_settings(manifest: Manifest) -> dict[str, Any]:
-    """`targets.lambda` from bento.yaml, as recorded in the manifest (empty when absent)."""
-    targets = manifest.raw.get("targets") or {}
-    settings = targets.get("lambda") if isinstance(targets, dict) else None
-    return settings if isinstance(settings, dict) else {}
 
 
 class LambdaRuntime:
@@ -163,6 +156,6 @@ def handler(event: Any, context: Any) -> Any:
 
 # Inside Lambda (or with a Bento beside the package) initialise now, during the init phase:
 # an eager load happens here, and a broken Bento fails init with the reason.
-if "AWS_LAMBDA_RUNTIME_API" in os.environ or "BENTO_COMPILE_BENTO" in os.environ or (PACKAGE_ROOT / "bento").is_dir():
+if "AWS_LAMBDA_RUNTIME_API" in os.environ or (PACKAGE_ROOT / "bento").is_dir():
     runtime()
 _IMPORTED = time.perf_counter()

@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from ..runtimes.errors import InputError, PayloadTooLarge
+from ..runtimes.manifest import Manifest
 from ..runtimes.tensors import decode_inputs, encode_outputs, split_rows
 from .lambda_metrics import log_event
 
@@ -24,6 +25,13 @@ if TYPE_CHECKING:
     from .aws_lambda import LambdaRuntime
 
 Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics, EMF properties)
+
+
+def lambda_settings(manifest: Manifest) -> dict[str, Any]:
+    """`targets.lambda` from bento.yaml, as recorded in the manifest (empty when absent)."""
+    targets = manifest.raw.get("targets") or {}
+    settings = targets.get("lambda") if isinstance(targets, dict) else None
+    return settings if isinstance(settings, dict) else {}
 
 
 class UnrecognizedEvent(InputError):

@@ -219,5 +219,11 @@ from .cli_containers import COMMANDS as _CONTAINER_COMMANDS  # noqa: E402  (issu
 for _command in _CONTAINER_COMMANDS:
     target.add_command(_command)
 
+from .cli_lambda import invoke as _lambda_invoke  # noqa: E402  (issue 3: target lambda-zip, invoke)
+from .cli_lambda import lambda_zip as _lambda_zip  # noqa: E402
+
+target.add_command(_lambda_zip)
+main.add_command(_lambda_invoke)
+
 if __name__ == "__main__":
     main()
