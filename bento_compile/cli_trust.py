@@ -46,7 +46,8 @@ def keygen(out_dir: Path, name: str, force: bool) -> None:
 @click.argument("tag")
 @click.option("--key", "key_file", type=click.Path(path_type=Path),
               help="Private key file (default: $BENTO_COMPILE_SIGNING_KEY, PEM text or a path).")
-def sign(tag: str, key_file: Path | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print tag, signature path and key fingerprint as JSON.")
+def sign(tag: str, key_file: Path | None, as_json: bool) -> None:
     """Sign a stored Bento: writes signature.json beside its manifest (the version does not change).
 
     \b
@@ -58,6 +59,10 @@ def sign(tag: str, key_file: Path | None) -> None:
 
     bento = BentoStore().resolve(tag)
     record = sign_bento(bento.path, load_private_key(key_file))
+    if as_json:
+        click.echo(json.dumps({"tag": bento.tag, "signature": str(bento.path / "signature.json"),
+                               "key_fingerprint": record["public_key_fingerprint"]}, sort_keys=True))
+        return
     _err().print(f"[green]Signed[/] {bento.tag} with {record['public_key_fingerprint']}")
     click.echo(str(bento.path / "signature.json"))
 
