@@ -260,6 +260,11 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
     manifest = read_manifest(bento_dir)
     base = open_base(base_reference, arch)
     python = resolve_python(base, base_reference, python)
+    if not base.scan()["libstdcxx"]:
+        raise BentoCompileError(f"The base image {base_reference} has no libstdc++.so.6, which the numpy and "
+                                "onnxruntime wheels need.",
+                                "Use a base that has it (python:3.X-slim does; with mmdebstrap add "
+                                "--include=python3,libstdc++6).")
     target = TargetPlatform(arch=arch, python=python)
     deps, wheels = deps_layer(requirements, target)
     epoch = bento_epoch(manifest)

@@ -218,16 +218,27 @@ class BaseImage:
             key, _, value = item.partition("=")
             if key == "PYTHON_VERSION" and re.match(r"^3\.\d+", value):
                 return ".".join(value.split(".")[:2])
-        found = None
-        pattern = re.compile(r"^\.?/?(?:usr/bin|usr/local/bin|var/lang/bin)/python(3\.\d+)$")
+        return self.scan()["python"]
+
+    def scan(self) -> dict:
+        """One pass over the base's layers: its python3.X binary, and whether libstdc++ is there
+        (every manylinux wheel of numpy / onnxruntime links it)."""
+        if hasattr(self, "_scan"):
+            return self._scan
+        found = {"python": None, "libstdcxx": False}
+        python = re.compile(r"^\.?/?(?:usr/bin|usr/local/bin|var/lang/bin)/python(3\.\d+)$")
+        libstdcxx = re.compile(r"(^|/)(usr/)?lib(64)?/(.*/)?libstdc\+\+\.so\.6$")
         for layer in self.layers:
             if not layer["mediaType"].endswith(("tar+gzip", "tar")):
                 continue
             with tarfile.open(self.blob(layer["digest"]), mode="r|*") as tar:
                 for member in tar:
-                    match = pattern.match(member.name)
+                    match = python.match(member.name)
                     if match:
-                        found = match.group(1)
+                        found["python"] = match.group(1)
+                    elif libstdcxx.search(member.name):
+                        found["libstdcxx"] = True
+        self._scan = found
         return found
 
 

@@ -25,8 +25,9 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-BASE_RECIPE = ["mmdebstrap", "--variant=essential", "--include=python3", "--mode=root", "--format=tar", "bookworm"]
-BASE_PYTHON = "3.11"  # Debian bookworm's python3
+BASE_RECIPE = ["mmdebstrap", "--variant=essential", "--include=python3,libstdc++6", "--mode=root", "--format=tar",
+               "bookworm"]
+BASE_PYTHON = "3.11"  # Debian bookworm's python3 (libstdc++6: numpy/onnxruntime wheels link it)
 
 
 def cache_dir() -> Path:
@@ -66,7 +67,7 @@ def dockerd(root: Path):
     """A Docker engine on a unix socket under `root`; yields its DOCKER_HOST. No bridge, no iptables."""
     root.mkdir(parents=True, exist_ok=True)
     sock = root / "docker.sock"
-    log = open(root / "dockerd.log", "w")
+    log = open(root / "dockerd.log", "w")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(
         ["dockerd", "--storage-driver=overlay2", "--iptables=false", "--ip6tables=false", "--bridge=none",
          "--data-root", str(root / "docker"), "--exec-root", str(root / "exec"), "-H", f"unix://{sock}",
@@ -111,7 +112,7 @@ def registry(root: Path):
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: "
         f"{root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    log = open(root / "registry.log", "w")
+    log = open(root / "registry.log", "w")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{port}"
     try:
