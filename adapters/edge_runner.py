@@ -170,6 +170,12 @@ def cmd_check(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
         example = model.manifest.raw.get("example")
         if example:
             model.predict(example if isinstance(example, dict) and "inputs" in example else {"inputs": example})
+        if _bundle_info(layout).get("http", False):
+            import uvicorn  # noqa: F401  (the server must start too, not only the model)
+
+            from .http_app import create_app
+
+            create_app(layout.bento, load_mode="lazy")
     except Exception as exc:
         stdout.write(_dumps({"ok": False, "error": str(exc)}) + "\n")
         return EXIT_LOAD
@@ -228,9 +234,13 @@ def rollback(prefix: Path, stdout: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_info(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+def _bundle_info(layout: Layout) -> dict[str, Any]:
     path = layout.release / "bundle.json"
-    info = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def cmd_info(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    info = _bundle_info(layout)
     info.pop("files", None)
     stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
     return EXIT_OK

@@ -219,6 +219,12 @@ from .cli_containers import COMMANDS as _CONTAINER_COMMANDS  # noqa: E402  (issu
 for _command in _CONTAINER_COMMANDS:
     target.add_command(_command)
 
+from .cli_edge import edge as _edge_target  # noqa: E402  (issue 7: target edge, flash)
+from .cli_edge import flash_command as _flash_command  # noqa: E402
+
+target.add_command(_edge_target)
+main.add_command(_flash_command)
+
 from .cli_lambda import invoke as _lambda_invoke  # noqa: E402  (issue 3: target lambda-zip, invoke)
 from .cli_lambda import lambda_zip as _lambda_zip  # noqa: E402
 

@@ -44,7 +44,8 @@ from .wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
 
 FORMATS = ("onnx", "ort", "tflite")
 TFLITE_RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
-HTTP_REQUIREMENTS = ["fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9"]
+# prometheus-client: pure Python, 60 kB; without it /metrics answers that it is missing.
+HTTP_REQUIREMENTS = ["fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9", "prometheus-client>=0.20"]
 _MIB = 1024 * 1024
 
 
@@ -248,6 +249,9 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
             f"build the bundle from it, or leave out --format to ship the .{bento_format} model.")
     target = TargetPlatform(arch=options.arch, python=options.python, glibc=options.glibc)
     plan = plan_runtime(model_format, target, options.http, options.tflite_runtime)
+    if (bento_dir / "signature.json").is_file():
+        # Only to verify signature.json when the device configures a public key (runtimes/trust.py).
+        plan = RuntimePlan(plan.engine, [*plan.requirements, "cryptography>=42"], plan.no_deps, plan.system_modules)
     name = manifest.name
     service = service_name(name)
     prefix = options.prefix or f"/opt/{name}"

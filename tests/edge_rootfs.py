@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv")
+# libstdc++6: manylinux wheels (numpy, onnxruntime) link it; every real board image has it.
+PACKAGES = ("python3", "python3-venv", "libstdc++6")
 RECIPE = ["mmdebstrap", "--architectures=arm64", "--variant=essential", f"--include={','.join(PACKAGES)}",
           "--mode=root", "--format=tar", SUITE]
 CPUINFO = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "cpuinfo-aarch64.txt"

@@ -104,6 +104,12 @@ check_device() {
         "pass --python /usr/bin/python$PY_VERSION, or rebuild with --python $have" 5
     "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || die "$PYTHON cannot create venvs (no venv/ensurepip module)" \
         "apt-get install python3-venv" 5
+    # manylinux wheels (numpy, onnxruntime) link the C++ runtime, which minimal images may lack.
+    ldc=$(command -v ldconfig || echo /sbin/ldconfig)
+    libs=$("$ldc" -p 2>/dev/null || true)
+    if [ -n "$libs" ] && ! echo "$libs" | grep -q 'libstdc++\.so\.6'; then
+        die "this device has no libstdc++.so.6, which the bundled runtime wheels need" "apt-get install libstdc++6" 5
+    fi
     for module in $SYSTEM_MODULES; do
         "$PYTHON" -c "import $module" 2>/dev/null || die "this bundle uses the device's own '$module' (no $MACHINE wheel of it on PyPI), and $PYTHON cannot import it" \
             "apt-get install python3-$module" 5
