@@ -13,9 +13,11 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from .cli_quantize import print_variants
 from .errors import BentoCompileError
 from .store import BentoStore
 
@@ -29,12 +31,14 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except BentoCompileError as exc:
-            err.print(f"[bold red]error:[/] {exc.problem}")
+            err.print(f"[bold red]error:[/] {escape(exc.problem)}")
             if exc.fix:
-                err.print(f"[bold]fix:[/] {exc.fix}")
+                err.print(f"[bold]fix:[/] {escape(exc.fix)}")
             report = getattr(exc, "report", None)
             if report:
                 _print_parity(report)
+            if getattr(exc, "quantization", None):
+                print_variants(exc.quantization, err)
             sys.exit(1)
 
 
@@ -62,9 +66,13 @@ def main() -> None:
 @click.option("--sample", type=click.Path(path_type=Path),
               help=".npy or .csv rows for the parity check; a few become the API example.")
 @click.option("--tolerance", type=float, help="Max |difference| on continuous outputs (default 1e-4).")
+@click.option("--quantize", type=click.Choice(["none", "dynamic", "static", "fp16", "auto"]),
+              help="Quantization method (overrides quantize.method); every variant is gated against the original.")
+@click.option("--format", "model_format", type=click.Choice(["onnx", "ort"]),
+              help="ort: ship ONNX Runtime's .ort format plus required_operators.config.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tag, path, parity) on stdout.")
 def build(model: Path | None, config_file: Path | None, name: str | None, sample: Path | None,
-          tolerance: float | None, as_json: bool) -> None:
+          tolerance: float | None, quantize: str | None, model_format: str | None, as_json: bool) -> None:
     """Compile MODEL (.joblib/.pkl scikit-learn, or .onnx) into a Bento and store it.
 
     \b
@@ -75,6 +83,7 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
     Example:
       bento-compile build model.joblib --name churn --sample sample.npy
       bento-compile build -f examples/breast_cancer/bento.yaml
+      bento-compile build mlp.joblib --sample sample.npy --quantize auto
     """
     from .compiler.build import BuildRequest
     from .compiler.build import build as run_build
@@ -82,7 +91,7 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
 
     config, config_dir = load_config(config_file)
     request = BuildRequest(model_path=model, config=config, config_dir=config_dir, name=name,
-                           sample_path=sample, tolerance=tolerance)
+                           sample_path=sample, tolerance=tolerance, quantize=quantize, format=model_format)
     with err.status("Compiling…") as status:
         def progress(message: str) -> None:
             if message.startswith("No --sample"):
@@ -94,8 +103,11 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
         result = run_build(request, BentoStore(), progress)
     if as_json:
         click.echo(json.dumps({"tag": result.tag, "path": str(result.path), "created": result.created_new,
-                               "parity": result.parity}, sort_keys=True))
+                               "parity": result.parity, "quantization": result.manifest.get("quantization")},
+                              sort_keys=True))
         return
+    if result.manifest.get("quantization"):
+        print_variants(result.manifest["quantization"], err)
     _print_parity(result.parity)
     verb = "Stored" if result.created_new else "Already stored (same content)"
     err.print(f"[green]{verb}[/] {result.tag} at {result.path}")
@@ -149,6 +161,8 @@ def show(tag: str, as_json: bool) -> None:
             shape = "[" + ", ".join("N" if d is None else str(d) for d in spec["shape"]) + "]"
             sig.add_row(kind[:-1], spec["name"], spec["dtype"], shape)
     out.print(sig)
+    if raw.get("quantization"):
+        print_variants(raw["quantization"], out)
     _print_parity(raw["parity"], out)
     out.print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(raw["versions"].items())))
 

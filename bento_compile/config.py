@@ -93,6 +93,8 @@ class QuantizeConfig(Strict):
     calibration: str | None = Field(None, description=".npy/.csv rows for static calibration (default: half "
                                     "of the sample; the other half is held out for the gate)")
     per_channel: bool = Field(True, description="per-channel int8 weights (more accurate, same size)")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="how static quantization picks activation ranges from the calibration rows")
     candidates: list[Literal["fp32", "dynamic", "static", "fp16"]] = Field(
         default_factory=lambda: ["fp32", "dynamic", "static", "fp16"], description="what `auto` tries")
 

@@ -149,7 +149,8 @@ class _Calibration:
         pass
 
 
-def static_int8(fp32: bytes, calibration: Feeds, per_channel: bool = True) -> bytes:
+def static_int8(fp32: bytes, calibration: Feeds, per_channel: bool = True, method: str = "minmax") -> bytes:
+    """int8 QDQ, symmetric int8 activations and weights (S8S8, which ONNX Runtime's CPU kernels favour)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -165,10 +166,12 @@ def static_int8(fp32: bytes, calibration: Feeds, per_channel: bool = True) -> by
         tmp = Path(tmp_name)
         pre = preprocess(fp32, tmp)
         out = tmp / "static.onnx"
+        calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                     "percentile": CalibrationMethod.Percentile}[method]
         quantize_static(str(pre), str(out), Reader(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=calibrate,
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
         return out.read_bytes()
 
 
@@ -217,8 +220,8 @@ def onnx_variants(config: QuantizeConfig, fp32: bytes, calibration: Feeds) -> li
                 variant.data = dynamic_int8(fp32, config.per_channel)
                 variant.note = "int8 weights on " + ", ".join(touchable)
             elif name == "static":
-                variant.data = static_int8(fp32, calibration, config.per_channel)
-                variant.note = (f"int8 QDQ on {', '.join(touchable)}, calibrated on "
+                variant.data = static_int8(fp32, calibration, config.per_channel, config.calibration_method)
+                variant.note = (f"int8 QDQ on {', '.join(touchable)}, {config.calibration_method} calibration on "
                                 f"{len(next(iter(calibration.values())))} rows")
             elif name == "fp16":
                 variant.data = fp16(fp32)

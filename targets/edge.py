@@ -38,6 +38,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import BentoCompileError
 from ..runtimes.manifest import read_manifest
+from ..sbom import sbom_json
 from .bundle_tar import Entry, write_tar_gz
 from .runtime_files import runtime_package_files
 from .wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
@@ -291,6 +292,9 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
             Entry("config.env", data=_fill(_template("config.env"), fill).encode()),
             Entry("requirements.txt", data="".join(f"{w.name}=={w.version}\n" for w in wheels).encode()),
         ]
+        entries.append(Entry("sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
+            artifact=f"{bundle_file_name(name, options.arch)}.tar.gz", target="edge", bento_dir=bento_dir, wheels=wheels,
+            runtime_files=runtime_package_files()).encode()))
         # The release id names the folder on the device: version + a digest of the payload.
         payload = hashlib.sha256()
         sums: dict[str, tuple[str, int]] = {}

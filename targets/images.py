@@ -35,6 +35,7 @@ from typing import Protocol
 
 from ..errors import BentoCompileError
 from ..runtimes.manifest import Manifest, read_manifest
+from ..sbom import sbom_json
 from .oci_layout import BaseImage, FileEntry, ImageConfig, LayerSpec, is_layout_reference, load_base
 from .runtime_files import runtime_package_files
 from .wheels import TargetPlatform, Wheel, resolve_wheels
@@ -266,7 +267,13 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
                                 "Use a base that has it (python:3.X-slim does; with mmdebstrap add "
                                 "--include=python3,libstdc++6).")
     target = TargetPlatform(arch=arch, python=python)
+    if (bento_dir / "signature.json").is_file():  # to verify it when a public key is configured (issue 8)
+        requirements = [*requirements, "cryptography>=42"]
     deps, wheels = deps_layer(requirements, target)
+    runtime = runtime_layer()
+    runtime.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
+        artifact=f"{manifest.name}-{kind}-image", target=f"{kind}-image", bento_dir=bento_dir, wheels=wheels,
+        runtime_files=runtime_package_files(), bento_prefix=f"{bento_dest}/").encode()))
     epoch = bento_epoch(manifest)
     labels = bento_labels(bento_dir, manifest, epoch)
     config = ImageConfig(
@@ -280,7 +287,7 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
                    else Path(base_reference.split(":")[0]).name,
                    "org.opencontainers.image.base.digest": base.manifest_digest}
     return ImagePlan(kind, arch, python, base_reference, base,
-                     [deps, runtime_layer(), bento_layer(bento_dir, manifest, bento_dest)],
+                     [deps, runtime, bento_layer(bento_dir, manifest, bento_dest)],
                      config, epoch, annotations, wheels)
 
 
