@@ -170,6 +170,13 @@ def render_sbom(bom: Any) -> str:
     return json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
 
 
+def sbom_json(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[Any] = (),
+              runtime_files: Iterable[tuple[str, Path]] | None = None, bento_prefix: str = "bento/") -> str:
+    """The SBOM as text, for targets that assemble their artifact from in-memory entries (tar, OCI layers)."""
+    return render_sbom(build_bom(artifact=artifact, target=target, bento_dir=bento_dir, wheels=wheels,
+                                 runtime_files=runtime_files, bento_prefix=bento_prefix))
+
+
 def write_sbom(dest: Path, *, artifact: str, target: str, bento_dir: Path, wheels: Sequence[Any] = (),
                runtime_files: Iterable[tuple[str, Path]] | None = None, bento_prefix: str = "bento/") -> Path:
     """Write `sbom.cdx.json` (or `dest` if it names a file) for one artifact; returns its path.
@@ -180,8 +187,8 @@ def write_sbom(dest: Path, *, artifact: str, target: str, bento_dir: Path, wheel
     """
     dest = Path(dest)
     path = dest / SBOM_NAME if dest.is_dir() else dest
-    text = render_sbom(build_bom(artifact=artifact, target=target, bento_dir=bento_dir, wheels=wheels,
-                                 runtime_files=runtime_files, bento_prefix=bento_prefix))
+    text = sbom_json(artifact=artifact, target=target, bento_dir=bento_dir, wheels=wheels,
+                     runtime_files=runtime_files, bento_prefix=bento_prefix)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
