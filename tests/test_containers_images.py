@@ -258,6 +258,34 @@ def test_sigterm_during_load_loses_no_accepted_request(oci_cli_build, docker_hos
     assert exit_code == "0"
 
 
+def test_in_flight_limit_answers_503_with_retry_after(oci_cli_build, docker_host):
+    """containerConcurrency's twin in the container: past BENTO_COMPILE_MAX_CONCURRENCY, 503 + Retry-After."""
+    _out, summary, _result, manifest = oci_cli_build
+    rows = manifest.raw["example"]["inputs"]
+    body = json.dumps({"inputs": (rows * 1000)[:1000]}).encode()  # slow enough to overlap
+    port = run_container(docker_host, summary["pinned"], "limit", {"BENTO_COMPILE_MAX_CONCURRENCY": "1",
+                                                                   "BENTO_COMPILE_BATCHING": "off"})
+    answers: list[tuple[int, str | None]] = []
+
+    def client() -> None:
+        for _ in range(6):
+            status, headers, _b = http(f"http://127.0.0.1:{port}/predict", body, timeout=60)
+            answers.append((status, headers.get("Retry-After")))
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        docker(docker_host, "rm", "-f", "limit", check=False)
+    statuses = {status for status, _ in answers}
+    assert statuses <= {200, 503}, answers
+    assert 200 in statuses and 503 in statuses, answers
+    assert all(retry for status, retry in answers if status == 503)
+
+
 # -- the Docker engine builder ----------------------------------------------------------------
 def test_docker_builder_image_is_verified_pushed_and_runs(built_example, base_layout, docker_host, registry,
                                                           tmp_path):
