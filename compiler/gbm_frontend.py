@@ -78,6 +78,16 @@ def target_opset_for(estimator: Any) -> dict[str, int] | None:
     return None
 
 
+def versions_for(estimator: Any) -> dict[str, str]:
+    """onnxmltools and lightgbm / xgboost versions when the model holds one of their estimators."""
+    packages = {type(step).__module__.split(".")[0] for step in _walk(estimator)} & {"lightgbm", "xgboost"}
+    if not packages:
+        return {}
+    import onnxmltools
+
+    return {"onnxmltools": onnxmltools.__version__, **{p: __import__(p).__version__ for p in sorted(packages)}}
+
+
 def missing_extra(estimator: Any) -> str | None:
     """The estimator's package when it is LightGBM/XGBoost but onnxmltools is not installed."""
     for step in _walk(estimator):

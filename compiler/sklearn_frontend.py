@@ -36,6 +36,8 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
     import skl2onnx
     import sklearn
 
+    from .gbm_frontend import versions_for
+
     return Source(
         kind="sklearn",
         model=model,
@@ -43,7 +45,8 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         reference=lambda feeds, names: _reference(estimator, feeds, names, inputs),
         description=_pipeline_text(estimator),
         file_sha256=sha256_file(path),
-        converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__},
+        converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__,
+                            **versions_for(estimator)},
     )
 
 
