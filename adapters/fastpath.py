@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
 from ..runtimes.manifest import Manifest
 from ..runtimes.metrics import Metrics
 from ..runtimes.model import BentoModel, ModelHolder
+from ..runtimes.providers import device_in_use
 from ..runtimes.tensors import decode_inputs, encode_outputs
 
 log = logging.getLogger("bento_compile.http")
@@ -75,6 +77,8 @@ class PredictService:
         self._batcher: Batcher | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._model: BentoModel | None = None
+        self._record_lazily: Callable[[], None] | None = None
+        self._on_ready: list[Callable[[], None]] = []
         metrics.in_flight.set_function(lambda: self.in_flight)
         metrics.depth.set_function(lambda: self._batcher.queued_rows if self._batcher else 0)
 
@@ -219,6 +223,9 @@ class PredictService:
             loop = asyncio.get_running_loop()
             model = await loop.run_in_executor(None, holder.get, 30.0)
         self._model = model
+        if self._record_lazily is not None:
+            record, self._record_lazily = self._record_lazily, None
+            record()
         return model
 
     def _new_batcher(self, model: BentoModel) -> Batcher:
@@ -228,6 +235,41 @@ class PredictService:
         self._batcher = Batcher(model.backend.run, self.policy, self._executor,
                                 workers=self.plan.inference_workers, observer=self.metrics)
         return self._batcher
+
+    def record_when_loaded(self) -> None:
+        """Set the load / cold-start / provider metrics and log the serving plan once the model is up
+        (now in eager mode, from a thread in background mode, at first load in lazy mode)."""
+        holder = self.holder
+
+        def record() -> None:
+            try:
+                model = holder.get(None)
+            except Exception:
+                return
+            providers = model.backend.providers
+            device = device_in_use(providers)
+            self.metrics.model_loaded(model.manifest.tag, providers, device, model.load_seconds)
+            plan, policy = self.plan, self.policy
+            log.info("serving %s on %s (providers %s); batching %s (max %d rows, %.1f ms); %d intra-op thread(s), "
+                     "%d inference worker(s) on %d CPU(s); in-flight limit %s", model.manifest.tag, device,
+                     ",".join(providers), policy.mode, policy.max_batch_size, policy.max_latency_s * 1000,
+                     plan.intra_op_threads, plan.inference_workers, plan.cpus, self.limit or "none")
+            for callback in self._on_ready:
+                callback()
+
+        if holder.mode == "eager":
+            record()
+        elif holder.mode == "background":
+            threading.Thread(target=record, name="bento-load-metrics", daemon=True).start()
+        else:
+            self._record_lazily = record
+
+    async def close(self) -> None:
+        """Shutdown: refuse what is still queued (503, retry elsewhere) and stop the inference pool."""
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
         """Serving settings for /metadata: batching, threads, limits."""

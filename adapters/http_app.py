@@ -16,7 +16,6 @@ serves Prometheus text (runtimes/metrics.py).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,34 +98,12 @@ class BentoApp(FastAPI):
             self.metrics.request(route, status[0], time.perf_counter() - started)
 
 
-def _record_when_loaded(holder: ModelHolder, metrics: Metrics, service: PredictService) -> None:
-    """Set the load/cold-start/provider metrics and log the serving plan once the model is up."""
-
-    def record() -> None:
-        try:
-            model = holder.get(None)
-        except Exception:
-            return
-        providers = model.backend.providers
-        device = device_in_use(providers)
-        metrics.model_loaded(model.manifest.tag, providers, device, model.load_seconds)
-        plan = service.plan
-        log.info("serving %s on %s (providers %s); batching %s (max %d rows, %.1f ms); %d intra-op thread(s), "
-                 "%d inference worker(s) on %d CPU(s); in-flight limit %s", model.manifest.tag, device,
-                 ",".join(providers), service.policy.mode, service.policy.max_batch_size,
-                 service.policy.max_latency_s * 1000, plan.intra_op_threads, plan.inference_workers, plan.cpus,
-                 service.limit or "none")
-
-    if holder.mode == "eager":
-        record()
-    elif holder.mode == "background":
-        threading.Thread(target=record, name="bento-load-metrics", daemon=True).start()
-
-
-def create_app(bento_dir: str | Path, load_mode: str = "background", holder: ModelHolder | None = None) -> FastAPI:
+def create_app(bento_dir: str | Path, load_mode: str = "background", holder: ModelHolder | None = None, *,
+               service: PredictService | None = None) -> FastAPI:
     """Build the app for one Bento. The manifest is read now (it is small and drives the
     OpenAPI schema); the model itself loads by `load_mode` (see ModelHolder). Pass `holder`
-    to share an already-loading model (the Lambda handler builds the app only for HTTP events)."""
+    to share an already-loading model (the Lambda handler builds the app only for HTTP events),
+    or `service` to share the model, metrics and batcher of the server's app (adapters/asgi.py)."""
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
     app = BentoApp(
@@ -134,15 +111,16 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
         version=manifest.version,
         description=f"Predictions from the Bento `{manifest.tag}`, compiled by bento-compile {__version__}.",
     )
-    holder = holder if holder is not None else ModelHolder(bento_dir, load_mode)
-    metrics = Metrics()
-    service = PredictService(holder, manifest, metrics)
+    if service is None:
+        holder = holder if holder is not None else ModelHolder(bento_dir, load_mode)
+        service = PredictService(holder, manifest, Metrics())
+        service.record_when_loaded()
+    holder, metrics = service.holder, service.metrics
     app.state.holder = holder
     app.state.manifest = manifest
     app.state.metrics = metrics
     app.metrics = metrics
     app.predict_service = service
-    _record_when_loaded(holder, metrics, service)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:

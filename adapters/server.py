@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .http_app import create_app
+from .asgi import create_server_app
 
 
 def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: str = "background",
@@ -21,7 +21,7 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
     import uvicorn
 
     _log_to_stderr(log_level)
-    app = create_app(bento_dir, load_mode=load_mode)
+    app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=grace_seconds)
     _graceful_server_class()(config).run()

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import urllib.request
 
@@ -328,3 +329,63 @@ def test_real_server_serves_metrics_and_logs_the_provider(built_example, rows):
         output, _ = server.communicate(timeout=15)
     assert "serving cancer:" in output and "on cpu (providers CPUExecutionProvider)" in output
     assert "in-flight limit 4" in output
+
+
+def test_server_app_answers_the_same_contract_without_building_fastapi_first(built_example, rows):
+    """`python -m ...server` runs ServingApp: /predict, probes and /metrics need no FastAPI; the rest
+    (metadata, docs, OpenAPI, 404/405) goes to the FastAPI app, built off the cold path, same answers."""
+    from bento_compile.adapters.asgi import ServingApp
+
+    app = ServingApp(built_example, load_mode="lazy")
+    assert app._fastapi is None
+
+    async def main():
+        async with client_for(app) as client:
+            loading = await client.get("/readyz")
+            predicted = await client.post("/predict", json={"inputs": rows[:2]})
+            bad = await client.post("/predict", json={"inputs": [[1.0]]})
+            early = {"health": await client.get("/healthz"), "ready": await client.get("/readyz"),
+                     "metrics": await client.get("/metrics")}
+            late = {"meta": await client.get("/metadata"), "docs": await client.get("/docs"),
+                    "openapi": await client.get("/openapi.json"), "missing": await client.get("/nope"),
+                    "method": await client.get("/predict")}
+            return loading, predicted, bad, early, late
+
+    loading, predicted, bad, early, late = asyncio.run(main())
+    assert loading.status_code == 503 and loading.json() == {"error": "model is loading"}
+    assert predicted.status_code == 200 and len(predicted.json()["outputs"]["label"]) == 2
+    assert bad.status_code == 422 and "30 features, got 1" in bad.json()["error"]
+    assert early["health"].json() == {"status": "ok"} and early["ready"].json() == {"status": "ready"}
+    assert 'bento_request_total{route="/predict",status="200"} 1.0' in early["metrics"].text
+    assert late["meta"].json()["providers"] == ["CPUExecutionProvider"]
+    assert late["meta"].json()["serving"]["batching"]["mode"] == "adaptive"
+    assert late["docs"].status_code == 200
+    assert "/predict" in late["openapi"].json()["paths"]
+    assert late["missing"].status_code == 404 and "error" in late["missing"].json()
+    assert late["method"].status_code == 405
+    with TestClient(create_app(built_example, load_mode="eager")) as reference:
+        assert reference.post("/predict", json={"inputs": [[1.0]]}).json() == bad.json()
+        assert reference.get("/openapi.json").json()["paths"] == late["openapi"].json()["paths"]
+
+
+def test_the_cold_path_imports_no_fastapi(built_example):
+    """What a scale-from-zero request pays for: /predict answered with FastAPI never imported."""
+    script = textwrap.dedent(f"""
+        import asyncio, json, sys
+        from bento_compile.adapters.asgi import ServingApp
+        app = ServingApp({str(built_example)!r}, load_mode="eager", prebuild=False)
+        sent = []
+        async def main():
+            body = json.dumps({{"inputs": [[0.1] * 30]}}).encode()
+            messages = [{{"type": "http.request", "body": body, "more_body": False}}]
+            async def receive():
+                return messages.pop(0) if messages else {{"type": "http.disconnect"}}
+            async def send(message):
+                sent.append(message)
+            await app({{"type": "http", "path": "/predict", "method": "POST", "headers": []}}, receive, send)
+        asyncio.run(main())
+        print(json.dumps({{"status": sent[0]["status"], "fastapi": "fastapi" in sys.modules}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"status": 200, "fastapi": False}

@@ -1,0 +1,118 @@
+"""The server's ASGI app: answers /predict, probes and /metrics from the first millisecond, and builds
+the FastAPI app (docs, OpenAPI, /metadata, 404/405 answers) off the cold-start path.
+
+Why: importing FastAPI and building its routes and schema is about half of a cold start (250–400
+ms of 0.5–0.7 s here), yet a scale-from-zero request only needs /predict. This module imports
+no FastAPI: `python -m bento_compile.adapters.server` serves /predict as soon as the model is
+loaded, and the FastAPI app (`http_app.create_app`, sharing this app's model, metrics and
+batcher, so every answer is the same) is built in a thread once the model is ready, or on the
+first request that needs it. `create_app` stays the app for TestClient, Mangum and embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..runtimes.manifest import read_manifest
+from ..runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ..runtimes.metrics import Metrics
+from ..runtimes.model import ModelHolder
+from .fastpath import JSON_HEADERS, PredictService, error_body
+
+log = logging.getLogger("bento_compile.http")
+
+_FASTAPI_ROUTES = frozenset({"/metadata", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
+
+
+class ServingApp:
+    """Raw ASGI: POST /predict, GET /healthz, /readyz, /metrics here; everything else to FastAPI."""
+
+    def __init__(self, bento_dir: str | Path, load_mode: str = "background", prebuild: bool = True):
+        """prebuild: build the FastAPI app in a thread once the model is ready (else on first need)."""
+        self.bento_dir = Path(bento_dir)
+        manifest = read_manifest(self.bento_dir)
+        self.holder = ModelHolder(self.bento_dir, load_mode)
+        self.metrics = Metrics()
+        self.service = PredictService(self.holder, manifest, self.metrics)
+        self._fastapi: Any = None
+        self._lock = threading.Lock()
+        if prebuild:
+            self.service._on_ready.append(self._build_in_background)
+        self.service.record_when_loaded()
+
+    # ---- the FastAPI half, built lazily ------------------------------------------------
+
+    def _build(self) -> Any:
+        with self._lock:
+            if self._fastapi is None:
+                from .http_app import create_app
+
+                self._fastapi = create_app(self.bento_dir, service=self.service)
+        return self._fastapi
+
+    def _build_in_background(self) -> None:
+        threading.Thread(target=self._build, name="bento-fastapi", daemon=True).start()
+
+    async def _fastapi_app(self) -> Any:
+        if self._fastapi is not None:
+            return self._fastapi
+        return await asyncio.get_running_loop().run_in_executor(None, self._build)
+
+    # ---- ASGI --------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path = scope["path"]
+            method = scope["method"]
+            if path == "/predict" and method == "POST":
+                await self.service.asgi(scope, receive, send)
+                return
+            if method == "GET" and path in ("/healthz", "/readyz", "/metrics"):
+                await self._simple(path, send)
+                return
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        app = await self._fastapi_app()
+        await app(scope, receive, send)
+
+    async def _simple(self, path: str, send) -> None:
+        started = time.perf_counter()
+        headers = JSON_HEADERS
+        if path == "/healthz":
+            status, body = 200, b'{"status":"ok"}'
+        elif path == "/metrics":
+            status, body = 200, self.metrics.render()
+            headers = [(b"content-type", METRICS_CONTENT_TYPE.encode())]
+        elif self.holder.ready:
+            status, body = 200, b'{"status":"ready"}'
+        elif self.holder.error is not None:
+            status, body = 503, error_body(f"model failed to load: {self.holder.error}")
+        else:
+            status, body = 503, error_body("model is loading")
+            headers = [*JSON_HEADERS, (b"retry-after", b"1")]
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.request(path, status, time.perf_counter() - started)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_server_app(bento_dir: str | Path, load_mode: str = "background") -> ServingApp:
+    """The app `python -m bento_compile.adapters.server` runs (see the module doc)."""
+    return ServingApp(bento_dir, load_mode)
