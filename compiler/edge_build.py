@@ -24,7 +24,7 @@ from ..errors import BentoCompileError
 from ..runtimes.manifest import MANIFEST_NAME, TensorSpec, sha256_file
 from . import gate as gates
 from . import parity
-from .quantize import Runner, Variant, run_rows, select, split_rows
+from .quantize import LIMITS, TFLITE_LIMITS, Runner, Variant, run_rows, select, split_rows
 
 EXAMPLE_MAX_VALUES = 4096
 
@@ -194,7 +194,7 @@ def _quantize(config, source: EdgeSource, feeds, reference_all, fp32_report, bat
         variants = [v for v in variants if v.name == qconfig.method]
     text = sample_source + (" (calibration file)" if calibration is not None else ", second half")
     chosen, result = select(qconfig, variants, held_out, reference, batchable, len(next(iter(calib.values()))),
-                            text, progress)
+                            text, progress, limits=TFLITE_LIMITS if source.artifact_format == "tflite" else LIMITS)
     result["fp32_parity"] = fp32_report
     if chosen.name == "fp32":
         return source.data, result, fp32_report

@@ -52,6 +52,12 @@ LIMITS = [
     "Latencies are measured on the build machine with one intra-op thread; they rank variants, they do not "
     "predict the serving machine.",
 ]
+TFLITE_LIMITS = [
+    "TFLite dynamic-range and full-integer int8 quantize FullyConnected/Conv/... weights; ops without int8 kernels "
+    "stay float (full-integer conversion fails instead, and the variant is reported as failed).",
+    "Latencies are measured with LiteRT (XNNPACK, one thread) on the build machine; they rank variants, they do not "
+    "predict the serving device.",
+]
 
 
 class QuantizationGateError(BentoCompileError):
@@ -313,7 +319,7 @@ def split_rows(feeds: Feeds, calibration: Feeds | None) -> tuple[Feeds, Feeds]:
 
 
 def table(config: QuantizeConfig, variants: list[Variant], chosen: Variant | None, calibration_rows: int,
-          held_out_rows: int, sample_source: str) -> dict[str, Any]:
+          held_out_rows: int, sample_source: str, limits: list[str] = LIMITS) -> dict[str, Any]:
     """The `quantization` section of the manifest and compile report."""
     return {
         "method": config.method,
@@ -324,13 +330,13 @@ def table(config: QuantizeConfig, variants: list[Variant], chosen: Variant | Non
         "sample": sample_source,
         "chosen": chosen.name if chosen else None,
         "variants": [v.row() for v in variants],
-        "limits": LIMITS,
+        "limits": limits,
     }
 
 
 def select(config: QuantizeConfig, variants: list[Variant], held_out: Feeds, reference: dict[str, np.ndarray],
-           batchable: bool, calibration_rows: int, sample_source: str, progress: Progress
-           ) -> tuple[Variant, dict[str, Any]]:
+           batchable: bool, calibration_rows: int, sample_source: str, progress: Progress,
+           limits: list[str] = LIMITS) -> tuple[Variant, dict[str, Any]]:
     """Measure every variant, gate it, pick one; raise QuantizationGateError if none the user asked for passes."""
     gates.check_gate_applies(config.gate, reference)
     held_rows = len(next(iter(held_out.values())))
@@ -340,7 +346,7 @@ def select(config: QuantizeConfig, variants: list[Variant], held_out: Feeds, ref
                      "held-out rows")
         measure(variant, held_out, reference, config, batchable, sample_source)
     chosen = choose(variants, config.objective)
-    result = table(config, variants, chosen, calibration_rows, held_rows, sample_source)
+    result = table(config, variants, chosen, calibration_rows, held_rows, sample_source, limits)
     if chosen is None:
         why = "; ".join(f"{v.name}: {v.note}" for v in variants)
         raise QuantizationGateError(

@@ -132,8 +132,14 @@ def load_keras(path: Path, input_override: list[TensorSpec] | None) -> EdgeSourc
                  "static": f"full-integer int8, representative dataset of {len(calibration[inputs[0].name])} rows; "
                            "float32 inputs/outputs",
                  "fp16": "float16 weights (TFLite target_spec float16)"}
-        return [Variant(n, (root / f"{TFLITE_VARIANTS[n]}.tflite").read_bytes(), tflite_runner, note=notes[n])
-                for n in names]
+        built = []
+        for n in names:
+            model_file, error_file = root / f"{TFLITE_VARIANTS[n]}.tflite", root / f"{TFLITE_VARIANTS[n]}.error"
+            if error_file.is_file():
+                built.append(Variant(n, None, None, note=f"TFLite could not convert it: {error_file.read_text()}"))
+            else:
+                built.append(Variant(n, model_file.read_bytes(), tflite_runner, note=notes[n]))
+        return built
 
     return EdgeSource(kind="keras" if path.is_file() else "tf-savedmodel", artifact_format="tflite", data=data,
                       inputs=inputs, outputs=[TensorSpec.from_dict(s) for s in outs], runner_factory=tflite_runner,

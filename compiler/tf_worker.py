@@ -67,7 +67,13 @@ def main(job_path: str) -> int:
                         converter.optimizations = [tf.lite.Optimize.DEFAULT]
                         converter.representative_dataset = representative
                         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                    (out / f"{variant}.tflite").write_bytes(converter.convert())
+                    try:
+                        (out / f"{variant}.tflite").write_bytes(converter.convert())
+                    except Exception as exc:  # one variant failing is a result to report, not a crash
+                        if variant == "fp32":
+                            raise
+                        message = f"{type(exc).__name__}: {exc}".strip().splitlines()
+                        (out / f"{variant}.error").write_text(message[-1][:500] if message else "failed")
             elif task == "predict":
                 feeds = np.load(job["feeds"], allow_pickle=False)
                 result = signature(**{n: tf.constant(feeds[n]) for n in in_names})
