@@ -273,3 +273,37 @@ def test_emf_lines_declare_every_metric_they_carry(runtime, example, capsys):
             assert isinstance(line[metric["Name"]], int | float), metric
             assert metric["Unit"] in ("Milliseconds", "Count"), metric
         assert isinstance(line["_aws"]["Timestamp"], int)
+
+
+def test_direct_and_sqs_events_never_import_the_http_stack(built_example):
+    """Every cold start pays for what it imports: direct, SQS and warmer events must not load
+    FastAPI, Mangum, pydantic or boto3 (and nothing of the compiler)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    blocked = ["fastapi", "starlette", "mangum", "pydantic", "boto3", "botocore", "sklearn", "onnx", "click",
+               "yaml", "bento_compile.compiler", "bento_compile.targets", "bento_compile.cli", "bento_compile.config"]
+    script = textwrap.dedent(f"""
+        import json, sys, types
+        BLOCKED = {blocked!r}
+        class Blocker:
+            def find_spec(self, name, path=None, target=None):
+                if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Blocker())
+        from bento_compile.adapters.aws_lambda import LambdaRuntime
+        runtime = LambdaRuntime({str(built_example)!r}, "eager")
+        ctx = types.SimpleNamespace(aws_request_id="r", get_remaining_time_in_millis=lambda: 1000)
+        example = json.load(open({str(built_example / "manifest.json")!r}))["example"]
+        out = runtime.handle(example, ctx)
+        runtime.handle({{"warmer": True}}, ctx)
+        record = {{"eventSource": "aws:sqs", "messageId": "m", "body": json.dumps(example)}}
+        sqs = runtime.handle({{"Records": [record]}}, ctx)
+        leaked = sorted(m for m in sys.modules if any(m == b or m.startswith(b + ".") for b in BLOCKED))
+        print(json.dumps({{"labels": out["outputs"]["label"], "sqs": sqs, "leaked": leaked}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    assert answer["leaked"] == [] and answer["sqs"] == {"batchItemFailures": []} and answer["labels"]
