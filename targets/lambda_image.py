@@ -17,35 +17,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..runtimes.manifest import read_manifest
-from .images import HTTP_REQUIREMENTS, ImagePlan, plan_image
+from .images import ImagePlan, plan_image
 
 DEFAULT_BASE = "public.ecr.aws/lambda/python:3.12"
 HANDLER = "bento_compile.adapters.aws_lambda.handler"
 
 
-def lambda_requirements(onnxruntime_version: str | None = None) -> list[str]:
-    """What the Lambda handler imports: the HTTP stack minus uvicorn, plus Mangum and the RIC.
+def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[str]:
+    """The Lambda target's own list (`targets.lambda_zip.lambda_requirements`, so zip and image stay in
+    step) plus awslambdaric, which an image on a non-AWS base must bring itself."""
+    from .lambda_zip import lambda_requirements
 
-    boto3 (used only by the SQS/S3 result sinks) is left out: the Lambda base
-    image provides it; on another base add it with targets.lambda settings.
-    """
-    try:  # the Lambda target's own list, when it exposes one, so both stay in step
-        from .aws_lambda_requirements import lambda_runtime_requirements  # type: ignore[import-not-found]
-
-        return list(lambda_runtime_requirements())
-    except ImportError:
-        pass
-    requirements = [r for r in HTTP_REQUIREMENTS if not r.startswith("uvicorn")]
-    if onnxruntime_version:
-        requirements = [f"onnxruntime>={onnxruntime_version}" if r.startswith("onnxruntime") else r
-                        for r in requirements]
-    return [*requirements, "mangum>=0.17", "awslambdaric>=2.2"]
+    manifest = read_manifest(bento_dir)
+    model_format = manifest.raw.get("model", {}).get("format", "onnx")
+    signed = (Path(bento_dir) / "signature.json").is_file()
+    return [*lambda_requirements(arch, python, model_format, signed), "awslambdaric>=2.2"]
 
 
 def plan_lambda_image(bento_dir: Path, base_reference: str = DEFAULT_BASE, arch: str = "x86_64",
                       python: str | None = None, load_mode: str = "eager") -> ImagePlan:
-    manifest = read_manifest(bento_dir)
-    requirements = lambda_requirements(manifest.raw.get("versions", {}).get("onnxruntime"))
+    from .images import open_base, resolve_python
+
+    python = resolve_python(open_base(base_reference, arch), base_reference, python)
+    requirements = lambda_image_requirements(bento_dir, arch, python)
     env = {"BENTO_COMPILE_LOAD": load_mode}
     return plan_image("lambda", bento_dir, base_reference, arch, python, requirements, env,
                       ["python3", "-m", "awslambdaric"], [HANDLER], [])
