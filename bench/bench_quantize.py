@@ -1,0 +1,118 @@
+"""Quantization benchmark: size, latency and agreement of every variant against the ORIGINAL model.
+
+For each model, in ONE run (read the ratios; the machine is shared and noisy):
+  - size of the ONNX file (fp32 as compiled, dynamic int8, static int8 QDQ, fp16);
+  - latency with ONNX Runtime as served (one intra-op thread): one row, and a batch of 64;
+  - label agreement with the original scikit-learn estimator on held-out rows, and the
+    largest probability difference.
+
+Models: the issue's MLP(256, 256) classifier (287 KB as fp32 ONNX), a larger MLP with four
+1024-wide layers (where int8 should also be faster per row), and a LightGBM forest (to show
+honestly that tree ensembles do not shrink).
+
+Usage: python bench/bench_quantize.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import make_classification
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bento_compile.compiler import passes
+from bento_compile.compiler.frontends import load_source
+from bento_compile.compiler.quantize import onnx_runner, onnx_variants
+from bento_compile.config import QuantizeConfig
+
+
+def time_ms(run, feeds, seconds: float) -> float:
+    for _ in range(5):
+        run(feeds)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 20:
+        start = time.perf_counter()
+        run(feeds)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def models(quick: bool):
+    X, y = make_classification(n_samples=4000, n_features=30, n_informative=12, random_state=0)
+    train, held = slice(0, 3000), slice(3000, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings: irrelevant here
+        small = Pipeline([("s", StandardScaler()),
+                          ("m", MLPClassifier((256, 256), max_iter=40 if quick else 80, random_state=0))])
+        yield "MLP(256,256)", small.fit(X[train], y[train]), X[held]
+        Xb, yb = make_classification(n_samples=3000, n_features=256, n_informative=40, random_state=1)
+        big = Pipeline([("s", StandardScaler()),
+                        ("m", MLPClassifier((1024,) * 4, max_iter=3 if quick else 8, random_state=0))])
+        yield "MLP(1024×4)", big.fit(Xb[:2000], yb[:2000]), Xb[2000:]
+    try:
+        from lightgbm import LGBMClassifier
+
+        yield "LightGBM(100 trees)", LGBMClassifier(n_estimators=100, verbose=-1).fit(X[train], y[train]), X[held]
+    except ImportError:
+        pass
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="shorter training and timing")
+    args = parser.parse_args()
+    seconds = 0.5 if args.quick else 2.0
+    import onnxruntime
+    import sklearn
+
+    print(f"machine: {platform.machine()}, {__import__('os').cpu_count()} cores, {platform.platform()}; "
+          f"python {platform.python_version()}; onnxruntime {onnxruntime.__version__}; scikit-learn "
+          f"{sklearn.__version__}")
+    print()
+    print("| model | variant | size | size/fp32 | 1 row | 64 rows | 1 row vs fp32 | label agreement | max |Δ| prob |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    import joblib
+
+    for name, estimator, held in models(args.quick):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "m.joblib"
+            joblib.dump(estimator, path)
+            source = load_source(path, None)
+        fp32 = passes.optimize(passes.check_and_infer(source.model))
+        held = held.astype(np.float32)
+        half = len(held) // 2
+        calib, check = {"input": held[:half]}, {"input": held[half:]}
+        reference = source.reference(check, ["label", "probabilities"])
+        config = QuantizeConfig(method="auto")
+        base_row = None
+        for variant in onnx_variants(config, fp32, calib):
+            if variant.data is None:
+                print(f"| {name} | {variant.name} | - | - | - | - | - | - | {variant.note} |")
+                continue
+            run = onnx_runner(variant.data)
+            got = run(check)
+            agreement = float(np.mean(got["label"] == reference["label"]))
+            diff = float(np.max(np.abs(got["probabilities"] - reference["probabilities"])))
+            row = time_ms(run, {"input": check["input"][:1]}, seconds)
+            batch = time_ms(run, {"input": np.resize(check["input"], (64, check["input"].shape[1]))}, seconds)
+            base_row = base_row or row
+            print(f"| {name} | {variant.name} | {len(variant.data) / 1024:.1f} KiB | "
+                  f"{len(variant.data) / len(fp32):.0%} | {row * 1000:.0f} µs | {batch * 1000:.0f} µs | "
+                  f"{base_row / row:.2f}× | {agreement:.2%} | {diff:.3g} |")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
