@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from ..runtimes import tracing
 from ..runtimes.backends import thread_plan
 from ..runtimes.batching import Batcher, BatchPolicy, effective_settings
 from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
@@ -79,6 +80,7 @@ class PredictService:
         self._model: BentoModel | None = None
         self._record_lazily: Callable[[], None] | None = None
         self._on_ready: list[Callable[[], None]] = []
+        self.tracer = tracing.tracer()  # None unless an OTLP endpoint is configured: then free
         metrics.in_flight.set_function(lambda: self.in_flight)
         metrics.depth.set_function(lambda: self._batcher.queued_rows if self._batcher else 0)
 
@@ -166,18 +168,36 @@ class PredictService:
         batcher = self._batcher
         if batcher is None or batcher.loop is not asyncio.get_running_loop():
             batcher = self._new_batcher(model)
+        if self.tracer is not None:
+            return await self._traced(batcher, feeds, rows, receive)
+        return await self._run(batcher, feeds, rows, receive, None)
+
+    async def _run(self, batcher: Batcher, feeds: dict, rows: int, receive: Callable[[], Awaitable[dict]] | None,
+                   timing: dict | None) -> Answer | None:
         try:
             if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
-                outputs = await self._submit_watching(batcher, feeds, rows, receive)
+                outputs = await self._submit_watching(batcher, feeds, rows, receive, timing)
                 if outputs is None:
                     return None
             else:
-                outputs = await batcher.submit(feeds, rows)
+                outputs = await batcher.submit(feeds, rows, timing)
         except Overloaded as exc:
             return self._overloaded(exc)
         except InputError as exc:  # the model refused a value the signature check let through
             return 422, error_body(str(exc)), None
         return 200, orjson.dumps({"outputs": encode_outputs(outputs)}), None
+
+    async def _traced(self, batcher: Batcher, feeds: dict, rows: int,
+                      receive: Callable[[], Awaitable[dict]] | None) -> Answer | None:
+        started_ns = time.time_ns()
+        timing: dict[str, Any] = {}
+        answer = await self._run(batcher, feeds, rows, receive, timing)
+        try:
+            tracing.record_predict(self.tracer, started_ns, answer[0] if answer else 499, rows, timing,
+                                   self.manifest.tag)
+        except Exception:  # tracing must never fail a request
+            log.exception("could not record the trace spans")
+        return answer
 
     def _decode(self, body: bytes) -> tuple[dict, int]:
         try:
@@ -187,9 +207,9 @@ class PredictService:
         return decode_inputs(payload, self.manifest.inputs, self.settings)
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
-                               receive: Callable[[], Awaitable[dict]]) -> Any:
+                               receive: Callable[[], Awaitable[dict]], timing: dict | None) -> Any:
         """Submit, and cancel the request (dropping it from its batch) if the client disconnects."""
-        work = asyncio.ensure_future(batcher.submit(feeds, rows))
+        work = asyncio.ensure_future(batcher.submit(feeds, rows, timing))
         watcher = asyncio.ensure_future(receive())
 
         def on_message(done: asyncio.Future) -> None:

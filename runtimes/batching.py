@@ -159,9 +159,11 @@ class LatencyModel:
 
 
 class _Pending:
-    __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "rows")
+    __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "rows", "timing")
 
-    def __init__(self, feeds: Feeds, rows: int, future: asyncio.Future, enqueued: float, deadline: float):
+    def __init__(self, feeds: Feeds, rows: int, future: asyncio.Future, enqueued: float, deadline: float,
+                 timing: dict | None = None):
+        self.timing = timing
         self.feeds = feeds
         self.rows = rows
         self.future = future
@@ -200,11 +202,12 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def submit(self, feeds: Feeds, rows: int) -> Feeds:
+    async def submit(self, feeds: Feeds, rows: int, timing: dict | None = None) -> Feeds:
         """Queue one validated request; returns its own rows of every output.
 
         Raises Overloaded at once when the queue is full or the deadline cannot be met.
-        Cancelling the awaiting task drops the request from its batch.
+        Cancelling the awaiting task drops the request from its batch. `timing`, when given (tracing),
+        receives wall-clock ns of enqueue, dispatch and the batch's run, and the batch's size.
         """
         if self._closed:
             raise Overloaded("the server is shutting down; retry on another instance", 1, "shutdown")
@@ -228,7 +231,9 @@ class Batcher:
             self._arrival_gap = gap if not self._arrival_gap else 0.8 * self._arrival_gap + 0.2 * gap
         self._last_arrival = now
         future = self.loop.create_future()
-        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s))
+        if timing is not None:
+            timing["enqueued_ns"] = time.time_ns()
+        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing))
         self._queued_rows += rows
         self._observer.queue_depth(self._queued_rows)
         wakeup = self._wakeup
@@ -363,6 +368,8 @@ class Batcher:
             rows += item.rows
             self._queued_rows -= item.rows
             self._observer.queue_wait(now - item.enqueued)
+            if item.timing is not None:
+                item.timing["dispatched_ns"] = time.time_ns()
         queue.extendleft(reversed(skipped))
         self._observer.queue_depth(self._queued_rows)
         return batch
@@ -395,12 +402,12 @@ class Batcher:
         """Run one batch (any thread). Returns per-request results (Feeds or an exception)."""
         try:
             if len(batch) == 1:
-                return [self._timed(batch[0].feeds, batch[0].rows, 1)], None
+                return [self._timed(batch[0].feeds, batch[0].rows, batch)], None
             names = list(batch[0].feeds)
             feeds = {name: np.concatenate([item.feeds[name] for item in batch]) for name in names}
             total = sum(item.rows for item in batch)
             try:
-                outputs = self._timed(feeds, total, len(batch))
+                outputs = self._timed(feeds, total, batch)
             except Exception:  # isolate the request that fails: run each alone
                 return [self._one(item) for item in batch], None
             if any(value.ndim == 0 or value.shape[0] != total for value in outputs.values()):
@@ -419,16 +426,21 @@ class Batcher:
 
     def _one(self, item: _Pending) -> Any:
         try:
-            return self._timed(item.feeds, item.rows, 1)
+            return self._timed(item.feeds, item.rows, [item])
         except Exception as exc:
             return exc
 
-    def _timed(self, feeds: Feeds, rows: int, requests: int) -> Feeds:
+    def _timed(self, feeds: Feeds, rows: int, items: list[_Pending]) -> Feeds:
         started = time.perf_counter()
         outputs = self._run_fn(feeds)
         elapsed = time.perf_counter() - started
         self.latency.observe(rows, elapsed)
-        self._observer.batch(rows, requests, elapsed)
+        self._observer.batch(rows, len(items), elapsed)
+        for item in items:
+            if item.timing is not None:
+                end_ns = time.time_ns()
+                item.timing.update(run_start_ns=end_ns - int(elapsed * 1e9), run_end_ns=end_ns, batch_rows=rows,
+                                   batch_requests=len(items))
         return outputs
 
     def _finish(self, batch: list[_Pending], results: list[Any] | None, error: BaseException | None) -> None:

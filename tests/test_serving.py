@@ -384,8 +384,54 @@ def test_the_cold_path_imports_no_fastapi(built_example):
                 sent.append(message)
             await app({{"type": "http", "path": "/predict", "method": "POST", "headers": []}}, receive, send)
         asyncio.run(main())
-        print(json.dumps({{"status": sent[0]["status"], "fastapi": "fastapi" in sys.modules}}))
+        print(json.dumps({{"status": sent[0]["status"], "fastapi": "fastapi" in sys.modules,
+                          "otel_sdk": "opentelemetry.sdk" in sys.modules}}))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"status": 200, "fastapi": False}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"status": 200, "fastapi": False, "otel_sdk": False}
+
+
+def test_otlp_spans_around_queue_wait_and_inference_when_an_endpoint_is_set(built_example, rows, monkeypatch):
+    """A real OTLP/HTTP receiver on 127.0.0.1 gets the spans, decoded with the OTLP protobuf schema."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from bento_compile.runtimes import tracing
+
+    received: list[tuple[str, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    tracing.reset()
+    try:
+        with TestClient(create_app(built_example, load_mode="eager")) as client:
+            assert client.post("/predict", json={"inputs": rows[:3]}).status_code == 200
+        tracing.flush()
+    finally:
+        tracing.reset()
+        server.shutdown()
+    assert received and all(path == "/v1/traces" for path, _ in received)
+    spans = [span for _, body in received for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+             for ss in rs.scope_spans for span in ss.spans]
+    by_name = {span.name: span for span in spans}
+    assert {"bento.predict", "bento.queue_wait", "bento.inference"} <= set(by_name)
+    root = by_name["bento.predict"]
+    assert by_name["bento.queue_wait"].parent_span_id == root.span_id == by_name["bento.inference"].parent_span_id
+    attributes = {a.key: a.value for a in by_name["bento.inference"].attributes}
+    assert attributes["bento.batch.rows"].int_value == 3
+    assert root.start_time_unix_nano <= by_name["bento.inference"].start_time_unix_nano <= root.end_time_unix_nano
