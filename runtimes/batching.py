@@ -194,7 +194,7 @@ class Batcher:
         self._wakeup: asyncio.Future | None = None
         self._closed = False
         self.loop = asyncio.get_running_loop()
-        self._task = self.loop.create_task(self._dispatch_forever(), name="bento-batcher")
+        self._task: asyncio.Task | None = None  # runs only while there is work: no task outlives its loop
 
     # ---- the caller's side -------------------------------------------------------------
 
@@ -236,9 +236,13 @@ class Batcher:
         self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing))
         self._queued_rows += rows
         self._observer.queue_depth(self._queued_rows)
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(True)
+        task = self._task
+        if task is None or task.done():
+            self._task = self.loop.create_task(self._dispatch(), name="bento-batcher")
+        else:
+            wakeup = self._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(True)
         return await future
 
     def _expected_completion(self, rows: int) -> float:
@@ -262,7 +266,8 @@ class Batcher:
     async def close(self) -> None:
         """Stop taking requests; answer what is queued with Overloaded (for shutdown)."""
         self._closed = True
-        self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
         while self._queue:
             item = self._queue.popleft()
             if not item.future.done():
@@ -291,13 +296,11 @@ class Batcher:
 
     _worker_free: asyncio.Future | None = None
 
-    async def _dispatch_forever(self) -> None:
+    async def _dispatch(self) -> None:
+        """Form and launch batches until the queue is empty, then end (the next submit starts it again)."""
         queue = self._queue
-        while True:
+        while queue:
             try:
-                if not queue:
-                    await self._wait(None)
-                    continue
                 if self._busy >= self._workers:
                     await self._wait_worker()
                 if self.policy.mode != "off" and self._split_ok:
