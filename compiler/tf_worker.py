@@ -114,5 +114,6 @@ if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1]))
     except Exception as exc:  # one clear line for the compiler to show
-        print(f"ERROR: {type(exc).__name__}: {exc}".splitlines()[0][:2000], file=sys.stderr)
+        text = " | ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines() if line.strip())
+        print(f"ERROR: {text}"[:3000], file=sys.stderr)
         sys.exit(2)

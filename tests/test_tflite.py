@@ -177,6 +177,13 @@ model.save(out + "/model.keras")
 model.export(out + "/saved", verbose=False)
 np.save(out + "/sample.npy", X[400:])
 np.save(out + "/expected.npy", model.predict(X[400:402], verbose=0))
+import tensorflow as tf
+class Svd(tf.Module):  # an operator TFLite's builtins do not have
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 4], tf.float32)])
+    def __call__(self, x):
+        return {"s": tf.linalg.svd(x, compute_uv=False)}
+svd = Svd()
+tf.saved_model.save(svd, out + "/svd", signatures=svd.__call__)
 """
 
 
@@ -239,6 +246,14 @@ def test_saved_model_folder_and_failing_gate(keras_model, tf_python, monkeypatch
     with pytest.raises(QuantizationGateError, match="No static variant passed"):
         _build(keras_model / "saved", keras_model / "sample.npy", name="strict", config=strict)
     assert not list((store_home / "bentos").glob("strict/*/manifest.json"))
+
+
+@pytest.mark.tensorflow
+def test_unsupported_tensorflow_op_is_named(keras_model, tf_python, monkeypatch):
+    monkeypatch.setenv("BENTO_COMPILE_TF_PYTHON", tf_python)
+    with pytest.raises(BentoCompileError, match=r"TensorFlow could not convert the model: .*Svd") as info:
+        _build(keras_model / "svd", name="svd")
+    assert "builtin operators" in info.value.fix
 
 
 def test_missing_tensorflow_is_a_clear_error(tmp_path, monkeypatch):
