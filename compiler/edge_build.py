@@ -114,6 +114,10 @@ def build_edge(request, config, source: EdgeSource, name: str, store, progress):
     from .samples import load_sample, synthesize
     from .signature import has_free_batch_axis
 
+    if config.format == "ort" and source.artifact_format != "ort":
+        raise BentoCompileError(
+            f"format: ort converts ONNX models; this model ships as .{source.artifact_format}.",
+            "Drop format: ort (or --format ort), or build an ONNX model (export it to .onnx first).")
     inputs, outputs = source.inputs, source.outputs
     names = [o.name for o in outputs]
     batchable = has_free_batch_axis(inputs)

@@ -135,6 +135,8 @@ def test_second_real_model_and_tampering(mediapipe_models, tmp_path):
 def test_tflite_input_cannot_be_quantized_and_bad_files_are_named(mediapipe_models, tmp_path):
     with pytest.raises(BentoCompileError, match=r"served as it is.*Quantize it with the tool that produced it"):
         _build(mediapipe_models["face"], name="face", quantize="dynamic")
+    with pytest.raises(BentoCompileError, match="format: ort converts ONNX models"):
+        _build(mediapipe_models["face"], name="face", format="ort")
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
     with pytest.raises(BentoCompileError, match=r"junk\.tflite is not a loadable TFLite model"):
         _build(tmp_path / "junk.tflite")
