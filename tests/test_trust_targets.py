@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tarfile
@@ -114,3 +115,36 @@ def test_signed_edge_bundle_carries_signature_sbom_and_verifier_reproducibly(sig
     other = generate_keypair(tmp_path / "other")
     wrong = run_cli("verify", str(first), "--pub", str(other.public_path), check=False)
     assert wrong.returncode == 1 and "signature.json" in wrong.stderr
+
+
+def test_signed_oci_image_verifies_and_carries_sbom_and_verifier(signed_home, tmp_path):
+    """The daemonless OCI builder on the cached mmdebstrap base; `verify` walks the layout's layers."""
+    from tests import container_infra as infra
+
+    if infra.missing("mmdebstrap") or os.geteuid() != 0:
+        pytest.skip("needs root and mmdebstrap (apt-get install mmdebstrap) for the base image")
+    from bento_compile.targets.images import plan_http_image
+    from bento_compile.targets.oci_builder import OciBuilder
+
+    base = f"{infra.make_base_layout(tmp_path / 'base')}:python"
+    built = OciBuilder().build(plan_http_image(signed_home["bento"], base), tmp_path / "image",
+                               f"127.0.0.1:5000/cancer:{signed_home['manifest']['version']}")
+    layout = Path(built.layout)
+    pub = str(signed_home["keys"].public_path)
+    assert json.loads(run_cli("verify", str(layout), "--pub", pub, "--json").stdout)["ok"]
+    other = generate_keypair(tmp_path / "other")
+    assert run_cli("verify", str(layout), "--pub", str(other.public_path), check=False).returncode == 1
+
+    from bento_compile.artifact_bento import _oci_layers, _open_layer
+
+    found: dict[str, bytes] = {}
+    for layer in _oci_layers(layout):
+        with _open_layer(layer) as handle, tarfile.open(fileobj=handle, mode="r:*") as archive:
+            for member in archive:
+                if member.name in ("opt/bento-compile/sbom.cdx.json",) or \
+                        member.name.startswith("opt/bento-compile/site-packages/cryptography/__init__"):
+                    found[member.name] = archive.extractfile(member).read()
+    assert "opt/bento-compile/site-packages/cryptography/__init__.py" in found
+    sbom = json.loads(found["opt/bento-compile/sbom.cdx.json"])
+    names = {c["name"] for c in sbom["components"]}
+    assert "/opt/bento-compile/bento/model.onnx" in names and "cryptography" in names
