@@ -31,24 +31,27 @@ def interpreter_class() -> tuple[Any, str, str]:
     try:
         from ai_edge_litert import interpreter as litert
 
-        try:
-            from importlib.metadata import version
-
-            found = version("ai-edge-litert")
-        except Exception:
-            found = "unknown"
-        return litert.Interpreter, "ai_edge_litert", found
+        return litert.Interpreter, "ai_edge_litert", _version("ai-edge-litert")
     except ImportError:
         pass
     try:
         from tflite_runtime import interpreter as tflite
 
-        return tflite.Interpreter, "tflite_runtime", getattr(tflite, "__version__", "unknown")
+        return tflite.Interpreter, "tflite_runtime", _version("tflite-runtime")
     except ImportError:
         raise IntegrityError(
             "this Bento holds a .tflite model but neither ai-edge-litert nor tflite-runtime is installed: "
             "pip install ai-edge-litert (Python 3.11-3.13) or tflite-runtime (Python <= 3.11, numpy < 2)"
         ) from None
+
+
+def _version(distribution: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(distribution)
+    except Exception:
+        return "unknown"
 
 
 class TFLiteBackend:

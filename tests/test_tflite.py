@@ -161,6 +161,53 @@ def test_backend_fallback_error_names_both_runtimes(mediapipe_models):
     assert out.startswith("IntegrityError") and "ai-edge-litert" in out and "tflite-runtime" in out
 
 
+@pytest.fixture(scope="session")
+def tflite_runtime_python() -> str:
+    """A venv with the fallback runtime only: tflite-runtime 2.14 (its last release) needs numpy < 2."""
+    if sys.version_info[:2] > (3, 11):
+        pytest.skip("tflite-runtime has no wheel for Python > 3.11")
+    venv = CACHE.parent / "tflite-runtime-venv"
+    python = venv / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import tflite_runtime.interpreter"], capture_output=True) \
+        if python.is_file() else None
+    if probe is None or probe.returncode != 0:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "tflite-runtime==2.14.0", "numpy<2"],
+                                   capture_output=True, text=True, timeout=600)
+        if installed.returncode != 0:
+            pytest.skip(f"tflite-runtime cannot be installed here: {installed.stderr.strip()[-300:]}")
+    return str(python)
+
+
+@pytest.mark.slow
+def test_tflite_runtime_fallback_serves_the_bento(mediapipe_models, tflite_runtime_python, tmp_path):
+    """The files that ship in artifacts, on a Python with tflite-runtime and numpy 1.x only."""
+    from bento_compile.targets.runtime_files import runtime_package_files
+
+    result = _build(mediapipe_models["face"], name="face")
+    for arcname, source in runtime_package_files():
+        target = tmp_path / "site" / arcname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    row = np.random.default_rng(2).uniform(-1, 1, size=(1, 128, 128, 3)).astype(np.float32)
+    np.save(tmp_path / "row.npy", row)
+    script = textwrap.dedent(f"""
+        import json, numpy as np
+        from bento_compile.runtimes.model import BentoModel
+        model = BentoModel.load({str(result.path)!r})
+        out = model.predict({{"inputs": np.load({str(tmp_path / "row.npy")!r}).tolist()}})["outputs"]
+        print(json.dumps({{"versions": model.backend.runtime_versions, "numpy": np.__version__,
+                           "classificators": out["classificators"]}}))
+    """)
+    run = subprocess.run([tflite_runtime_python, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout.strip().splitlines()[-1])
+    assert answer["versions"] == {"tflite_runtime": "2.14.0"} and answer["numpy"].startswith("1.")
+    want = _direct(mediapipe_models["face"], {"input": row})
+    np.testing.assert_allclose(answer["classificators"], want["classificators"], rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------ Keras / TensorFlow → TFLite
 
 KERAS_SCRIPT = """
