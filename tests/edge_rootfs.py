@@ -92,6 +92,9 @@ class Chroot:
     def start(self) -> None:
         self._mount("-t", "proc", "proc", target=self.root / "proc")
         self._mount("--bind", str(CPUINFO), target=self.root / "proc" / "cpuinfo")
+        # /sys too: older onnxruntime releases (1.16, Lambda's Amazon Linux 2 builds) abort at import without
+        # /sys/devices/system/cpu/possible. Read-only: nothing in the chroot changes the host.
+        self._mount("-t", "sysfs", "-o", "ro", "sysfs", target=self.root / "sys")
         self._mount("--rbind", "/dev", target=self.root / "dev")
         subprocess.run(["mount", "--make-rslave", str(self.root / "dev")], check=True)
         self._mount("-t", "tmpfs", "tmpfs", target=self.root / "tmp")
@@ -101,19 +104,24 @@ class Chroot:
             subprocess.run(["umount", "-l", str(target)], capture_output=True)
         self._mounts.clear()
 
-    def run(self, script: str, *, timeout: float = 600, input: str | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run a shell script inside the root file system as root (emulated aarch64)."""
-        environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                       "HOME": "/root", "LANG": "C.UTF-8", "QEMU_CPU": "cortex-a72", **(env or {})}
-        return subprocess.run(["chroot", str(self.root), "/bin/sh", "-c", script], capture_output=True,
-                              text=True, timeout=timeout, input=input, env=environment)
+    def _command(self, script: str, offline: bool) -> list[str]:
+        # offline: a fresh, empty network namespace; nothing but loopback-less isolation.
+        return [*(["unshare", "-n"] if offline else []), "chroot", str(self.root), "/bin/sh", "-c", script]
 
-    def popen(self, script: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                       "HOME": "/root", "LANG": "C.UTF-8", "QEMU_CPU": "cortex-a72", **(env or {})}
-        return subprocess.Popen(["chroot", str(self.root), "/bin/sh", "-c", script], env=environment,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    @staticmethod
+    def _env(env: dict[str, str] | None) -> dict[str, str]:
+        return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME": "/root", "LANG": "C.UTF-8", "QEMU_CPU": "cortex-a72", **(env or {})}
+
+    def run(self, script: str, *, timeout: float = 600, input: str | None = None,
+            env: dict[str, str] | None = None, offline: bool = False) -> subprocess.CompletedProcess:
+        """Run a shell script inside the root file system as root (emulated aarch64)."""
+        return subprocess.run(self._command(script, offline), capture_output=True, text=True, timeout=timeout,
+                              input=input, env=self._env(env))
+
+    def popen(self, script: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+        options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kwargs}
+        return subprocess.Popen(self._command(script, False), env=self._env(env), start_new_session=True, **options)
 
 
 @contextmanager
