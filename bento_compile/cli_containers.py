@@ -86,7 +86,7 @@ def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: st
             plan = plan_http_image(bento_path, base, arch, python, max_concurrency, grace)
         else:
             plan = plan_lambda_image(bento_path, base, arch, python, load_mode)
-    err.print(f"Base {base} (Python {plan.python}, {arch}); {len(plan.wheels)} wheels")
+    err.print(f"Base {base} (Python {plan.python}, {arch}); {len(plan.wheels)} wheels; {plan.bytecode}")
     if kind == "lambda":
         from .targets.docker_builder import write_context
 
@@ -100,8 +100,8 @@ def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: st
     summary = {"reference": reference, "pinned": built.pinned, "digest": built.digest, "builder": built.builder,
                "pushed": built.pushed, "layout": str(built.layout) if built.layout else None,
                "layers": built.layer_digests, "size": built.size, "arch": arch, "python": plan.python,
-               "base": base, "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256}
-                                        for w in plan.wheels]}
+               "base": base, "bytecode": plan.bytecode,
+               "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256} for w in plan.wheels]}
     _write(out_dir / "image.json", json.dumps(summary, indent=2) + "\n")
     where = f"OCI layout {built.layout}" if built.layout else "the Docker engine"
     err.print(f"[green]Built[/] {reference} in {where} ({built.size / 1e6:.1f} MB compressed)")

@@ -21,6 +21,7 @@ everything but the last one:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -74,6 +75,7 @@ class ImagePlan:
     epoch: int
     annotations: dict[str, str]
     wheels: list[Wheel] = field(default_factory=list)
+    bytecode: str = ""
 
 
 @dataclass
@@ -168,23 +170,93 @@ def tree_entries(folder: Path, prefix: str) -> list[FileEntry]:
     return entries
 
 
-def deps_layer(requirements: list[str], target: TargetPlatform) -> tuple[LayerSpec, list[Wheel]]:
-    """Resolve `requirements` for `target` (cached by the exact request) and lay the wheels out."""
+def with_bytecode(tree: Path, key: str, install_prefix: str, python: str, cache: Path) -> tuple[Path, bool]:
+    """A copy of `tree` with `.pyc` for the TARGET Python (cached by `key`), or `tree` itself when no
+    interpreter of that version is here or a file does not compile for it.
+
+    The image's site-packages is read-only for its non-root user, so without
+    these every cold start compiles every module again. `unchecked-hash` pycs
+    (targets.bytecode) depend only on the source, and are never re-validated.
+    """
+    from .bytecode import compile_tree, find_interpreter
+
+    interpreter = find_interpreter(python)
+    if interpreter is None:
+        return tree, False
+    target = cache / "compiled" / f"{key}-py{python}"
+    if target.is_dir():
+        return target, True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".compile-", dir=target.parent))
+    try:
+        staged = work / "tree"
+        shutil.copytree(tree, staged, copy_function=_link_or_copy, symlinks=True)
+        try:
+            compile_tree(staged, interpreter, install_prefix)
+        except BentoCompileError:
+            return tree, False
+        with contextlib.suppress(OSError):  # another build compiled it meanwhile
+            staged.replace(target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target, True
+
+
+def _link_or_copy(source: str, dest: str) -> None:
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def deps_layer(requirements: list[str], target: TargetPlatform, bytecode: bool = True
+               ) -> tuple[LayerSpec, list[Wheel], int]:
+    """Resolve `requirements` for `target` (cached by the exact request) and lay the wheels out.
+
+    Returns the layer, the wheels, and how many of them carry precompiled bytecode.
+    """
     cache = cache_root()
     key = hashlib.sha256(json.dumps([sorted(requirements), target.machine, target.python,
                                      list(target.glibc)]).encode()).hexdigest()[:16]
     wheels = resolve_wheels(requirements, target, cache / "wheels" / key)
     entries: dict[str, FileEntry] = {}
+    compiled = 0
     for wheel in wheels:
-        for entry in tree_entries(unpack_wheel(wheel, cache), SITE_PACKAGES):
+        tree = unpack_wheel(wheel, cache)
+        if bytecode:
+            tree, done = with_bytecode(tree, wheel.sha256, SITE_PACKAGES, target.python, cache)
+            compiled += done
+        for entry in tree_entries(tree, SITE_PACKAGES):
             entries[entry.path] = entry
     return LayerSpec("dependencies: " + ", ".join(f"{w.name}=={w.version}" for w in wheels),
-                     list(entries.values())), wheels
+                     list(entries.values())), wheels, compiled
 
 
-def runtime_layer() -> LayerSpec:
-    return LayerSpec("bento-compile runtime and adapters",
-                     [FileEntry(f"{CODE_DIR}/{arcname}", source=path) for arcname, path in runtime_package_files()])
+def runtime_layer(python: str | None = None) -> LayerSpec:
+    """Our runtime and adapters, with bytecode for `python` when an interpreter of it is here."""
+    files = runtime_package_files()
+    if python is None:
+        return LayerSpec("bento-compile runtime and adapters",
+                         [FileEntry(f"{CODE_DIR}/{arcname}", source=path) for arcname, path in files])
+    cache = cache_root()
+    digest = hashlib.sha256()
+    for arcname, path in files:
+        digest.update(arcname.encode() + b"\0" + path.read_bytes() + b"\0")
+    key = "runtime-" + digest.hexdigest()[:24]
+    staged = cache / "runtime" / key
+    if not staged.is_dir():
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".runtime-", dir=staged.parent))
+        for arcname, path in files:
+            (work / arcname).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, work / arcname)
+            (work / arcname).chmod(0o644)
+        try:
+            work.replace(staged)
+        except OSError:
+            shutil.rmtree(work, ignore_errors=True)
+    tree, _done = with_bytecode(staged, key, CODE_DIR, python, cache)
+    return LayerSpec("bento-compile runtime and adapters", tree_entries(tree, CODE_DIR))
 
 
 def bento_layer(bento_dir: Path, manifest: Manifest, dest: str = BENTO_DIR) -> LayerSpec:
@@ -256,7 +328,8 @@ def resolve_python(base: BaseImage, reference: str, python: str | None) -> str:
 # -- plans for the two kinds of image ---------------------------------------------------------
 def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, python: str | None,
                requirements: list[str], env: dict[str, str], entrypoint: list[str], cmd: list[str],
-               exposed_ports: list[int], workdir: str = APP_ROOT, bento_dest: str = BENTO_DIR) -> ImagePlan:
+               exposed_ports: list[int], workdir: str = APP_ROOT, bento_dest: str = BENTO_DIR,
+               bytecode: bool = True) -> ImagePlan:
     """Common to every image: base, deps/runtime/bento layers, labels, reproducible time."""
     manifest = read_manifest(bento_dir)
     base = open_base(base_reference, arch)
@@ -269,8 +342,8 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
     target = TargetPlatform(arch=arch, python=python)
     if (bento_dir / "signature.json").is_file():  # to verify it when a public key is configured (issue 8)
         requirements = [*requirements, "cryptography>=42"]
-    deps, wheels = deps_layer(requirements, target)
-    runtime = runtime_layer()
+    deps, wheels, compiled = deps_layer(requirements, target, bytecode)
+    runtime = runtime_layer(python if bytecode else None)
     runtime.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
         artifact=f"{manifest.name}-{kind}-image", target=f"{kind}-image", bento_dir=bento_dir, wheels=wheels,
         runtime_files=runtime_package_files(), bento_prefix=f"{bento_dest}/").encode()))
@@ -286,13 +359,16 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
                    "org.opencontainers.image.base.name": base_reference if not is_layout_reference(base_reference)
                    else Path(base_reference.split(":")[0]).name,
                    "org.opencontainers.image.base.digest": base.manifest_digest}
+    note = (f"bytecode for Python {python} in {compiled} of {len(wheels)} wheels" if compiled
+            else f"no bytecode (no Python {python} interpreter here; set BENTO_COMPILE_PYTHON_"
+                 f"{python.replace('.', '_')}): every cold start compiles the modules it imports")
     return ImagePlan(kind, arch, python, base_reference, base,
                      [deps, runtime, bento_layer(bento_dir, manifest, bento_dest)],
-                     config, epoch, annotations, wheels)
+                     config, epoch, annotations, wheels, note)
 
 
 def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", python: str | None = None,
-                    max_concurrency: int = 0, grace_seconds: int = 25) -> ImagePlan:
+                    max_concurrency: int = 0, grace_seconds: int = 25, bytecode: bool = True) -> ImagePlan:
     """The HTTP image for Cloud Run and Knative: uvicorn serving the adapters' app on $PORT."""
     manifest = read_manifest(bento_dir)
     requirements = list(HTTP_REQUIREMENTS)
@@ -303,7 +379,7 @@ def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", 
            "BENTO_COMPILE_MAX_CONCURRENCY": str(max_concurrency),
            "BENTO_COMPILE_GRACE_SECONDS": str(grace_seconds)}
     return plan_image("http", bento_dir, base_reference, arch, python, requirements, env,
-                      ["python3", "-m", "bento_compile.adapters.server"], [], [HTTP_PORT])
+                      ["python3", "-m", "bento_compile.adapters.server"], [], [HTTP_PORT], bytecode=bytecode)
 
 
 def wheel_summary(wheels: list[Wheel]) -> list[dict[str, str]]:
