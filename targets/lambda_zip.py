@@ -40,7 +40,7 @@ from .bytecode import Interpreter, compile_tree, find_interpreter
 from .reproducible_zip import tree_files, write_zip
 from .runtime_files import runtime_package_files
 from .size_budget import MIB, check_budget, contributors_in_tree, contributors_in_zip
-from .slim import Removal, slim
+from .slim import UNUSED_BY_ONNX_SERVING, Removal, slim
 from .wheel_install import unpack_wheels
 from .wheels import TargetPlatform, Wheel, resolve_wheels
 
@@ -132,7 +132,8 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
         package = work_dir / "package"
         progress(f"Unpacking {len(wheels)} wheels")
         unpack_wheels(wheels, package)
-        removed = slim(package, keep=frozenset({"cryptography", "cffi", "pycparser"}) if signed else frozenset())
+        removed = slim(package, keep=frozenset({"cryptography", "cffi", "pycparser"}) if signed else frozenset(),
+                       extra_rules=UNUSED_BY_ONNX_SERVING if model_format in ("onnx", "ort") else ())
         progress(f"Slimmed {len(removed)} paths ({sum(r.bytes for r in removed) / MIB:.1f} MiB): "
                  "tests, headers, tools, unused distributions, libonnxruntime.so")
         for arcname, source in runtime_package_files():

@@ -128,6 +128,15 @@ def test_every_fixture_event_through_the_zip(function, example, expected):
         meta = api.invoke(as_predict_request(name, EVENTS[name], None, "GET", "/metadata"), 30, proc).body
         assert meta["statusCode"] == 200 and json.loads(meta["body"])["tag"].startswith("cancer:")
 
+    v2 = EVENTS["apigw-v2-request-no-authorizer.json"]
+    schema = api.invoke(as_predict_request("v2", v2, None, "GET", "/openapi.json"), 30, proc).body
+    assert schema["statusCode"] == 200 and "/predict" in json.loads(schema["body"])["paths"]
+    docs = api.invoke(as_predict_request("v2", v2, None, "GET", "/docs"), 30, proc).body
+    assert docs["statusCode"] == 200 and "swagger" in docs["body"].lower()
+    huge = {"inputs": [[0.123456789] * 30] * 3000}  # about 1.2 MB: over the example's runtime.max_body_bytes (1 MiB)
+    too_big = api.invoke(as_predict_request("v2", v2, huge), 30, proc).body
+    assert too_big["statusCode"] == 413 and "max_body_bytes" in json.loads(too_big["body"])["error"]
+
     warm = answers["scheduled-event.json"].body
     assert warm["warm"] is True and warm["model"].startswith("cancer:")
     assert answers["sqs-event.json"].body == {"batchItemFailures": [{"itemIdentifier": "MessageID_1"}]}
@@ -213,6 +222,9 @@ def test_zip_contents_slimmed_and_precompiled(built_zip):
     assert "onnxruntime/LICENSE" in names
     removed = {r["path"].split("/")[0] for r in info["removed"]}
     assert {"google", "flatbuffers", "packaging"} <= removed
+    assert not [n for n in names if n.startswith(("numpy/random/", "numpy/fft/", "pydantic/v1/"))
+                and "LICENSE" not in n]
+    assert "numpy/random/LICENSE.md" in names  # a removed folder keeps its licence
     # The whole Bento travels, byte for byte.
     bento_files = sorted(n[len("bento/"):] for n in names if n.startswith("bento/"))
     assert "manifest.json" in bento_files and "model.onnx" in bento_files
