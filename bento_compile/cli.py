@@ -151,6 +151,9 @@ def show(tag: str, as_json: bool) -> None:
     out = Console()
     out.print(f"[bold]{bento.tag}[/]  created {bento.created}  at {bento.path}")
     out.print(f"source: {raw['source']['description']} (sha256 {raw['source']['sha256'][:12]}…)")
+    from .cli_trust import signature_summary
+
+    out.print(signature_summary(bento.path))
     files = Table("file", "size", "sha256", title="files", box=None)
     for name, meta in sorted(raw["files"].items()):
         files.add_row(name, _size(meta["size"]), meta["sha256"][:16] + "…")

@@ -178,6 +178,18 @@ def tag_command(tag: str, stage: str, remote_url: str, endpoint_url: str | None)
     click.echo(f"{name}:{pointer['version']}")
 
 
+def signature_summary(bento_dir: Path) -> str:
+    """One line for `show`: who signed it (unverified here) or how to sign it."""
+    path = Path(bento_dir) / "signature.json"
+    if not path.is_file():
+        return "signed: no (bento-compile sign TAG --key KEYFILE)"
+    try:
+        fingerprint = json.loads(path.read_text())["public_key_fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        return "signed: signature.json is damaged (re-sign the Bento)"
+    return f"signed: by {fingerprint} (check it: bento-compile verify TAG --pub KEY.pub.pem)"
+
+
 def list_remote(url: str, endpoint_url: str | None, as_json: bool) -> None:
     """`bento-compile list --remote s3://…`: the pushed Bentos and the stages pointing at them."""
     from rich.console import Console

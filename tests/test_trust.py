@@ -102,6 +102,7 @@ def test_sign_keeps_the_version_and_verify_accepts(built_example, store_home, ke
     bento = stored_copy(built_example, store_home)
     manifest_before = (bento / "manifest.json").read_bytes()
     tag = json.loads(manifest_before)["name"] + ":latest"
+    assert "signed: no" in run_cli("show", tag).stdout
     out = run_cli("sign", tag, "--key", str(keys["a"].private_path))
     assert Path(out.stdout.strip()) == bento / SIGNATURE_NAME
     assert (bento / "manifest.json").read_bytes() == manifest_before  # content-addressed version unchanged
@@ -111,7 +112,7 @@ def test_sign_keeps_the_version_and_verify_accepts(built_example, store_home, ke
     ok = run_cli("verify", tag, "--pub", str(keys["a"].public_path), "--json")
     report = json.loads(ok.stdout)
     assert report["ok"] and report["key"] == keys["a"].fingerprint and report["files"] == ["model.onnx"]
-    assert run_cli("show", tag).returncode == 0
+    assert f"signed: by {keys['a'].fingerprint}" in run_cli("show", tag).stdout
 
 
 def test_sign_refuses_a_bento_that_was_already_changed(built_example, store_home, keys):
