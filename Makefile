@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export BENTO_COMPILE_HOME ?= $(CURDIR)/.demo/store
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-serving clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ lint: setup
 ## bench: cold start and latency of the Bento vs the same model served the naive way.
 bench: setup
 	$(PY) bench/bench_foundation.py
+
+## bench-serving: throughput, p99 and cold start vs BentoML (own venv) and a naive FastAPI + ONNX Runtime server.
+bench-serving: setup
+	$(PY) bench/bench_serving.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf .demo bench/.work .pytest_cache

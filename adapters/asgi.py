@@ -12,6 +12,7 @@ first request that needs it. `create_app` stays the app for TestClient, Mangum a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
@@ -53,6 +54,10 @@ class ServingApp:
                 from .http_app import create_app
 
                 self._fastapi = create_app(self.bento_dir, service=self.service)
+                # Everything allocated so far (modules, FastAPI's routes and schema, the session) lives
+                # as long as the process: move it out of the cyclic GC's reach, so that collections
+                # triggered by request garbage stay short (fewer multi-ms pauses in the latency tail).
+                gc.freeze()
         return self._fastapi
 
     def _build_in_background(self) -> None:
