@@ -87,10 +87,16 @@ def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: st
         else:
             plan = plan_lambda_image(bento_path, base, arch, python, load_mode)
     err.print(f"Base {base} (Python {plan.python}, {arch}); {len(plan.wheels)} wheels; {plan.bytecode}")
-    if kind == "lambda":
+    if kind == "lambda" and builder.name != "docker":  # the Docker builder writes (and builds) its own
         from .targets.docker_builder import write_context
+        from .targets.oci_layout import is_layout_reference
 
-        context = write_context(plan, out_dir / "context", base)
+        from_ref = base
+        if is_layout_reference(base):  # a Dockerfile cannot name a folder: load the layout under a name first
+            from_ref = "bento-compile-base"
+            err.print(f"The context's FROM is {from_ref}: load the base first, e.g. "
+                      f"`skopeo copy oci:{base} docker-daemon:{from_ref}:latest`.")
+        context = write_context(plan, out_dir / "context", from_ref)
         err.print(f"Build context: {context} (docker build {context})")
     with err.status(f"Building the image with the {builder.name} builder…"):
         built = builder.build(plan, out_dir, reference)

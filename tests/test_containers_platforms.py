@@ -109,3 +109,32 @@ def test_base_pulled_from_a_registry_gives_the_same_layers(built_example, tmp_pa
         pushed = OciBuilder().push(built)
         subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{pushed.pinned}",
                         f"dir:{tmp_path / 'back'}"], check=True)
+
+
+def test_lambda_image_cli_writes_a_context_and_the_image(built_example, tmp_path):
+    """`target lambda-image` from the command line, daemonless: build context + OCI layout + image.json."""
+    import shutil
+    import sys
+
+    from bento_compile.runtimes.manifest import read_manifest
+    from bento_compile.store import BentoStore
+    from bento_compile.targets.oci_layout import layout_from_rootfs_tar
+
+    manifest = read_manifest(built_example)
+    shutil.copytree(built_example, tmp_path / "staged")
+    BentoStore().commit(tmp_path / "staged", manifest.name, manifest.version)
+    layout_from_rootfs_tar(fake_rootfs(tmp_path / "root.tar", "x86_64"), tmp_path / "base", "x86_64", "py")
+    out = tmp_path / "dist"
+    result = subprocess.run([str(Path(sys.executable).parent / "bento-compile"), "target", "lambda-image",
+                             "cancer:latest", "--image", "127.0.0.1:5000/cancer-fn", "--base-image",
+                             f"{tmp_path / 'base'}:py", "--builder", "oci", "-o", str(out)],
+                            capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "lambda-image" / "image.json").read_text())
+    assert {"awslambdaric", "mangum", "onnxruntime"} <= {w["name"] for w in summary["wheels"]}
+    assert "uvicorn" not in {w["name"] for w in summary["wheels"]}
+    dockerfile = (out / "lambda-image" / "context" / "Dockerfile").read_text()
+    assert "FROM --platform=linux/amd64 bento-compile-base" in dockerfile
+    assert 'ENTRYPOINT ["python3", "-m", "awslambdaric"]' in dockerfile
+    assert 'CMD ["bento_compile.adapters.aws_lambda.handler"]' in dockerfile
+    assert result.stdout.strip().splitlines()[-1] == f"127.0.0.1:5000/cancer-fn@{summary['digest']}"
