@@ -212,7 +212,7 @@ class Batcher:
         if self._closed:
             raise Overloaded("the server is shutting down; retry on another instance", 1, "shutdown")
         policy = self.policy
-        if self._queued_rows + rows > policy.max_queue_rows:
+        if self._queued_rows and self._queued_rows + rows > policy.max_queue_rows:  # alone, any size may wait
             self._reject("queue_full")
             raise Overloaded(
                 f"the batching queue is full ({self._queued_rows} rows waiting, limit "

@@ -157,6 +157,14 @@ def test_full_queue_is_refused_at_once_with_retry_after(pool):
     assert [20.0, 21.0] not in rec.batches
 
 
+def test_a_request_bigger_than_the_queue_bound_still_runs_when_the_queue_is_empty(pool):
+    async def main():
+        batcher = Batcher(Recorder(hold_first=False), policy(max_queue_rows=4), pool)
+        return await batcher.submit({"x": rows(0, 6)}, 6)
+
+    assert run(main())["y"].shape == (6, 1)
+
+
 def test_unmeetable_deadline_is_refused_at_admission(pool):
     async def main():
         rec = Recorder(hold_first=False)
