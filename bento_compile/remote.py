@@ -12,10 +12,12 @@ Why this shape:
   bytes never change: re-pushing skips what is there, and a half-finished
   multipart upload for a key can be resumed by anyone, part by part, after
   checking each part's MD5 ETag against the local bytes.
-- A reader trusts nothing it downloads: the manifest must hash to its own
-  version (and to the stage pointer's digest), every file must match the
+- A reader trusts nothing it downloads: the manifest must name the version
+  asked for (and match the stage pointer's digest), every file must match the
   manifest's sha256 and size, a signature is checked when a key is given, and
-  only then is the staged folder renamed into the local store.
+  only then is the staged folder renamed into the local store. Hashes catch
+  corruption; only a signature (`pull --pub`) proves who made the Bento: a
+  writer to the bucket could rewrite a model and its manifest consistently.
 """
 
 from __future__ import annotations
@@ -42,12 +44,6 @@ MAX_PARTS = 10_000          # S3's maximum part count
 MAX_MANIFEST = 16 * MiB
 STAGE_PATTERN = re.compile(r"^[a-z][a-z0-9._-]{0,62}$")
 Progress = Callable[[str], None]
-
-
-def content_version(raw: dict[str, Any]) -> str:
-    """The version a manifest's content hashes to (the compiler's rule: all but version and created)."""
-    content = {k: v for k, v in raw.items() if k not in ("version", "created")}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -342,8 +338,8 @@ class RemoteStore:
             manifest = Manifest.from_dict(json.loads(manifest_bytes))
         except (ValueError, KeyError, TypeError) as exc:
             raise _refused(source, f"{MANIFEST_NAME} is damaged ({type(exc).__name__}: {exc})") from None
-        if (manifest.name, manifest.version) != (name, version) or content_version(manifest.raw) != version:
-            raise _refused(source, f"{MANIFEST_NAME} does not hash to its version {version}: it was changed")
+        if (manifest.name, manifest.version) != (name, version):
+            raise _refused(source, f"{MANIFEST_NAME} is for {manifest.tag}, not {name}:{version}: it was changed")
         with store.staging() as staged:
             for relative, meta in sorted(manifest.files.items()):
                 progress(f"downloading {relative}")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bento_compile.errors import BentoCompileError
-from bento_compile.remote import MiB, RemoteStore, content_version
+from bento_compile.remote import MiB, RemoteStore
 from bento_compile.signing import generate_keypair, load_private_key, sign_bento
 from bento_compile.store import BentoStore
 from tests import s3_server
@@ -64,13 +64,6 @@ def big_bento(tmp_path_factory) -> Path:
     result = build(BuildRequest(folder / "big.onnx", config, config_dir, name="big", tolerance=1e-2), store)
     assert (result.path / "model.onnx").stat().st_size > 10 * MiB
     return result.path
-
-
-def test_the_version_rule_matches_the_compiler(built_example, big_bento):
-    """pull checks a manifest hashes to its own version; that rule must be the compiler's."""
-    for bento in (built_example, big_bento):
-        raw = json.loads((bento / "manifest.json").read_text())
-        assert content_version(raw) == raw["version"]
 
 
 def test_push_pull_list_through_the_cli(s3, built_example, store_home, tmp_path, moto_endpoint):
@@ -221,16 +214,29 @@ def _truncate_model(client, bucket, key_prefix, _bento):
 
 
 def _rewrite_manifest(client, bucket, key_prefix, bento):
-    # An attacker replaces the model and rewrites its hash in the manifest: the manifest no longer hashes
-    # to its version.
+    # The manifest's hash for the model no longer matches the model object.
     manifest = json.loads((bento / "manifest.json").read_text())
     manifest["files"]["model.onnx"]["sha256"] = "0" * 64
     client.put_object(Bucket=bucket, Key=f"{key_prefix}/manifest.json", Body=json.dumps(manifest).encode())
-    return "does not hash to its version"
+    return "model.onnx has sha256"
+
+
+def _misplaced_manifest(client, bucket, key_prefix, bento):
+    # Another version's manifest copied under this version's key.
+    manifest = json.loads((bento / "manifest.json").read_text())
+    manifest["version"] = "f" * 16
+    client.put_object(Bucket=bucket, Key=f"{key_prefix}/manifest.json", Body=json.dumps(manifest).encode())
+    return "manifest.json is for cancer:" + "f" * 16
+
+
+def _damaged_manifest(client, bucket, key_prefix, _bento):
+    client.put_object(Bucket=bucket, Key=f"{key_prefix}/manifest.json", Body=b'{"name": "cancer", "files": ')
+    return "manifest.json is damaged"
 
 
 CORRUPTIONS = {"model-byte": _corrupt_model, "model-truncated": _truncate_model,
-               "manifest-rewritten": _rewrite_manifest}
+               "manifest-rewritten": _rewrite_manifest, "manifest-misplaced": _misplaced_manifest,
+               "manifest-damaged": _damaged_manifest}
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS.values(), ids=CORRUPTIONS.keys())
