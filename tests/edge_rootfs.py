@@ -136,7 +136,18 @@ def arm64_chroot(parent: Path | None = None):
         yield chroot
     finally:
         chroot.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        _remove_root(root)
+
+
+def _remove_root(root: Path) -> None:
+    """Delete an unpacked root, never crossing into a file system still mounted under it (its /dev is the
+    host's /dev): `--one-file-system`, and nothing at all while /proc/mounts lists a mount below it."""
+    prefix = str(root.resolve()) + "/"
+    with open("/proc/mounts", encoding="utf-8") as mounts:
+        if any(line.split()[1].startswith(prefix) for line in mounts):
+            print(f"edge_rootfs: {root} still has mounts below it; left in place", flush=True)
+            return
+    subprocess.run(["rm", "-rf", "--one-file-system", str(root)], check=False)
 
 
 if __name__ == "__main__":

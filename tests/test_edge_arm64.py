@@ -3,8 +3,8 @@
 `flash` lays the bundle into the root folder for real (as onto a mounted SD card);
 then, inside the emulated system and with NO network (a fresh network namespace),
 the bundle's own install.sh makes the venv from the bundled wheels (what the unit's
-ExecStartPre does on first boot), and a second, full `install.sh` run installs it
-into another prefix. Predictions (one-shot, JSON lines, HTTP) must equal the
+ExecStartPre does on first boot), and `install.sh` run from the unpacked bundle
+verifies and switches. Predictions (one-shot, JSON lines, HTTP) must equal the
 x86_64 answers. The small model keeps this to a few minutes: emulation is 25–270×
 slower than native. The root file system is built once and cached (tests/edge_rootfs.py).
 
@@ -113,15 +113,21 @@ def test_http_server_on_arm64(flashed, chroot):
         _stop(proc)
 
 
-def test_full_install_sh_inside_the_device(flashed, chroot, arm_bundle):
-    """What `flash ssh://` runs on a device: unpack, verify, venv, pip --no-index, check, switch."""
+def test_install_sh_from_the_unpacked_bundle_inside_the_device(flashed, chroot, arm_bundle):
+    """What `flash ssh://` runs on a device: unpack, verify every file, then install. The release is
+    already there (first boot made it), so it switches to it without a second emulated pip run; the
+    whole path with pip runs natively in test_edge_bundle.py and over ssh in test_edge_flash.py."""
     shutil.copy(arm_bundle, chroot.root / "root" / arm_bundle.name)
-    result = chroot.run(f"cd /root && tar -xzf {arm_bundle.name} && "
-                        "sh tiny-edge-arm64/install.sh --prefix /srv/tiny --no-service", offline=True, timeout=900)
+    result = chroot.run(f"cd /root && tar -xzf {arm_bundle.name} && sh tiny-edge-arm64/install.sh --no-service",
+                        offline=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "verified" in result.stderr and "check passed" in result.stderr
-    answer = chroot.run("/srv/tiny/current/run predict", input=json.dumps(es.REQUEST), offline=True)
-    es.assert_outputs_close(json.loads(answer.stdout)["outputs"], es.expected_outputs())
+    assert "verified" in result.stderr and "already there" in result.stderr
+    assert result.stdout.strip() == f"/opt/tiny/releases/{flashed['release'].name}"
+    # A damaged copy is refused inside the device too, before anything changes.
+    damaged = chroot.run("cd /root/tiny-edge-arm64 && printf x >> bento/manifest.json && "
+                         "sh install.sh --prefix /srv/other --no-service", offline=True)
+    assert damaged.returncode == 4 and "bento/manifest.json" in damaged.stderr
+    assert not (chroot.root / "srv" / "other").exists()
 
 
 # ----------------------------------------------------------------------------- the Lambda zip (issue 3)

@@ -108,6 +108,23 @@ def test_flash_into_a_local_root_folder(x86_bundle, tmp_path):
     assert (root / "srv/models/tiny/current").is_symlink()
 
 
+@pytest.mark.skipif(PY is None, reason="/usr/bin/python3 with venv is needed (apt-get install python3-venv)")
+def test_first_boot_finishes_a_flashed_release(x86_bundle, tmp_path):
+    """What the unit's ExecStartPre does on the device's first start, here natively (x86_64)."""
+    root = fake_root(tmp_path / "rootfs")
+    flash(x86_bundle, str(root), service=False)
+    current = root / "opt" / "tiny" / "current"
+    not_yet = subprocess.run([str(current / "run"), "predict"], input="{}", capture_output=True, text=True)
+    assert not_yet.returncode == 1 and "not installed yet" in not_yet.stderr
+    finish = subprocess.run([str(current / "install.sh"), "--finish"], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "BENTO_EDGE_PYTHON": str(es.SYSTEM_PYTHON)})
+    assert finish.returncode == 0, finish.stderr
+    assert (current / ".installed").is_file() and not (current / ".pending").exists()
+    answer = subprocess.run([str(current / "run"), "predict"], input=json.dumps(es.REQUEST), capture_output=True,
+                            text=True, timeout=60)
+    es.assert_outputs_close(json.loads(answer.stdout)["outputs"], es.expected_outputs())
+
+
 def test_flash_refuses_what_is_not_a_root_file_system(x86_bundle, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BentoCompileError, match="does not look like a root file system"):
