@@ -64,13 +64,13 @@ def pinned_existing(reference: str) -> str:
 
     ref = Reference.parse(reference)
     if ref.digest:
-        return reference.split("@", 1)[0].rsplit(":", 1)[0] + "@" + ref.digest if ref.tag else reference
+        return f"{ref.name}@{ref.digest}"
     digest = RegistryClient(ref, timeout=15).head_manifest(ref.tag or "latest")
     if digest is None:
         raise BentoCompileError(f"{reference} does not exist in its registry.",
                                 "Build and push it first (drop --manifest-only, add --push), or pass "
                                 "--image REPO@sha256:DIGEST.")
-    return ref.name + "@" + digest if ref.registry != "docker.io" else f"{reference.rsplit(':', 1)[0]}@{digest}"
+    return f"{ref.name}@{digest}"
 
 
 def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: str, python: str | None,

@@ -98,6 +98,12 @@ def test_base_pulled_from_a_registry_gives_the_same_layers(built_example, tmp_pa
         digest = push_layout(base, "python", f"{address}/python:3.11")
         pulled = load_base(f"{address}/python:3.11", "x86_64", tmp_path / "cache")
         assert pulled.manifest_digest == digest
+        # --manifest-only asks the registry for the digest a tag points to
+        from bento_compile.cli_containers import pinned_existing
+
+        assert pinned_existing(f"{address}/python:3.11") == f"{address}/python@{digest}"
+        with pytest.raises(BentoCompileError, match="does not exist"):
+            pinned_existing(f"{address}/python:9.9")
         from_layout = load_base(f"{base}:python", "x86_64", tmp_path / "unused")
         assert pulled.layers == from_layout.layers and pulled.config == from_layout.config
         built = OciBuilder().build(plan_http_image(built_example, f"{address}/python:3.11"), tmp_path / "o",
