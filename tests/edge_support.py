@@ -23,9 +23,26 @@ def _root() -> Path:
     return Path(tempfile.mkdtemp(prefix="bento-edge-tests-"))
 
 
-def tiny_bento(seed: int = 0) -> Path:
-    """A 4-feature logistic regression on iris (a few kB: emulation is 25–270× slower)."""
+def tiny_bento(seed: int = 0, model_format: str = "onnx") -> Path:
+    """A 4-feature logistic regression on iris (a few kB: emulation is 25–270× slower); `model_format`
+    "ort" compiles it to the ONNX Runtime format (with its operator config) instead."""
+    if model_format != "onnx":
+        return _tiny_bento_in(seed, model_format)
     return _tiny_bento(seed)
+
+
+@functools.cache
+def _tiny_bento_in(seed: int, model_format: str) -> Path:
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.config import load_config
+    from bento_compile.store import BentoStore
+
+    _tiny_bento(seed)
+    work = _root() / f"model-{seed}"
+    config, _ = load_config(None)
+    request = BuildRequest(work / "tiny.joblib", config, None, name=f"tiny{model_format}",
+                           sample_path=work / "sample.npy", format=model_format)
+    return build(request, BentoStore(work / f"store-{model_format}")).path
 
 
 @functools.cache

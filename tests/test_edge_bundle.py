@@ -288,3 +288,28 @@ def test_runner_modes_stay_import_light(tmp_path):
     answers = [json.loads(line) for line in result.stdout.splitlines()]
     assert [a.get("status") for a in answers] == [None, 413, None]
     assert answers[0] == answers[2]
+
+
+@needs_system_python
+def test_ort_bento_ships_as_ort_and_serves_the_same(tmp_path):
+    """A Bento compiled to .ort (the compiler's `format: ort`) ships as it is, on ONNX Runtime."""
+    bento = es.tiny_bento(model_format="ort")
+    built = build_edge_bundle(bento, EdgeOptions(arch="x86_64", python=PY, format="ort", http=False,
+                                                 measure=False), tmp_path / "dist")
+    assert built.model_format == "ort" and built.plan.engine == "onnxruntime"
+    assert not [w for w in built.wheels if w.name in ("fastapi", "uvicorn")], "--no-http leaves the server out"
+    with tarfile.open(built.path) as tar:
+        names = tar.getnames()
+    assert "tinyort-edge-x86_64/bento/model.ort" in names
+    assert "tinyort-edge-x86_64/bento/required_operators.config" in names, "the whole Bento folder travels"
+    folder = es.unpack(built.path, tmp_path / "unpacked")
+    prefix = tmp_path / "opt"
+    result = subprocess.run([*_offline(), "sh", str(folder / "install.sh"), "--prefix", str(prefix),
+                             "--python", str(es.SYSTEM_PYTHON), "--no-service"], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    run = str(prefix / "current" / "run")
+    answer = subprocess.run([run, "predict"], input=json.dumps(es.REQUEST), capture_output=True, text=True, timeout=60)
+    es.assert_outputs_close(json.loads(answer.stdout)["outputs"], es.expected_outputs())
+    serve = subprocess.run([run, "serve"], capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 1 and "without the HTTP server" in serve.stderr
