@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export BENTO_COMPILE_HOME ?= $(CURDIR)/.demo/store
 
-.PHONY: setup demo test lint bench bench-serving clean
+.PHONY: setup demo test lint bench bench-serving bench-quantize clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ bench: setup
 ## bench-serving: throughput, p99 and cold start vs BentoML (own venv) and a naive FastAPI + ONNX Runtime server.
 bench-serving: setup
 	$(PY) bench/bench_serving.py $(if $(QUICK),--quick)
+
+## bench-quantize: size, latency and agreement with the original of each quantization variant.
+bench-quantize: setup
+	$(PY) bench/bench_quantize.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf .demo bench/.work .pytest_cache
