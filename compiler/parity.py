@@ -61,6 +61,8 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         else:
             rows.append((name, f"max |Δ| {entry['max_abs_diff']:.3g}", f"≤ {entry['tolerance']:.3g}",
                          "ok" if entry["passed"] else "FAIL"))
+    why = ("served as it is: no original to compare with" if report.get("passthrough")
+           else "the original has no equivalent")
     for name in report.get("not_compared", []):
-        rows.append((name, "not compared", "the original has no equivalent", "-"))
+        rows.append((name, "not compared", why, "-"))
     return rows
