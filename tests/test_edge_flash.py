@@ -100,6 +100,12 @@ def test_flash_into_a_local_root_folder(x86_bundle, tmp_path):
     # The release holds exactly the bundle's files (it verifies again on the device).
     check = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=release, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
+    if shutil.which("systemd-analyze"):  # systemd's own checker: every key known, every section right
+        verify = subprocess.run(["systemd-analyze", "verify", str(root / "etc/systemd/system/bento-tiny.service")],
+                                capture_output=True, text=True)
+        complaints = [line for line in (verify.stdout + verify.stderr).splitlines()
+                      if line.strip() and "is not executable" not in line]  # /opt/tiny is under ROOT here
+        assert complaints == []
 
     # Flashing the same bundle again changes nothing; a custom prefix goes where asked.
     again = flash(x86_bundle, str(root))
