@@ -195,6 +195,7 @@ def list_remote(url: str, endpoint_url: str | None, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .cli import _size
     from .remote import RemoteStore
 
     remote = RemoteStore.from_url(url, endpoint_url)
@@ -207,7 +208,7 @@ def list_remote(url: str, endpoint_url: str | None, as_json: bool) -> None:
         return
     table = Table("tag", "created", "size", "signed", "stages", box=None)
     for entry in entries:
-        table.add_row(entry["tag"], entry["created"], str(entry["size"]), "yes" if entry["signed"] else "no",
+        table.add_row(entry["tag"], entry["created"], _size(entry["size"]), "yes" if entry["signed"] else "no",
                       ", ".join(entry["stages"]))
     Console().print(table)
 
