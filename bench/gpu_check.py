@@ -76,6 +76,55 @@ def prepare() -> None:
           f"(about {size / 2**20:.0f} MiB, the store/ folder excluded)")
 
 
+def prepare_ort_gpu(version: str = "1.31.1", part_mib: int = 48) -> None:
+    """Download onnxruntime-gpu (a CUDA 13 build; 255 MB) for Python 3.12 and split it into parts of
+    `part_mib` MiB, one folder each (bench/.work/gpu-ort-1, -2, ...): the device tool carries at most
+    64 MiB a call, so each part travels in its own call (`gpu_check.sh stage`) and `run` joins them."""
+    import hashlib
+    import shutil
+
+    download = REPO / "bench" / ".work" / "gpu-ort-download"
+    platforms = [a for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64")
+                 for a in ("--platform", tag)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(download),
+                    f"onnxruntime-gpu=={version}"], check=True)
+    wheel = next(download.glob("onnxruntime_gpu-*.whl"))
+    for old in (REPO / "bench" / ".work").glob("gpu-ort-[0-9]*"):
+        shutil.rmtree(old)
+    data = wheel.read_bytes()
+    size = part_mib * 2**20
+    count = 0
+    for count, start in enumerate(range(0, len(data), size), start=1):
+        folder = REPO / "bench" / ".work" / f"gpu-ort-{count}"
+        folder.mkdir(parents=True)
+        (folder / f"part-{count:02d}").write_bytes(data[start:start + size])
+    GPU_WORK.mkdir(parents=True, exist_ok=True)
+    (GPU_WORK / "ort-gpu.json").write_text(json.dumps({"name": wheel.name, "parts": count,
+                                                       "sha256": hashlib.sha256(data).hexdigest()}))
+    print(f"{wheel.name}: {count} parts in bench/.work/gpu-ort-1..{count}; carry each in its own call "
+          "(bash bench/gpu_check.sh stage), then run")
+
+
+def join_ort_gpu(parts_dir: Path, out_dir: Path) -> Path:
+    """Join the staged parts into the wheel, checking the sha256 recorded by prepare_ort_gpu."""
+    import hashlib
+
+    meta = json.loads((GPU_WORK / "ort-gpu.json").read_text())
+    parts = sorted(parts_dir.glob("part-*"))
+    if len(parts) != meta["parts"]:
+        raise SystemExit(f"{len(parts)} of {meta['parts']} onnxruntime-gpu parts staged in {parts_dir}: "
+                         "stage the missing ones (bash bench/gpu_check.sh stage with each bench/.work/gpu-ort-K)")
+    data = b"".join(p.read_bytes() for p in parts)
+    if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+        raise SystemExit("the joined onnxruntime-gpu wheel does not match its sha256: re-stage the parts")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = out_dir / meta["name"]
+    wheel.write_bytes(data)
+    print(wheel)
+    return wheel
+
+
 # ---- run -----------------------------------------------------------------------------------
 
 def free_port() -> int:
@@ -90,7 +139,8 @@ def start_server(device: str, port: int, log_path: Path) -> subprocess.Popen:
     env = {**os.environ, "BENTO_COMPILE_BENTO": str(GPU_WORK / "bento"), "PORT": str(port),
            "BENTO_COMPILE_DEVICE": device, "BENTO_COMPILE_LOAD": "eager",
            "BENTO_COMPILE_INTRA_OP_THREADS": "0" if device == "cpu" else "1"}
-    return subprocess.Popen([sys.executable, "-m", "bento_compile.adapters.server"], env=env,
+    # cwd outside the repository: its bento_compile/ folder (the CLI half) would shadow the installed package
+    return subprocess.Popen([sys.executable, "-m", "bento_compile.adapters.server"], env=env, cwd=GPU_WORK,
                             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -182,7 +232,11 @@ def run() -> int:
         log_path = Path(os.environ.get("OUT", "/tmp")) / f"server-{device}.log"
         proc = start_server(device, port, log_path)
         try:
-            ready = wait_ready(port, proc)
+            try:
+                ready = wait_ready(port, proc)
+            except RuntimeError:
+                print(f"server log ({device}):\n" + log_path.read_text(errors="replace")[-3000:])
+                raise
             meta = get_json(f"http://127.0.0.1:{port}/metadata")
             asyncio.run(socket_load(port, body, 8, 1.0))  # warm-up (CUDA kernels, batch sizes)
             c1 = asyncio.run(socket_load(port, body, 1, SECONDS))
@@ -227,7 +281,11 @@ def run() -> int:
 if __name__ == "__main__":
     if sys.argv[1:] == ["prepare"]:
         prepare()
+    elif sys.argv[1:] == ["prepare-ort-gpu"]:
+        prepare_ort_gpu()
+    elif sys.argv[1:2] == ["join-ort-gpu"] and len(sys.argv) == 4:
+        join_ort_gpu(Path(sys.argv[2]), Path(sys.argv[3]))
     elif sys.argv[1:] == ["run"]:
         sys.exit(run())
     else:
-        sys.exit("usage: python bench/gpu_check.py prepare|run")
+        sys.exit("usage: python bench/gpu_check.py prepare|prepare-ort-gpu|join-ort-gpu PARTS OUT|run")

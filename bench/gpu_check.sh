@@ -6,16 +6,21 @@
 #                                bench/.work/gpu/ (about 20 MiB).
 #   bench/gpu_check.sh run       ON THE GPU MACHINE, with bench/.work/gpu carried (no registry there):
 #                                installs the carried wheels into /tmp/bento-site, makes sure an
-#                                onnxruntime with CUDA is importable (a carried onnxruntime-gpu wheel in
-#                                bench/.work/gpu/ort-gpu/, else `pip install onnxruntime-gpu` if a registry
+#                                onnxruntime with CUDA is importable (onnxruntime-gpu staged in parts, see
+#                                below, else `pip install onnxruntime-gpu` if a registry
 #                                answers, else says so), serves the Bento with BENTO_COMPILE_DEVICE=cpu and
 #                                =cuda, checks /metadata reports CUDAExecutionProvider, prints a CPU vs CUDA
 #                                latency/throughput table. Exit 0 = CUDA in use, 2 = no CUDA onnxruntime, 1 = failure.
 #
 # With the device tool: run(command="bash bench/gpu_check.sh run", carry=["bench/.work/gpu"], timeout_s=420).
-# Note: onnxruntime-gpu is a 250 MB wheel (over the 64 MiB that travels) and is built for CUDA 12, while
-# the lent machines' Python environment has CUDA 13 libraries: expect "NOT RUN" there unless the image
-# gains a CUDA-capable onnxruntime.
+#
+# The lent GPU machines have onnxruntime (CPU) and CUDA 13 libraries from pip, no registry, and a call
+# carries at most 64 MiB; onnxruntime-gpu 1.31.1 (a CUDA 13 build) is a 255 MB wheel. To test CUDA for
+# real, carry it in parts, one call each, back to back while the machine stays warm:
+#   bench/gpu_check.sh prepare-ort-gpu          HERE: download, split into bench/.work/gpu-ort-1..6 (48 MiB each)
+#   bench/gpu_check.sh stage                    THERE, once per part, carry=["bench/.work/gpu-ort-K"]
+#   bench/gpu_check.sh run                      THERE, carry=["bench/.work/gpu"]: joins, checks sha256, installs
+# Without the parts, `run` reports "NOT RUN" (the CPU wheel) and still checks what /metadata says.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=bench/.work/gpu
@@ -25,6 +30,20 @@ prepare)
     PY=${PY:-.venv/bin/python}
     "$PY" bench/gpu_check.py prepare
     ;;
+prepare-ort-gpu)
+    PY=${PY:-.venv/bin/python}
+    "$PY" bench/gpu_check.py prepare-ort-gpu
+    ;;
+stage)
+    mkdir -p /tmp/ort-gpu-parts
+    found=0
+    for part in bench/.work/gpu-ort-*/part-*; do
+        [ -f "$part" ] || continue
+        cp "$part" /tmp/ort-gpu-parts/ && found=1 && echo "staged $(basename "$part")"
+    done
+    [ "$found" = 1 ] || { echo "no part carried (carry bench/.work/gpu-ort-K)"; exit 1; }
+    ls /tmp/ort-gpu-parts
+    ;;
 run)
     PY=${PY:-python3}
     [ -d "$WORK/bento" ] && [ -d "$WORK/wheels" ] || { echo "no $WORK: run 'bench/gpu_check.sh prepare' first and carry $WORK"; exit 1; }
@@ -33,9 +52,12 @@ run)
     export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
     if ! "$PY" -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
         GPU_SITE=/tmp/ort-gpu-site   # its own folder, first on the path: never beside the CPU onnxruntime
-        if ls "$WORK"/ort-gpu/*.whl >/dev/null 2>&1; then
-            echo "installing the carried onnxruntime-gpu wheel"
-            "$PY" -m pip install -q --no-index --no-deps --target "$GPU_SITE" "$WORK"/ort-gpu/*.whl
+        if [ -d /tmp/ort-gpu-parts ] && [ -f "$WORK/ort-gpu.json" ]; then
+            "$PY" bench/gpu_check.py join-ort-gpu /tmp/ort-gpu-parts /tmp/ort-gpu-wheel
+        fi
+        if ls /tmp/ort-gpu-wheel/*.whl >/dev/null 2>&1; then
+            echo "installing the staged onnxruntime-gpu wheel"
+            "$PY" -m pip install -q --no-index --no-deps --target "$GPU_SITE" /tmp/ort-gpu-wheel/*.whl
             export PYTHONPATH="$GPU_SITE:$PYTHONPATH"
         elif timeout 90 "$PY" -m pip install -q --retries 0 --timeout 10 --no-deps --target "$GPU_SITE" onnxruntime-gpu; then
             echo "installed onnxruntime-gpu from a registry"
@@ -47,7 +69,7 @@ run)
     timeout 240 "$PY" bench/gpu_check.py run
     ;;
 *)
-    echo "usage: bench/gpu_check.sh prepare|run" >&2
+    echo "usage: bench/gpu_check.sh prepare|prepare-ort-gpu|stage|run" >&2
     exit 64
     ;;
 esac

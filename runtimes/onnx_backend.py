@@ -38,6 +38,8 @@ class OnnxBackend:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.requested_providers = providers or requested_providers(device, ort.get_available_providers())
+        if self.requested_providers[0] != "CPUExecutionProvider":
+            _preload_cuda_libraries(ort)
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
                                             providers=self.requested_providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -60,3 +62,16 @@ class OnnxBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self.session.run(self.output_names, feeds)
         return dict(zip(self.output_names, values, strict=True))
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA / cuDNN from pip's nvidia-* packages when they are installed (onnxruntime-gpu >= 1.21
+    looks for them there only when asked): images that install CUDA with pip, not in /usr/lib, then work
+    without LD_LIBRARY_PATH. Harmless when the libraries come from the system instead."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload(cuda=True, cudnn=True, msvc=False)
+    except Exception as exc:  # the session will fall back to the CPU and say so
+        log.warning("could not preload the CUDA libraries from pip packages: %s", exc)
