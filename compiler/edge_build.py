@@ -44,6 +44,7 @@ class EdgeSource:
     reference: Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]] | None = None
     variant_factory: Callable[[Any, dict[str, np.ndarray]], list[Variant]] | None = None
     converter_versions: dict[str, str] = field(default_factory=dict)
+    extra_files: dict[str, bytes] = field(default_factory=dict)  # shipped beside the model
     keep_alive: Any = None  # e.g. the temporary folder a converter wrote into
 
 
@@ -81,7 +82,7 @@ def load_tflite(path: Path, input_override: list[TensorSpec] | None) -> EdgeSour
 
 
 def load_ort(path: Path, input_override: list[TensorSpec] | None) -> EdgeSource:
-    from .edge_formats import ort_signature
+    from .edge_formats import OPS_CONFIG_FILE, ops_config_for_ort, ort_signature
 
     data = path.read_bytes()
     try:
@@ -93,9 +94,10 @@ def load_ort(path: Path, input_override: list[TensorSpec] | None) -> EdgeSource:
                                 "Convert it again with python -m onnxruntime.tools.convert_onnx_models_to_ort."
                                 ) from None
     _check_override(input_override, inputs, path)
+    config = ops_config_for_ort(data)
     return EdgeSource(kind="ort", artifact_format="ort", data=data, inputs=inputs, outputs=outputs,
                       runner_factory=ort_runner, description=f"ONNX Runtime format model as it is ({path.name})",
-                      file_sha256=sha256_file(path))
+                      file_sha256=sha256_file(path), extra_files={OPS_CONFIG_FILE: config} if config else {})
 
 
 def _check_override(override: list[TensorSpec] | None, actual: list[TensorSpec], path: Path) -> None:
@@ -161,10 +163,13 @@ def build_edge(request, config, source: EdgeSource, name: str, store, progress):
 
     model_file = f"model.{source.artifact_format}"
     progress("Writing the Bento")
+    files = {model_file: data, **source.extra_files}
     with store.staging() as staged:
-        (staged / model_file).write_bytes(data)
-        manifest = build_module._manifest(name, source, inputs, outputs, None, {model_file: data}, report, feeds,
-                                          config, quantization=quantization, model_format=source.artifact_format)
+        for file_name, content in files.items():
+            (staged / file_name).write_bytes(content)
+        manifest = build_module._manifest(name, source, inputs, outputs, None, files, report, feeds, config,
+                                          quantization=quantization, model_file=model_file,
+                                          model_format=source.artifact_format)
         if _values_per_row(feeds) > EXAMPLE_MAX_VALUES:
             manifest["example"] = None  # too large to embed; /docs shows the signature instead
         write_json_atomic(staged / MANIFEST_NAME, manifest)

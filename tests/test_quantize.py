@@ -227,6 +227,8 @@ def test_ort_format_with_operator_config(mlp, tmp_path):
     # An .ort file as input is served as it is (no original to compare: the report says so).
     again = _build(result.path / "model.ort", sample, name="ortin")
     assert again.manifest["model"]["format"] == "ort" and again.parity["passthrough"] is True
+    assert set(again.manifest["files"]) == {"model.ort", "required_operators.config"}  # read back from the .ort
+    assert "read from the .ort file" in (again.path / "required_operators.config").read_text()
     with pytest.raises(BentoCompileError, match="served as it is"):
         _build(result.path / "model.ort", sample, name="ortin", quantize="dynamic")
     out = json.loads(run_cli("build", str(path), "--sample", str(sample), "--format", "ort", "--json").stdout)
