@@ -10,8 +10,9 @@ The plan (documented in the README, "Runtime: batching, back-pressure, metrics, 
 - ONNX Runtime gets `intra_op_threads` threads per run (bento.yaml; default 1, `0` = the
   CPUs left after the event loop's, at least 1) and one inter-op thread;
 - the inference pool runs `1` batch at a time when batching is on (parallelism lives inside
-  the op, where it is cheap), or `cpus // intra_op` single runs at a time when it is off, so
-  pool threads × intra-op threads never exceeds the CPUs: no oversubscription.
+  the op, where it is cheap), or `(cpus - 1) // intra_op` single runs at a time when it is off
+  (at least one), so the event loop's core plus pool threads × intra-op threads never exceeds
+  the CPUs: no oversubscription (except the unavoidable one run beside the loop on one CPU).
 """
 
 from __future__ import annotations
@@ -70,5 +71,5 @@ def plan_threads(intra_op_setting: int, batching: bool, cpus: int | None = None)
         intra_op_setting = int(env)
     intra = intra_op_setting if intra_op_setting > 0 else max(1, cpus - 1)
     intra = min(intra, cpus)
-    workers = 1 if batching else max(1, cpus // intra)
+    workers = 1 if batching else max(1, (cpus - 1) // intra)  # the event loop keeps its core
     return ThreadPlan(cpus=cpus, intra_op_threads=intra, inference_workers=workers)

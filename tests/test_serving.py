@@ -264,10 +264,11 @@ def test_thread_plan_never_oversubscribes():
     assert available_cpus() >= 1
     assert plan_threads(1, batching=True, cpus=8).to_dict() == {"cpus": 8, "intra_op_threads": 1,
                                                                 "inference_workers": 1}
-    assert plan_threads(1, batching=False, cpus=8).inference_workers == 8
+    assert plan_threads(1, batching=False, cpus=8).inference_workers == 7  # the event loop keeps a core
+    assert plan_threads(1, batching=False, cpus=1).inference_workers == 1
     assert plan_threads(0, batching=True, cpus=8).intra_op_threads == 7  # all but the event loop's
     off = plan_threads(4, batching=False, cpus=8)
-    assert off.intra_op_threads * off.inference_workers <= 8
+    assert 1 + off.intra_op_threads * off.inference_workers <= 8
     assert plan_threads(16, batching=True, cpus=2).intra_op_threads == 2
 
 
