@@ -36,6 +36,11 @@ from .lambda_metrics import emit_metrics, log_event
 from .lambda_sinks import Sink, sink_from_environment
 
 _IMPORT_STARTED = time.perf_counter()
+# One Lambda execution environment answers one event at a time: a micro-batcher could never
+# coalesce anything and would only add its wait. Operators can still set it explicitly.
+# (Only inside Lambda: importing this module elsewhere must not change the process.)
+if "AWS_LAMBDA_RUNTIME_API" in os.environ:
+    os.environ.setdefault("BENTO_COMPILE_BATCHING", "off")
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the root of the unzipped deployment package
 
 

@@ -40,7 +40,7 @@ from .bytecode import Interpreter, compile_tree, find_interpreter
 from .reproducible_zip import tree_files, write_zip
 from .runtime_files import runtime_package_files
 from .size_budget import MIB, check_budget, contributors_in_tree, contributors_in_zip
-from .slim import UNUSED_BY_ONNX_SERVING, Removal, slim
+from .slim import Removal, onnx_serving_rules, slim
 from .wheel_install import unpack_wheels
 from .wheels import TargetPlatform, Wheel, resolve_wheels
 
@@ -133,7 +133,8 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
         progress(f"Unpacking {len(wheels)} wheels")
         unpack_wheels(wheels, package)
         removed = slim(package, keep=frozenset({"cryptography", "cffi", "pycparser"}) if signed else frozenset(),
-                       extra_rules=UNUSED_BY_ONNX_SERVING if model_format in ("onnx", "ort") else ())
+                       extra_rules=onnx_serving_rules(_version_of(wheels, "numpy"))
+                       if model_format in ("onnx", "ort") else ())
         progress(f"Slimmed {len(removed)} paths ({sum(r.bytes for r in removed) / MIB:.1f} MiB): "
                  "tests, headers, tools, unused distributions, libonnxruntime.so")
         for arcname, source in runtime_package_files():
@@ -237,6 +238,10 @@ def _check_old_onnxruntime(wheels: list[Wheel], bento_dir: Path, manifest: Manif
             f"Lambda's Python {python} runtime runs on Amazon Linux 2 (glibc 2.26), where the newest onnxruntime "
             f"with a wheel is {ort.version}; this model needs {' and '.join(problems)}.",
             "Use --python 3.12 or 3.13 (Amazon Linux 2023), or `bento-compile target lambda-image`.")
+
+
+def _version_of(wheels: list[Wheel], name: str) -> str | None:
+    return next((w.version for w in wheels if w.name == name), None)
 
 
 def _sha256(path: Path) -> str:

@@ -67,14 +67,21 @@ UNNEEDED_PATHS: tuple[tuple[str, str], ...] = (
 # ONNX Runtime serving path never touches: measured with sys.modules after serving every event
 # (predict, /metadata, /openapi.json, /docs) and proven by the zip tests. Only for ONNX Bentos:
 # another backend (TFLite) is not proven to do without them.
-UNUSED_BY_ONNX_SERVING: tuple[tuple[str, str], ...] = (
-    ("numpy/random", "random sampling; never imported by the ONNX Runtime serving path"),
-    ("numpy/fft", "FFTs; never imported by the ONNX Runtime serving path"),
-    ("numpy/polynomial", "polynomials; never imported by the ONNX Runtime serving path"),
-    ("numpy/ma", "masked arrays; never imported by the ONNX Runtime serving path"),
+# numpy 1.x imports these eagerly in `import numpy`: the numpy rules apply to numpy >= 2 only.
+NUMPY2_LAZY_SUBMODULES: tuple[tuple[str, str], ...] = (
+    ("numpy/random", "random sampling; numpy 2 imports it lazily and the ONNX serving path never does"),
+    ("numpy/fft", "FFTs; numpy 2 imports it lazily and the ONNX serving path never does"),
+    ("numpy/polynomial", "polynomials; numpy 2 imports it lazily and the ONNX serving path never does"),
+    ("numpy/ma", "masked arrays; numpy 2 imports it lazily and the ONNX serving path never does"),
     ("numpy/_core/_simd.*", "numpy's SIMD test helper"),
-    ("pydantic/v1", "the pydantic 1 compatibility layer; FastAPI treats its absence as 'no v1 models'"),
 )
+PYDANTIC_V1 = (("pydantic/v1", "the pydantic 1 compatibility layer; FastAPI treats its absence as 'no v1 models'"),)
+
+
+def onnx_serving_rules(numpy_version: str | None) -> tuple[tuple[str, str], ...]:
+    """The extra rules proven for ONNX Bentos, given the numpy version being shipped."""
+    major = int(numpy_version.split(".")[0]) if numpy_version else 0
+    return PYDANTIC_V1 + (NUMPY2_LAZY_SUBMODULES if major >= 2 else ())
 
 NEVER_REMOVE = ("*.libs", "*.libs/*", "*LICENSE*", "*LICENCE*", "*COPYING*", "*NOTICE*", "*/licenses/*",
                 "*.dist-info/METADATA", "*.dist-info/entry_points.txt", "*.dist-info/top_level.txt",
@@ -181,7 +188,7 @@ def slim(root: Path, keep: frozenset[str] = frozenset(),
 
     `keep` names distributions to keep even though they are listed as unneeded
     (e.g. a custom runtime that does import protobuf); `extra_rules` adds path
-    rules proven for one backend (UNUSED_BY_ONNX_SERVING)."""
+    rules proven for one backend (onnx_serving_rules)."""
     dists = {name: why for name, why in UNNEEDED_DISTRIBUTIONS.items() if name not in keep}
     return sorted(remove_distributions(root, dists) + remove_paths(root, UNNEEDED_PATHS + extra_rules),
                   key=lambda r: r.path)

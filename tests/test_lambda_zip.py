@@ -353,3 +353,56 @@ def test_cli_builds_and_invokes(built_example, tmp_path, lambda_home, runtime_en
     assert failed.returncode == 1 and json.loads(failed.stdout)["errorType"] == "InputError"
     missing = run_cli("invoke", str(zip_path), "--event", str(tmp_path / "nope.json"), check=False, env=env)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def _old_ir_bento(tmp_path: Path) -> Path:
+    """A model onnxruntime 1.16 can read (IR 8, opset 17): what Amazon Linux 2 runtimes can serve."""
+    import numpy as np
+    import onnx
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.config import load_config
+    from bento_compile.store import BentoStore
+
+    X, y = load_iris(return_X_y=True)
+    model = to_onnx(LogisticRegression(max_iter=1000).fit(X, y), X[:1].astype(np.float32),
+                    target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "tiny.onnx")
+    config, _ = load_config(None)
+    return build(BuildRequest(tmp_path / "tiny.onnx", config, None, name="tiny311"),
+                 BentoStore(tmp_path / "store")).path
+
+
+def test_python_3_11_zip_runs_on_onnxruntime_1_16_and_numpy_1(tmp_path, lambda_home):
+    """The Amazon Linux 2 path: glibc 2.26 wheels (onnxruntime 1.16, numpy 1.x, which imports its
+    submodules eagerly, so they must stay), run on a clean Python 3.11 under awslambdaric."""
+    if find_interpreter("3.11") is None:
+        pytest.skip("no Python 3.11 interpreter on this machine (pyenv install 3.11)")
+    bento = _old_ir_bento(tmp_path)
+    built = build_lambda_zip(bento, "x86_64", "3.11", tmp_path / "dist", template=False, require_bytecode=True)
+    versions = {w.name: w.version for w in built.wheels}
+    assert versions["onnxruntime"].startswith("1.16.") and versions["numpy"].startswith("1.")
+    with zipfile.ZipFile(built.path) as archive:
+        names = set(archive.namelist())
+    assert "numpy/random/__init__.py" in names  # numpy 1.x imports it at `import numpy`
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENTO_COMPILE_HOME", str(lambda_home))
+        runtime = local_runtime("x86_64", "3.11")
+    task = tmp_path / "task"
+    with zipfile.ZipFile(built.path) as archive:
+        archive.extractall(task)
+    request = {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+    with RuntimeAPI() as api:
+        proc = start(task, runtime, api, tmp_path / "311.log")
+        try:
+            api.wait_ready(60, proc)
+            answer = api.invoke(request, 30, proc)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    assert answer.ok, (answer.body, (tmp_path / "311.log").read_text()[-2000:])
+    assert answer.body["outputs"]["label"] == BentoModel.load(bento).predict(request)["outputs"]["label"]
