@@ -87,7 +87,8 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     if request.quantize or request.format:
         config = _with_overrides(config, request)
     progress(f"Converting {model_path.name}")
-    source = load_source(model_path, override)
+    source = load_source(model_path, override, _resolve(request.sample_path, config.sample, request.config_dir,
+                                                        "sample"))
     if getattr(source, "artifact_format", "onnx") != "onnx":  # .tflite / .ort inputs, Keras → TFLite
         from .edge_build import build_edge
 

@@ -40,8 +40,12 @@ class Source:
     notes: list[str] = field(default_factory=list)
 
 
-def load_source(path: Path, input_override: list[TensorSpec] | None) -> Source:
-    """Dispatch on the file type, with an error listing the supported ones."""
+def load_source(path: Path, input_override: list[TensorSpec] | None, sample_path: Path | None = None) -> Source:
+    """Dispatch on the file type, with an error listing the supported ones.
+
+    `sample_path` lets a frontend that cannot read its input signature from the file (PyTorch)
+    take it from the sample's shape when bento.yaml declares none.
+    """
     path = Path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         from .tf_frontend import load_keras
@@ -57,7 +61,7 @@ def load_source(path: Path, input_override: list[TensorSpec] | None) -> Source:
         return load_sklearn(path, input_override)
     if suffix in ONNX_SUFFIXES:
         return load_onnx(path, input_override)
-    other = _other_frontends(path, suffix, input_override)
+    other = _other_frontends(path, suffix, input_override, sample_path)
     if other is not None:
         return other
     raise BentoCompileError(
@@ -69,12 +73,13 @@ def load_source(path: Path, input_override: list[TensorSpec] | None) -> Source:
     )
 
 
-def _other_frontends(path: Path, suffix: str, input_override: list[TensorSpec] | None) -> Any:
+def _other_frontends(path: Path, suffix: str, input_override: list[TensorSpec] | None,
+                     sample_path: Path | None = None) -> Any:
     """The optional frontends (issue 6): each imports its heavy package only when its file type is given."""
     if suffix in (".pt", ".pth"):
         from .torch_frontend import load_torch
 
-        return load_torch(path, input_override)
+        return load_torch(path, input_override, sample_path)
     if suffix in (".keras", ".h5"):
         from .tf_frontend import load_keras
 

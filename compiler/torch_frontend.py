@@ -39,7 +39,7 @@ EXTRA_HINT = ("pip install 'bento-compile[torch]' (the CPU build: torch==2.13.0;
 _TORCH_DTYPES = {"float32": "float32", "float64": "float64", "int64": "int64", "int32": "int32", "bool": "bool"}
 
 
-def load_torch(path: Path, input_override: list[TensorSpec] | None) -> Source:
+def load_torch(path: Path, input_override: list[TensorSpec] | None, sample_path: Path | None = None) -> Source:
     try:
         import torch
     except ImportError:
@@ -52,11 +52,15 @@ def load_torch(path: Path, input_override: list[TensorSpec] | None) -> Source:
     elif example is not None:
         example = example if isinstance(example, tuple) else (example,)
         inputs = [_spec_from_tensor(i, t, len(example)) for i, t in enumerate(example)]
+    elif sample_path is not None and Path(sample_path).suffix.lower() == ".npy" and Path(sample_path).is_file():
+        inputs = [_spec_from_sample(Path(sample_path))]
+        example = tuple(_example_tensor(torch, spec) for spec in inputs)
     else:
         raise BentoCompileError(
             f"{path.name} does not say what input the module takes.",
-            "Declare it in bento.yaml, e.g. inputs: [{name: input, dtype: float32, shape: [null, 20]}], or save "
-            "torch.save({'model': module, 'example_input': x}, path).")
+            "Declare it in bento.yaml, e.g. inputs: [{name: input, dtype: float32, shape: [null, 20]}], pass a "
+            ".npy --sample (its rows' shape is used), or save torch.save({'model': module, 'example_input': x}, "
+            "path).")
     module.eval()
     with torch.no_grad():
         try:
@@ -129,6 +133,17 @@ def _example_tensor(torch: Any, spec: TensorSpec) -> Any:
     if spec.dtype.startswith("float"):
         return torch.zeros(shape, dtype=getattr(torch, spec.dtype)).normal_()
     return torch.zeros(shape, dtype=getattr(torch, spec.dtype))
+
+
+def _spec_from_sample(path: Path) -> TensorSpec:
+    """One input shaped like the sample's rows; float samples are served as float32 (what modules expect)."""
+    array = np.load(path, allow_pickle=False, mmap_mode="r")
+    if array.ndim < 2:
+        raise BentoCompileError(f"The sample {path.name} has shape {array.shape}: rows of what shape?",
+                                "Declare inputs: in bento.yaml, e.g. [{name: input, dtype: float32, "
+                                "shape: [null, N]}].")
+    dtype = "float32" if array.dtype.kind == "f" else str(array.dtype)
+    return TensorSpec("input", dtype, (None, *tuple(int(d) for d in array.shape[1:])))
 
 
 def _spec_from_tensor(i: int, tensor: Any, count: int) -> TensorSpec:
