@@ -48,6 +48,8 @@ BENTO_DIR = f"{APP_ROOT}/bento"
 NONROOT_USER = "65532:65532"
 HTTP_PORT = 8080
 LABEL_PREFIX = "dev.bento-compile"
+# File times in the layers that must not change with the model (deps, runtime): 2000-01-01.
+FIXED_MTIME = 946684800
 # What the HTTP adapter imports at serving time (README "The runtime"): nothing else ships.
 HTTP_REQUIREMENTS = ["numpy>=1.26", "onnxruntime>=1.20", "fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9"]
 
@@ -228,8 +230,9 @@ def deps_layer(requirements: list[str], target: TargetPlatform, bytecode: bool =
             compiled += done
         for entry in tree_entries(tree, SITE_PACKAGES):
             entries[entry.path] = entry
+    content_key = json.dumps([[w.sha256 for w in wheels], target.python, bytecode, compiled])
     return LayerSpec("dependencies: " + ", ".join(f"{w.name}=={w.version}" for w in wheels),
-                     list(entries.values())), wheels, compiled
+                     list(entries.values()), mtime=FIXED_MTIME, cache_key=f"deps-v1:{content_key}"), wheels, compiled
 
 
 def runtime_layer(python: str | None = None) -> LayerSpec:
@@ -237,7 +240,8 @@ def runtime_layer(python: str | None = None) -> LayerSpec:
     files = runtime_package_files()
     if python is None:
         return LayerSpec("bento-compile runtime and adapters",
-                         [FileEntry(f"{CODE_DIR}/{arcname}", source=path) for arcname, path in files])
+                         [FileEntry(f"{CODE_DIR}/{arcname}", source=path) for arcname, path in files],
+                         mtime=FIXED_MTIME)
     cache = cache_root()
     digest = hashlib.sha256()
     for arcname, path in files:
@@ -256,7 +260,7 @@ def runtime_layer(python: str | None = None) -> LayerSpec:
         except OSError:
             shutil.rmtree(work, ignore_errors=True)
     tree, _done = with_bytecode(staged, key, CODE_DIR, python, cache)
-    return LayerSpec("bento-compile runtime and adapters", tree_entries(tree, CODE_DIR))
+    return LayerSpec("bento-compile runtime and adapters", tree_entries(tree, CODE_DIR), mtime=FIXED_MTIME)
 
 
 def bento_layer(bento_dir: Path, manifest: Manifest, dest: str = BENTO_DIR) -> LayerSpec:
@@ -344,7 +348,10 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
         requirements = [*requirements, "cryptography>=42"]
     deps, wheels, compiled = deps_layer(requirements, target, bytecode)
     runtime = runtime_layer(python if bytecode else None)
-    runtime.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
+    model = bento_layer(bento_dir, manifest, bento_dest)
+    # The SBOM lists the Bento's files, so it changes with the model: it goes in the model's (last) layer,
+    # never in the runtime layer, or a new model version would re-upload that layer too.
+    model.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
         artifact=f"{manifest.name}-{kind}-image", target=f"{kind}-image", bento_dir=bento_dir, wheels=wheels,
         runtime_files=runtime_package_files(), bento_prefix=f"{bento_dest}/").encode()))
     epoch = bento_epoch(manifest)
@@ -363,7 +370,7 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
             else f"no bytecode (no Python {python} interpreter here; set BENTO_COMPILE_PYTHON_"
                  f"{python.replace('.', '_')}): every cold start compiles the modules it imports")
     return ImagePlan(kind, arch, python, base_reference, base,
-                     [deps, runtime, bento_layer(bento_dir, manifest, bento_dest)],
+                     [deps, runtime, model],
                      config, epoch, annotations, wheels, note)
 
 

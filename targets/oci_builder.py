@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .images import BuiltImage, ImagePlan, split_tag
+from .images import BuiltImage, ImagePlan, cache_root, split_tag
 from .oci_layout import build_layout, push_layout
 
 
@@ -18,7 +18,7 @@ class OciBuilder:
     def build(self, plan: ImagePlan, out_dir: Path, reference: str) -> BuiltImage:
         _repo, tag = split_tag(reference)
         image = build_layout(plan.base, plan.layers, plan.config, plan.arch, Path(out_dir) / "oci", tag,
-                             plan.epoch, plan.annotations)
+                             plan.epoch, plan.annotations, layer_cache=cache_root() / "layers")
         return BuiltImage("oci", reference, image.digest, image.layout,
                           [layer["digest"] for layer in image.layers], image.size)
 

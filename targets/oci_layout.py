@@ -346,10 +346,18 @@ def rfc3339(epoch: int) -> str:
 
 @dataclass
 class LayerSpec:
-    """A layer to add on top of the base: a name for the history, and its files."""
+    """A layer to add on top of the base: a name for the history, and its files.
+
+    `mtime` pins the file times of layers that must not change with the model
+    (dependencies, runtime), so a new Bento reuses them; None means the image's
+    time. `cache_key`, when set, names the layer's exact content (the caller
+    vouches for it), so the compressed blob is reused instead of written again.
+    """
 
     name: str
     entries: list[FileEntry]
+    mtime: int | None = None
+    cache_key: str | None = None
 
 
 @dataclass
@@ -412,8 +420,31 @@ class LayoutImage:
     size: int
 
 
+def _cached_layer(layer: LayerSpec, layout: Layout, epoch: int, cache: Path | None) -> tuple[dict, str]:
+    """Write a layer, or link it from `cache` when its `cache_key` was written before."""
+    mtime = layer.mtime if layer.mtime is not None else epoch
+    if cache is None or layer.cache_key is None:
+        return write_layer(layer.entries, layout.blobs, mtime)
+    key = hashlib.sha256(f"{layer.cache_key}|{mtime}".encode()).hexdigest()
+    record = cache / f"{key}.json"
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        blob = cache / saved["descriptor"]["digest"].split(":", 1)[1]
+        if blob.is_file() and blob.stat().st_size == saved["descriptor"]["size"]:
+            _link_or_copy(blob, layout.blob_path(saved["descriptor"]["digest"]))
+            return saved["descriptor"], saved["diff_id"]
+    descriptor, diff_id = write_layer(layer.entries, layout.blobs, mtime)
+    cache.mkdir(parents=True, exist_ok=True)
+    _link_or_copy(layout.blob_path(descriptor["digest"]), cache / descriptor["digest"].split(":", 1)[1])
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"descriptor": descriptor, "diff_id": diff_id}))
+    tmp.replace(record)
+    return descriptor, diff_id
+
+
 def build_layout(base: BaseImage, layers: list[LayerSpec], config: ImageConfig, arch: str, out: Path,
-                 tag: str, epoch: int, annotations: dict[str, str] | None = None) -> LayoutImage:
+                 tag: str, epoch: int, annotations: dict[str, str] | None = None,
+                 layer_cache: Path | None = None) -> LayoutImage:
     """Write base + layers as an OCI image layout in `out` (replaced atomically), tagged `tag`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -425,7 +456,7 @@ def build_layout(base: BaseImage, layers: list[LayerSpec], config: ImageConfig, 
         descriptors, diff_ids, history = [], [], []
         created = rfc3339(epoch)
         for layer in layers:
-            descriptor, diff_id = write_layer(layer.entries, layout.blobs, epoch)
+            descriptor, diff_id = _cached_layer(layer, layout, epoch, layer_cache)
             descriptors.append(descriptor)
             diff_ids.append(diff_id)
             history.append({"created": created, "created_by": f"bento-compile: {layer.name}"})

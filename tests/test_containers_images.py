@@ -173,7 +173,7 @@ def test_oci_image_is_reproducible_and_verified_by_skopeo_and_umoci(oci_cli_buil
     names = subprocess.run(["tar", "-tzf", str(layout / "blobs/sha256" / last)], capture_output=True, text=True,
                            check=True).stdout.split()
     assert all(n.startswith("opt/bento-compile/bento") or "opt/bento-compile/bento".startswith(n.rstrip("/"))
-               for n in names)
+               or n == "opt/bento-compile/sbom.cdx.json" for n in names), names
 
 
 def test_new_model_version_reuses_the_dependency_layers(oci_cli_build, built_example, base_layout, tmp_path):
@@ -182,6 +182,9 @@ def test_new_model_version_reuses_the_dependency_layers(oci_cli_build, built_exa
     other = tmp_path / "bento"
     shutil.copytree(built_example, other)
     (other / "extra.txt").write_text("a later stage's file\n")
+    raw = json.loads((other / "manifest.json").read_text())
+    raw["created"] = "2031-01-02T03:04:05Z"  # built at another time: the image time moves, deps must not
+    (other / "manifest.json").write_text(json.dumps(raw))
     from bento_compile.targets.images import plan_http_image
     from bento_compile.targets.oci_builder import OciBuilder
 
