@@ -112,21 +112,35 @@ def op_summary(model: onnx.ModelProto) -> str:
     return ", ".join(f"{op}×{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
 
+SYMBOLIC_DEBUG_FILES = ("sym_shape_infer_temp.onnx", "sym_shape_infer_temp.onnx.data")
+
+
 def preprocess(fp32: bytes, tmp: Path) -> Path:
-    """onnxruntime's `quant_pre_process` (symbolic shape inference + optimization); the input as-is if it fails."""
+    """onnxruntime's `quant_pre_process` (symbolic shape inference + optimization); the input as-is if it fails.
+
+    The symbolic shape pass only knows the default domain: on a graph with ai.onnx.ml nodes
+    (scikit-learn's scalers, tree ensembles) it is skipped, because when it gives up it also
+    writes a debug model into the current directory (removed here if it still appears).
+    """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, out = tmp / "fp32.onnx", tmp / "pre.onnx"
     src.write_bytes(fp32)
+    model = onnx.load_from_string(fp32)
+    default_only = all(node.domain in ("", "ai.onnx") for node in model.graph.node)
+    stray_before = {name for name in SYMBOLIC_DEBUG_FILES if Path(name).exists()}
     try:
-        quant_pre_process(str(src), str(out), skip_symbolic_shape=False)
-        return out
-    except Exception:  # the symbolic shape pass refuses some ai.onnx.ml graphs; quantization still works
-        try:
-            quant_pre_process(str(src), str(out), skip_symbolic_shape=True)
-            return out
-        except Exception:
-            return src
+        for skip_symbolic in ([False, True] if default_only else [True]):
+            try:
+                quant_pre_process(str(src), str(out), skip_symbolic_shape=skip_symbolic)
+                return out
+            except Exception:  # try without the symbolic pass, then give up on pre-processing
+                continue
+        return src
+    finally:
+        for name in SYMBOLIC_DEBUG_FILES:
+            if name not in stray_before and Path(name).exists():
+                Path(name).unlink()
 
 
 def dynamic_int8(fp32: bytes, per_channel: bool = True) -> bytes:
