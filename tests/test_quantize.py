@@ -73,9 +73,10 @@ def test_dynamic_int8_is_under_30_percent_and_agrees(mlp):
 
 def test_static_int8_calibrates_and_passes(mlp, tmp_path, monkeypatch):
     path, sample, _ = mlp
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     result = _build(path, sample, quantize="static")
-    assert not list(tmp_path.iterdir())  # onnxruntime's shape pass leaves no debug model in the cwd
+    assert not list((tmp_path / "cwd").iterdir())  # onnxruntime's shape pass leaves no debug model in the cwd
     (row,) = result.manifest["quantization"]["variants"]
     assert row["variant"] == "static" and row["passed"] and row["size"] < 0.35 * 290_000
     ops = {n.op_type for n in onnx.load(str(result.path / "model.onnx")).graph.node}
