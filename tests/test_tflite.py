@@ -233,6 +233,14 @@ class Svd(tf.Module):  # an operator TFLite's builtins do not have
         return {"s": tf.linalg.svd(x, compute_uv=False)}
 svd = Svd()
 tf.saved_model.save(svd, out + "/svd", signatures=svd.__call__)
+# A full-integer model whose INPUT and OUTPUT are int8 too (what microcontroller toolchains ask for).
+converter = tf.lite.TFLiteConverter.from_saved_model(out + "/saved")
+converter.optimizations = [tf.lite.Optimize.DEFAULT]
+converter.representative_dataset = lambda: ({"features": X[i : i + 1]} for i in range(200))
+converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+converter.inference_input_type = tf.int8
+converter.inference_output_type = tf.int8
+open(out + "/int8io.tflite", "wb").write(converter.convert())
 """
 
 
@@ -295,6 +303,19 @@ def test_saved_model_folder_and_failing_gate(keras_model, tf_python, monkeypatch
     with pytest.raises(QuantizationGateError, match="No static variant passed"):
         _build(keras_model / "saved", keras_model / "sample.npy", name="strict", config=strict)
     assert not list((store_home / "bentos").glob("strict/*/manifest.json"))
+
+
+@pytest.mark.tensorflow
+def test_int8_input_and_output_tensors_are_converted_at_the_edges(keras_model):
+    """Clients send and get real numbers even when the model's own tensors are int8."""
+    result = _build(keras_model / "int8io.tflite", keras_model / "sample.npy", name="int8io")
+    model = result.manifest["model"]
+    assert model["inputs"][0]["dtype"] == "float32" and model["outputs"][0]["dtype"] == "float32"
+    interpreter = litert.Interpreter(model_path=str(keras_model / "int8io.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8  # really int8 inside
+    got = BentoModel.load(result.path).predict({"inputs": np.load(keras_model / "sample.npy")[:2].tolist()})
+    values = np.array(next(iter(got["outputs"].values())))
+    np.testing.assert_allclose(values, np.load(keras_model / "expected.npy"), atol=0.05)
 
 
 @pytest.mark.tensorflow
