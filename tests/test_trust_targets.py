@@ -117,17 +117,34 @@ def test_signed_edge_bundle_carries_signature_sbom_and_verifier_reproducibly(sig
     assert wrong.returncode == 1 and "signature.json" in wrong.stderr
 
 
-def test_signed_oci_image_verifies_and_carries_sbom_and_verifier(signed_home, tmp_path):
-    """The daemonless OCI builder on the cached mmdebstrap base; `verify` walks the layout's layers."""
+@pytest.fixture(scope="module")
+def base_layout(tmp_path_factory) -> str:
+    """The cached mmdebstrap bookworm + python3 root file system as an OCI layout (no registry pull)."""
     from tests import container_infra as infra
 
     if infra.missing("mmdebstrap") or os.geteuid() != 0:
         pytest.skip("needs root and mmdebstrap (apt-get install mmdebstrap) for the base image")
+    return f"{infra.make_base_layout(tmp_path_factory.mktemp('base') / 'python')}:python"
+
+
+def test_signed_lambda_image_is_reproducible_and_verifies(signed_home, base_layout, tmp_path):
+    from bento_compile.targets.lambda_image import plan_lambda_image
+    from bento_compile.targets.oci_builder import OciBuilder
+
+    reference = f"127.0.0.1:5000/cancer-lambda:{signed_home['manifest']['version']}"
+    first = OciBuilder().build(plan_lambda_image(signed_home["bento"], base_layout), tmp_path / "a", reference)
+    second = OciBuilder().build(plan_lambda_image(signed_home["bento"], base_layout), tmp_path / "b", reference)
+    assert first.digest == second.digest and first.layer_digests == second.layer_digests
+    pub = str(signed_home["keys"].public_path)
+    assert json.loads(run_cli("verify", str(first.layout), "--pub", pub, "--json").stdout)["ok"]
+
+
+def test_signed_oci_image_verifies_and_carries_sbom_and_verifier(signed_home, base_layout, tmp_path):
+    """The daemonless OCI builder on the cached mmdebstrap base; `verify` walks the layout's layers."""
     from bento_compile.targets.images import plan_http_image
     from bento_compile.targets.oci_builder import OciBuilder
 
-    base = f"{infra.make_base_layout(tmp_path / 'base')}:python"
-    built = OciBuilder().build(plan_http_image(signed_home["bento"], base), tmp_path / "image",
+    built = OciBuilder().build(plan_http_image(signed_home["bento"], base_layout), tmp_path / "image",
                                f"127.0.0.1:5000/cancer:{signed_home['manifest']['version']}")
     layout = Path(built.layout)
     pub = str(signed_home["keys"].public_path)
