@@ -49,7 +49,6 @@ def example_model(tmp_path_factory) -> Path:
 def built_example(example_model, tmp_path_factory) -> Path:
     """A Bento of the example, built once; returns its folder (tests must not modify it)."""
     from bento_compile.compiler.build import BuildRequest, build
-
     from bento_compile.config import load_config
     from bento_compile.store import BentoStore
 

@@ -7,8 +7,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-from bento_compile.compiler.build import BuildRequest, ParityError, build
-from bento_compile.runtimes.model import BentoModel
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
@@ -25,8 +23,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.tree import DecisionTreeClassifier
 
+from bento_compile.compiler.build import BuildRequest, ParityError, build
 from bento_compile.config import BentoConfig, InputSpec, load_config
 from bento_compile.errors import BentoCompileError
+from bento_compile.runtimes.model import BentoModel
 from bento_compile.store import BentoStore
 
 from .conftest import save

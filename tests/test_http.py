@@ -11,8 +11,9 @@ import urllib.request
 
 import numpy as np
 import pytest
-from bento_compile.adapters.http_app import create_app
 from fastapi.testclient import TestClient
+
+from bento_compile.adapters.http_app import create_app
 
 from .conftest import free_port, run_cli, wait_http
 

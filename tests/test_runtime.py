@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from bento_compile.runtimes.errors import IntegrityError, NotReady
 from bento_compile.runtimes.manifest import read_manifest, verify_files
 from bento_compile.runtimes.model import BentoModel, ModelHolder
