@@ -97,37 +97,56 @@ class SqsBatch(EventSource):
     @staticmethod
     def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
         manifest = runtime.manifest
-        failed: list[str] = []
+        records = event["Records"]
+        ids = [str(r.get("messageId") or f"record-{i}") for i, r in enumerate(records)]
+        # FIFO queues: a failed record must also fail every record after it (of the batch), or
+        # SQS would deliver later messages of its group before it (AWS's partial-batch rule).
+        fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
+        failed: set[str] = set()
         decoded: list[tuple[str, dict[str, np.ndarray], int]] = []
-        for index, record in enumerate(event["Records"]):
-            message_id = str(record.get("messageId") or f"record-{index}")
+        for message_id, record in zip(ids, records, strict=True):
+            if fifo and failed:
+                break  # left unprocessed: reported as failed below, redelivered in order
             try:
-                body = record.get("body")
-                if not isinstance(body, str) or len(body) > manifest.runtime.max_body_bytes:
-                    raise InputError("the record's body must be a JSON string of at most "
-                                     f"{manifest.runtime.max_body_bytes} bytes")
-                try:
-                    payload = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise InputError(f"the body is not valid JSON: {exc}") from None
-                feeds, rows = decode_inputs(payload, manifest.inputs, manifest.runtime)
+                decoded.append((message_id, *_decode_record(record, manifest)))
             except (InputError, PayloadTooLarge) as exc:
                 log_event("record rejected", "WARNING", messageId=message_id, error=str(exc))
-                failed.append(message_id)
-                continue
-            decoded.append((message_id, feeds, rows))
+                failed.add(message_id)
 
         model = runtime.model() if decoded else None
         started = time.perf_counter()
         results, predict_failed = _predict_batched(model, decoded, manifest.runtime.max_batch_rows)
         predict_ms = (time.perf_counter() - started) * 1000
-        failed.extend(predict_failed)
+        failed.update(predict_failed)
+        if fifo:
+            groups = {m: r.get("attributes", {}).get("MessageGroupId") for m, r in zip(ids, records, strict=True)}
+            for message_id, result in results.items():
+                if groups.get(message_id):
+                    result["messageGroupId"] = groups[message_id]
+            first = next((i for i, m in enumerate(ids) if m in failed), len(ids))
+            results = {m: results[m] for m in ids[:first] if m in results}  # deliver only what precedes it
         undelivered = runtime.sink().deliver(results) if results else set()
-        failed.extend(m for m in results if m in undelivered)
+        failed.update(undelivered)
+        if fifo:
+            first = next((i for i, m in enumerate(ids) if m in failed), len(ids))
+            failed.update(ids[first:])
         rows = sum(r for _, _, r in decoded)
-        metrics = {"BatchSize": rows, "Records": len(event["Records"]), "FailedRecords": len(failed),
+        failures = [m for m in ids if m in failed]  # in record order
+        metrics = {"BatchSize": rows, "Records": len(records), "FailedRecords": len(failures),
                    "PredictLatency": round(predict_ms, 3)}
-        return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}, metrics, {}
+        return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}, metrics, {}
+
+
+def _decode_record(record: Mapping[str, Any], manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
+    body = record.get("body")
+    if not isinstance(body, str) or len(body) > manifest.runtime.max_body_bytes:
+        raise InputError(f"the record's body must be a JSON string of at most {manifest.runtime.max_body_bytes} "
+                         "bytes (runtime.max_body_bytes)")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InputError(f"the body is not valid JSON: {exc}") from None
+    return decode_inputs(payload, manifest.inputs, manifest.runtime)
 
 
 def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray], int]],

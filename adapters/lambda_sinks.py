@@ -93,6 +93,7 @@ class SqsSink:
 
     def __init__(self, queue_url: str, tag: str, client: Any = None):
         self.queue_url = queue_url
+        self.fifo = queue_url.rstrip("/").endswith(".fifo")
         self.tag = tag
         self.description = queue_url
         self._client = client
@@ -104,6 +105,14 @@ class SqsSink:
             self._client = boto3.client("sqs")
         return self._client
 
+    def _entry(self, entry_id: str, message_id: str, body: bytes, group: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body.decode(), "MessageAttributes": {
+            "sourceMessageId": {"DataType": "String", "StringValue": message_id}}}
+        if self.fifo:  # FIFO output queue: keep the input's group, and a redelivery is deduplicated
+            entry["MessageGroupId"] = group[:128]
+            entry["MessageDeduplicationId"] = _SQS_ENTRY_ID.sub("_", message_id)[:128]
+        return entry
+
     def deliver(self, results: Mapping[str, dict[str, Any]]) -> set[str]:
         failed: set[str] = set()
         entries = []
@@ -114,15 +123,14 @@ class SqsSink:
                           error=f"result is {len(body)} bytes, over the SQS limit of {SQS_MAX_MESSAGE_BYTES}")
                 failed.add(message_id)
                 continue
-            entries.append((f"r{index}-{_SQS_ENTRY_ID.sub('_', message_id)[:60]}", message_id, body))
+            entries.append((f"r{index}-{_SQS_ENTRY_ID.sub('_', message_id)[:60]}", message_id, body,
+                            str(result.get("messageGroupId") or self.tag.replace(":", "-"))))
         for start in range(0, len(entries), 10):
             chunk = entries[start:start + 10]
-            by_id = {entry_id: message_id for entry_id, message_id, _ in chunk}
+            by_id = {entry_id: message_id for entry_id, message_id, _, _ in chunk}
             try:
                 answer = self.client().send_message_batch(QueueUrl=self.queue_url, Entries=[
-                    {"Id": entry_id, "MessageBody": body.decode(),
-                     "MessageAttributes": {"sourceMessageId": {"DataType": "String", "StringValue": message_id}}}
-                    for entry_id, message_id, body in chunk])
+                    self._entry(entry_id, message_id, body, group) for entry_id, message_id, body, group in chunk])
             except Exception as exc:
                 log_event("sink delivery failed", "ERROR", sink=self.description, records=len(chunk),
                           error=f"{type(exc).__name__}: {exc}")

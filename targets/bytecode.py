@@ -32,7 +32,8 @@ class Interpreter:
     version: str  # full, e.g. 3.12.1
 
 
-def _version_of(python: Path) -> str | None:
+def interpreter_version(python: Path) -> str | None:
+    """`X.Y.Z` of an interpreter, or None when it does not run."""
     try:
         result = subprocess.run([str(python), "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
                                 capture_output=True, text=True, timeout=30)
@@ -61,7 +62,7 @@ def find_interpreter(python: str) -> Interpreter | None:
         if pattern_root.is_dir():
             candidates.extend(sorted(pattern_root.glob(pattern), reverse=True))
     for candidate in candidates:
-        version = _version_of(candidate) if candidate.exists() else None
+        version = interpreter_version(candidate) if candidate.exists() else None
         if version and version.rsplit(".", 1)[0] == python:
             return Interpreter(candidate, version)
     return None

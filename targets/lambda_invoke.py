@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BentoCompileError
-from .bytecode import find_interpreter
+from .bytecode import find_interpreter, interpreter_version
 from .lambda_rapi import InitError, InvokeResult, RuntimeAPI, start_ric
 from .lambda_zip import HANDLER, lambda_platform
 from .wheel_install import unpack_wheels
@@ -87,6 +87,10 @@ def local_runtime(arch: str, python: str) -> LocalRuntime:
 
 
 def local_runtime_for(python_path: Path, arch: str, python: str) -> LocalRuntime:
+    found = interpreter_version(Path(python_path))
+    if found is None or found.rsplit(".", 1)[0] != python:
+        raise BentoCompileError(f"{python_path} is Python {found or '(not runnable)'}, but this zip was built for "
+                                f"Python {python}.", f"Pass a Python {python} interpreter with --python.")
     root = cache_root() / f"runtime-{lambda_platform(arch, python).machine}-{python}"
 
     def make_provided(folder: Path) -> None:

@@ -307,3 +307,42 @@ def test_direct_and_sqs_events_never_import_the_http_stack(built_example):
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["leaked"] == [] and answer["sqs"] == {"batchItemFailures": []} and answer["labels"]
+
+
+def test_fifo_batches_fail_everything_after_the_first_failure(runtime, example, expected, capsys):
+    """AWS's rule for FIFO partial batch responses: report the failed record and every later one,
+    so SQS never delivers a group's later message before an earlier one."""
+    fifo = json.loads(json.dumps(EVENTS["sqs-event.json"]))
+    fifo["Records"][0]["eventSourceARN"] = "arn:aws:sqs:us-west-2:123456789012:requests.fifo"
+    fifo["Records"][0]["attributes"]["MessageGroupId"] = "customer-7"
+    batch = sqs_batch(fifo, {"f1": json.dumps(example), "f2": "{broken", "f3": json.dumps(example)})
+    assert runtime.handle(batch, context()) == {
+        "batchItemFailures": [{"itemIdentifier": "f2"}, {"itemIdentifier": "f3"}]}
+    predictions = log_lines(capsys.readouterr().out, "prediction")
+    assert [p["messageId"] for p in predictions] == ["f1"]  # f3 is redelivered, in order, not answered twice
+    assert predictions[0]["messageGroupId"] == "customer-7"
+    assert predictions[0]["outputs"] == expected["outputs"]
+
+
+def test_fifo_output_queue_gets_group_and_deduplication_ids(runtime, example, moto_server, monkeypatch):  # noqa: F811
+    import boto3
+
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName=f"out-{uuid.uuid4().hex[:8]}.fifo",
+                             Attributes={"FifoQueue": "true"})["QueueUrl"]
+    monkeypatch.setenv("BENTO_COMPILE_SINK", queue)
+    runtime._sink = None
+    try:
+        batch = sqs_batch(EVENTS["sqs-event.json"], {"g1": json.dumps(example), "g2": json.dumps(example)})
+        assert runtime.handle(batch, context()) == {"batchItemFailures": []}
+        runtime.handle(batch, context())  # a redelivery: deduplicated by messageId
+        received = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, AttributeNames=["All"])
+        bodies = [json.loads(m["Body"]) for m in received["Messages"]]
+        assert [b["messageId"] for b in bodies] == ["g1", "g2"]
+        assert {m["Attributes"]["MessageGroupId"] for m in received["Messages"]} == {
+            runtime.manifest.tag.replace(":", "-")}
+    finally:
+        runtime._sink = None

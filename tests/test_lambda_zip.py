@@ -12,6 +12,7 @@ import json
 import shutil
 import struct
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -269,6 +270,10 @@ def test_arm64_zip_has_arm64_wheels_and_binaries(built_example, tmp_path):
     assert all(tag.endswith(("aarch64", "-any")) for tag in wheel_tags), wheel_tags
     assert shared_objects and set(machines.values()) == {183}, {n: m for n, m in machines.items() if m != 183}
     assert result.zipped_bytes < 35 * 1000 * 1000
+    event = tmp_path / "event.json"
+    event.write_text("{}")
+    refused = run_cli("invoke", str(result.path), "--event", str(event), check=False)
+    assert refused.returncode == 1 and "This zip is for aarch64" in refused.stderr, refused.stderr
 
 
 def test_amazon_linux_2_runtimes_get_glibc_2_26_wheels_and_refuse_models_too_new(built_example, tmp_path):
@@ -314,7 +319,7 @@ def test_sam_template_passes_cfn_lint(built_zip, tmp_path, built_example):
         path = tmp_path / name
         path.write_text(yaml.safe_dump(sam_template(manifest, "cancer-lambda.zip", "arm64", "3.13", settings)))
         paths.append(str(path))
-    result = subprocess.run([str(Path(__import__("sys").executable).parent / "cfn-lint"), *paths],
+    result = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), *paths],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     provisioned = yaml.safe_load((tmp_path / "provisioned.yaml").read_text())["Resources"]["BentoFunction"]
@@ -353,6 +358,11 @@ def test_cli_builds_and_invokes(built_example, tmp_path, lambda_home, runtime_en
     assert failed.returncode == 1 and json.loads(failed.stdout)["errorType"] == "InputError"
     missing = run_cli("invoke", str(zip_path), "--event", str(tmp_path / "nope.json"), check=False, env=env)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+    other = next((i for i in map(find_interpreter, ("3.11", "3.13", "3.10")) if i is not None), None)
+    if other is not None:  # an interpreter of another version is refused, not silently used
+        wrong = run_cli("invoke", str(zip_path), "--event", str(event), "--python", str(other.path), check=False,
+                        env=env)
+        assert wrong.returncode == 1 and "was built for Python 3.12" in wrong.stderr, wrong.stderr
 
 
 def _old_ir_bento(tmp_path: Path) -> Path:
