@@ -75,17 +75,22 @@ def evaluate(gate: QuantizeGate, reference: dict[str, np.ndarray], got: dict[str
             max_abs = float(np.nanmax(diff)) if diff.size else 0.0
             scale = float(np.nanmax(np.abs(a))) if a.size else 0.0
             rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+            # JSON has no infinity: an unbounded output gets tolerance None ("not gated").
+            rel = rel if math.isfinite(rel) else None
             entry: dict[str, Any] = {"kind": "continuous", "max_abs_diff": max_abs, "max_rel_error": rel,
-                                     "tolerance": math.inf, "gated": name == gate.output, "passed": True}
+                                     "tolerance": None, "gated": name == gate.output, "passed": True}
             if name == gate.output:
                 ok = True
+                bounds = []
                 if gate.max_abs_diff is not None:
-                    entry["tolerance"] = gate.max_abs_diff
+                    entry["max_abs_diff_bound"] = gate.max_abs_diff
+                    bounds.append(gate.max_abs_diff)
                     ok = ok and max_abs <= gate.max_abs_diff
                 if gate.max_rel_error is not None:
                     entry["max_rel_error_bound"] = gate.max_rel_error
-                    entry["tolerance"] = min(entry["tolerance"], gate.max_rel_error * scale)  # the same, absolute
-                    ok = ok and rel <= gate.max_rel_error
+                    bounds.append(gate.max_rel_error * scale)  # the same bound, in absolute terms
+                    ok = ok and rel is not None and rel <= gate.max_rel_error
+                entry["tolerance"] = min(bounds)
                 entry["passed"] = ok
             outputs[name] = entry
         passed = passed and outputs[name]["passed"]
@@ -122,9 +127,10 @@ def failures(report: dict[str, Any]) -> str:
             parts.append(f"{name} agreement {entry['agreement']:.2%} < {entry['required']:.2%}")
         else:
             bounds = []
-            if math.isfinite(entry["tolerance"]):
-                bounds.append(f"max |Δ| {entry['max_abs_diff']:.3g} (bound {entry['tolerance']:.3g})")
+            if "max_abs_diff_bound" in entry:
+                bounds.append(f"max |Δ| {entry['max_abs_diff']:.3g} (bound {entry['max_abs_diff_bound']:.3g})")
             if "max_rel_error_bound" in entry:
-                bounds.append(f"rel. error {entry['max_rel_error']:.3g} (bound {entry['max_rel_error_bound']:.3g})")
+                rel = "inf" if entry["max_rel_error"] is None else f"{entry['max_rel_error']:.3g}"
+                bounds.append(f"rel. error {rel} (bound {entry['max_rel_error_bound']:.3g})")
             parts.append(f"{name} " + ", ".join(bounds))
     return "; ".join(parts)

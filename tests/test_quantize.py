@@ -111,6 +111,9 @@ def test_auto_keeps_the_smallest_passing_variant_and_reports_all(mlp, store_home
     assert all(v["latency_ms_row"] and v["latency_ms_batch64"] for v in variants.values())
     assert any("Tree ensembles" in line for line in table["limits"])
     assert table["fp32_parity"]["passed"]
+    # Strict JSON (no Infinity/NaN), so jq and JavaScript read the manifest too.
+    text = (result.path / "manifest.json").read_text()
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"manifest.json holds {name}"))
     # `show` prints the variants table.
     shown = run_cli("show", result.tag).stdout
     for name in ("fp32", "dynamic", "static", "fp16", "ms/64 rows", "agreement", "shipped"):
