@@ -73,7 +73,12 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (tag, path, parity) on stdout.")
 def build(model: Path | None, config_file: Path | None, name: str | None, sample: Path | None,
           tolerance: float | None, quantize: str | None, model_format: str | None, as_json: bool) -> None:
-    """Compile MODEL (.joblib/.pkl scikit-learn, or .onnx) into a Bento and store it.
+    """Compile MODEL into a Bento and store it.
+
+    \b
+    MODEL: scikit-learn (.joblib/.pkl, LightGBM/XGBoost models too), .onnx,
+    PyTorch (.pt/.pth), a LightGBM .txt / XGBoost .json booster, Keras
+    (.keras/.h5) or a SavedModel folder (→ TFLite), or a .tflite/.ort file.
 
     \b
     The compiled model is checked against the original on the sample rows;
