@@ -150,6 +150,18 @@ class LatencyModel:
             return mean_t * max(1.0, rows / max(mean_n, 1.0))
         return fit[0] + fit[1] * rows
 
+    def predict_work(self, rows: int, batches: int) -> float:
+        """Expected seconds to run `rows` rows in `batches` runs (admission control: a sum, not one run).
+        Without a fit, the observed time per row, scaled linearly (pessimistic for tiny models, whose
+        queue bound then still drains in milliseconds)."""
+        if self._w == 0:
+            return 0.0
+        fit = self._fit()
+        if fit is None:
+            mean_n, mean_t = self._n / self._w, self._t / self._w
+            return max(mean_t, mean_t * rows / max(mean_n, 1.0))
+        return batches * fit[0] + fit[1] * rows
+
     def overhead(self) -> float:
         """The fixed cost of one run, which merging two requests into one batch saves."""
         fit = self._fit()
@@ -188,6 +200,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._busy = 0
+        self._running_rows = 0
         self._split_ok = policy.mode != "off"
         self._arrival_gap = 0.0  # EWMA seconds between arrivals
         self._last_arrival = 0.0
@@ -250,11 +263,12 @@ class Batcher:
         if self.latency.count < 3:
             return 0.0
         ahead = self._queued_rows + rows
-        size = self.policy.max_batch_size if self._split_ok else max(rows, 1)
-        batches = math.ceil(ahead / size) if self._split_ok else len(self._queue) + 1
-        per_batch = self.latency.predict(min(size, ahead))
-        busy = per_batch if self._busy else 0.0
-        return busy + batches * per_batch / self._workers
+        if self._split_ok:  # queued rows run max_batch_size at a time; a bigger request runs alone
+            batches = max(1, math.ceil(ahead / max(self.policy.max_batch_size, rows)))
+        else:
+            batches = len(self._queue) + 1
+        running = self.latency.predict(self._running_rows) if self._busy else 0.0
+        return running + self.latency.predict_work(ahead, batches) / self._workers
 
     def _retry_after(self, expected: float = 0.0) -> int:
         drain = expected or self._expected_completion(0)
@@ -383,6 +397,7 @@ class Batcher:
             self._finish(batch, *self._execute(batch))
             return
         self._busy += 1
+        self._running_rows = rows
         future = self.loop.run_in_executor(self._executor, self._execute, batch)
         future.add_done_callback(lambda f: self._done(batch, f))
 

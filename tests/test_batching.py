@@ -180,6 +180,17 @@ def test_unmeetable_deadline_is_refused_at_admission(pool):
     assert rec.batches == []  # refused before any work
 
 
+def test_a_big_request_is_admitted_when_its_own_run_fits_the_deadline(pool):
+    """Regression: a 1000-row request (bigger than a batch) runs as ONE run, not as 16 batches of 64."""
+    async def main():
+        batcher = Batcher(Recorder(hold_first=False), policy(timeout_s=2.0, max_batch_size=64), pool)
+        for _ in range(3):
+            batcher.latency.observe(1000, 0.13)
+        return await batcher.submit({"x": rows(0, 1000)}, 1000)
+
+    assert run(main())["y"].shape == (1000, 1)
+
+
 def test_a_request_that_outlives_its_deadline_in_the_queue_gets_503_not_a_hang(pool):
     async def main():
         rec = Recorder()
