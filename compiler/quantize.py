@@ -239,6 +239,9 @@ def onnx_variants(config: QuantizeConfig, fp32: bytes, calibration: Feeds) -> li
             elif name == "dynamic":
                 variant.data = dynamic_int8(fp32, config.per_channel)
                 variant.note = "int8 weights on " + ", ".join(touchable)
+                if any(op.startswith("Conv") for op in touchable):
+                    variant.note += ("; dynamic Conv runs as ConvInteger, which is slow on ONNX Runtime's CPU "
+                                     "provider: prefer static for convolutional models")
             elif name == "static":
                 variant.data = static_int8(fp32, calibration, config.per_channel, config.calibration_method)
                 variant.note = (f"int8 QDQ on {', '.join(touchable)}, {config.calibration_method} calibration on "
