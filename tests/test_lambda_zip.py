@@ -416,3 +416,40 @@ def test_python_3_11_zip_runs_on_onnxruntime_1_16_and_numpy_1(tmp_path, lambda_h
             proc.wait(10)
     assert answer.ok, (answer.body, (tmp_path / "311.log").read_text()[-2000:])
     assert answer.body["outputs"]["label"] == BentoModel.load(bento).predict(request)["outputs"]["label"]
+
+
+def test_signed_bento_is_verified_inside_lambda(built_example, tmp_path, lambda_home, runtime_env, example, expected):
+    """A signed Bento ships cryptography in its zip; with BENTO_COMPILE_PUBLIC_KEY set, the function
+    verifies the signature at init, and a key that did not sign it fails init."""
+    from bento_compile.signing import generate_keypair, load_private_key, sign_bento
+
+    bento = tmp_path / "bento"
+    shutil.copytree(built_example, bento)
+    keys = generate_keypair(tmp_path / "keys")
+    sign_bento(bento, load_private_key(keys.private_path))
+    built = build_lambda_zip(bento, "x86_64", PYTHON, tmp_path / "dist", template=False)
+    assert {"cryptography", "cffi"} <= {w.name for w in built.wheels}
+    task = tmp_path / "task"
+    with zipfile.ZipFile(built.path) as archive:
+        archive.extractall(task)
+    assert (task / "bento" / "signature.json").is_file()
+
+    with RuntimeAPI() as api:
+        proc = start(task, runtime_env, api, tmp_path / "signed.log",
+                     BENTO_COMPILE_PUBLIC_KEY=keys.public_path.read_text())
+        try:
+            api.wait_ready(60, proc)
+            assert api.invoke(example, 30, proc).body == expected
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    stranger = generate_keypair(tmp_path / "other-keys")
+    with RuntimeAPI() as api:
+        proc = start(task, runtime_env, api, tmp_path / "stranger.log",
+                     BENTO_COMPILE_PUBLIC_KEY=stranger.public_path.read_text())
+        with pytest.raises(InitError) as failure:
+            api.wait_ready(60, proc)
+        proc.wait(10)
+    assert failure.value.error_type == "IntegrityError", failure.value.body
+    assert "signature" in failure.value.body["errorMessage"].lower(), failure.value.body
