@@ -101,25 +101,30 @@ def main() -> None:
                 rows.append((label, "image size (compressed)", f"{built.size / 1e6:.1f} MB"))
                 rows.append((label, "deps / runtime / bento layers",
                              " / ".join(f"{x['size'] / 1e6:.2f} MB" for x in layers[-3:])))
-                rows.append((label, "build (wheels cached)", f"{seconds:.1f} s"))
+                rows.append((label, "build (wheels and dependency layer cached)", f"{seconds:.1f} s"))
+                if bytecode:  # a new model version, built at once (the tree others edit must not move)
+                    other = work / "bento-v2"
+                    shutil.copytree(bento, other)
+                    (other / "extra.txt").write_text("v2\n")
+                    raw = json.loads((other / "manifest.json").read_text())
+                    raw["created"] = "2031-01-02T03:04:05Z"
+                    (other / "manifest.json").write_text(json.dumps(raw))
+                    started = time.perf_counter()
+                    v2 = OciBuilder().build(plan_http_image(other, base), work / "v2", f"{registry}/cancer:v2")
+                    v2_seconds = time.perf_counter() - started
+                    names = ["base", "deps", "runtime", "bento"][-len(v2.layer_digests):]
+                    reused = [n for n, a, b in zip(names, built.layer_digests, v2.layer_digests, strict=True)
+                              if a == b]
+                    v2_layers = json.loads((v2.layout / "blobs/sha256" / v2.digest.split(":")[1]).read_text())
+                    v2_rows = [("new model version", "rebuild", f"{v2_seconds:.1f} s"),
+                               ("new model version", "layers reused / new bytes to push",
+                                f"{', '.join(reused)} / {v2_layers['layers'][-1]['size'] / 1e6:.2f} MB")]
                 ready, predicted = zip(*(cold_start(host, built.pinned, body) for _ in range(args.runs)), strict=True)
                 rows.append((label, f"docker run → /readyz 200 (median of {args.runs})",
                              f"{statistics.median(ready) * 1000:.0f} ms"))
                 rows.append((label, f"docker run → 1st /predict 200 (median of {args.runs})",
                              f"{statistics.median(predicted) * 1000:.0f} ms"))
-            # a new model version: only the last layer changes
-            other = work / "bento-v2"
-            shutil.copytree(bento, other)
-            (other / "extra.txt").write_text("v2\n")
-            started = time.perf_counter()
-            v2 = OciBuilder().build(plan_http_image(other, base), work / "v2", f"{registry}/cancer:v2")
-            seconds = time.perf_counter() - started
-            v1 = images["with bytecode"]
-            reused = sum(a == b for a, b in zip(v1.layer_digests, v2.layer_digests, strict=True))
-            rows.append(("new model version", "rebuild", f"{seconds:.1f} s"))
-            new_layer = json.loads((v2.layout / "blobs/sha256" / v2.digest.split(":")[1]).read_text())["layers"][-1]
-            rows.append(("new model version", "layers reused / to upload",
-                         f"{reused} of {len(v2.layer_digests)} / {new_layer['size'] / 1e6:.2f} MB"))
+        rows += v2_rows
         import onnxruntime
 
         engine = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout.strip()
