@@ -126,8 +126,9 @@ def edge(tag: str, arch: str, python_version: str, model_format: str | None, gli
               help="Extra ssh -o option, repeatable (e.g. StrictHostKeyChecking=accept-new).")
 @click.option("--sudo", is_flag=True, help="Run install.sh with sudo -n on the device (for /opt as a normal user).")
 @click.option("--no-service", is_flag=True, help="Do not install or start the systemd unit.")
+@click.option("--python", "python_path", help="Over ssh: the device's Python to make the venv with (default python3).")
 def flash_command(bundle: Path, destination: str, prefix: str | None, identity: Path | None,
-                  ssh_options: tuple[str, ...], sudo: bool, no_service: bool) -> None:
+                  ssh_options: tuple[str, ...], sudo: bool, no_service: bool, python_path: str | None) -> None:
     """Install an edge BUNDLE on a device over ssh, or into a mounted root file system.
 
     \b
@@ -148,7 +149,7 @@ def flash_command(bundle: Path, destination: str, prefix: str | None, identity: 
             err.print(f"[dim]•[/] {message}")
 
         result = flash(bundle, destination, prefix=prefix, service=not no_service, identity=identity,
-                       ssh_options=ssh_options, sudo=sudo, progress=progress)
+                       ssh_options=ssh_options, sudo=sudo, python=python_path, progress=progress)
     for line in result.log.strip().splitlines():
         err.print(f"[dim]{line}[/]")
     err.print(f"[green]Installed[/] on {result.destination}: {result.release}")

@@ -130,7 +130,7 @@ def inspect_bundle(bundle: Path) -> BundleInfo:
 
 def flash(bundle: Path, destination: str, *, prefix: str | None = None, service: bool = True,
           identity: Path | None = None, ssh_options: tuple[str, ...] = (), sudo: bool = False,
-          progress: Callable[[str], None] = lambda _m: None) -> FlashResult:
+          python: str | None = None, progress: Callable[[str], None] = lambda _m: None) -> FlashResult:
     info = inspect_bundle(Path(bundle))
     target = parse_destination(destination)
     if isinstance(target, SshDestination):
@@ -138,7 +138,10 @@ def flash(bundle: Path, destination: str, *, prefix: str | None = None, service:
             raise BentoCompileError("--prefix is for local root file systems.",
                                     f"Put the path in the URL: ssh://{target.login}:{prefix}")
         return flash_ssh(info, target, service=service, identity=identity, ssh_options=ssh_options, sudo=sudo,
-                         progress=progress)
+                         python=python, progress=progress)
+    if python is not None:
+        raise BentoCompileError("--python is for ssh destinations.",
+                                "A root file system's venv is made on the device's first boot with its python3.")
     return flash_local(info, target, prefix=prefix, service=service, progress=progress)
 
 
@@ -202,7 +205,8 @@ def _ssh_base(target: SshDestination, identity: Path | None, ssh_options: tuple[
 
 
 def flash_ssh(info: BundleInfo, target: SshDestination, *, service: bool, identity: Path | None,
-              ssh_options: tuple[str, ...], sudo: bool, progress: Callable[[str], None]) -> FlashResult:
+              ssh_options: tuple[str, ...], sudo: bool, progress: Callable[[str], None],
+              python: str | None = None) -> FlashResult:
     base = _ssh_base(target, identity, ssh_options)
     progress(f"Connecting to {target.login}")
     probe = subprocess.run([*base, "uname -m"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
@@ -227,6 +231,8 @@ def flash_ssh(info: BundleInfo, target: SshDestination, *, service: bool, identi
     install = ["sh", f'"$t"/{shlex.quote(info.top)}/install.sh', "--prefix", shlex.quote(target.path)]
     if not service:
         install.append("--no-service")
+    if python:
+        install += ["--python", shlex.quote(python)]
     if sudo:
         install.insert(0, "sudo -n")
     script = (

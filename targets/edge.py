@@ -37,7 +37,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BentoCompileError
-from ..runtimes.manifest import read_manifest
+from ..runtimes.errors import IntegrityError
+from ..runtimes.manifest import read_manifest, verify_files
 from ..sbom import sbom_json
 from .bundle_tar import Entry, write_tar_gz
 from .runtime_files import runtime_package_files
@@ -239,6 +240,11 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
     """Build `OUT/NAME-edge-ARCH.tar.gz` (and its `.sha256`) from a Bento folder."""
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
+    try:
+        verify_files(bento_dir, manifest)  # never ship a damaged Bento: the device would refuse it anyway
+    except IntegrityError as exc:
+        raise BentoCompileError(f"The Bento {manifest.tag} is damaged: {exc}",
+                                "Rebuild it (bento-compile build) or pull it again.") from exc
     bento_format = model_format_of(manifest.raw)
     model_format = options.format or bento_format
     if model_format not in FORMATS:

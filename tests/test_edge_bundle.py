@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,20 @@ def test_install_refuses_changed_or_extra_files_before_doing_anything(x86_bundle
     result = subprocess.run(["sh", str(clean / "install.sh"), "--prefix", str(prefix), "--no-service"],
                             capture_output=True, text=True)
     assert result.returncode == 4 and "bento/extra.py" in result.stderr and not prefix.exists()
+
+
+def test_install_refuses_odd_prefixes_and_a_concurrent_install(x86_bundle, tmp_path):
+    folder = es.unpack(x86_bundle, tmp_path / "unpacked")
+    spaced = subprocess.run(["sh", str(folder / "install.sh"), "--prefix", str(tmp_path / "my models"),
+                             "--no-service"], capture_output=True, text=True)
+    assert spaced.returncode == 2 and "may hold only" in spaced.stderr and not (tmp_path / "my models").exists()
+    prefix = tmp_path / "opt"
+    (prefix / ".install.lock").mkdir(parents=True)
+    busy = subprocess.run(["sh", str(folder / "install.sh"), "--prefix", str(prefix), "--no-service",
+                           "--python", str(es.SYSTEM_PYTHON if PY else "python3")], capture_output=True, text=True)
+    assert busy.returncode == 1 and "another install" in busy.stderr
+    assert (prefix / ".install.lock").is_dir(), "someone else's lock is left alone"
+    assert sorted(p.name for p in (prefix / "releases").iterdir()) == []
 
 
 def test_install_refuses_another_architecture(tmp_path):
@@ -313,3 +328,36 @@ def test_ort_bento_ships_as_ort_and_serves_the_same(tmp_path):
     es.assert_outputs_close(json.loads(answer.stdout)["outputs"], es.expected_outputs())
     serve = subprocess.run([run, "serve"], capture_output=True, text=True, timeout=60)
     assert serve.returncode == 1 and "without the HTTP server" in serve.stderr
+
+
+def test_a_damaged_bento_is_not_bundled(tmp_path):
+    bento = tmp_path / "bento"
+    shutil.copytree(es.tiny_bento(), bento)
+    (bento / "model.onnx").write_bytes((bento / "model.onnx").read_bytes()[:-3])
+    with pytest.raises(BentoCompileError, match=r"is damaged: model\.onnx"):
+        build_edge_bundle(bento, EdgeOptions(arch="x86_64", measure=False), tmp_path / "dist")
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+@needs_system_python
+def test_a_release_that_fails_its_check_is_removed_and_current_stays(installed, tmp_path):
+    """A bundle whose files all verify but whose model does not load (re-hashed after tampering, as only
+    someone rewriting SHA256SUMS could): install.sh gets as far as `run check`, then removes the release."""
+    before = os.readlink(installed / "current")
+    folder = es.unpack(es.bundle("x86_64", PY, seed=1), tmp_path / "v2")
+    model = folder / "bento" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-3])
+    env = folder / "bundle.env"
+    env.write_text(re.sub(r"RELEASE_ID='[^']*'", "RELEASE_ID='tampered'", env.read_text()))
+    sums = [line.split("  ", 1) for line in (folder / "SHA256SUMS").read_text().splitlines()]
+    (folder / "SHA256SUMS").write_text("".join(
+        f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n" for _digest, name in sums))
+    result = subprocess.run([*_offline(), "sh", str(folder / "install.sh"), "--prefix", str(installed),
+                             "--python", str(es.SYSTEM_PYTHON), "--no-service"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "did not load on this device" in result.stderr
+    assert "removed the half-made release" in result.stderr
+    assert os.readlink(installed / "current") == before
+    live = {os.readlink(link) for link in (installed / "current", installed / "previous") if link.is_symlink()}
+    assert {f"releases/{p.name}" for p in (installed / "releases").iterdir()} == live
+    assert not (installed / ".install.lock").exists()

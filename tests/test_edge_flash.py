@@ -202,7 +202,7 @@ def test_flash_over_ssh_installs_and_runs(x86_bundle, sshd, tmp_path):
     port, key = sshd
     prefix = tmp_path / "device" / "opt" / "tiny"
     # No systemd here: install.sh says so and leaves the unit file; --no-service keeps this machine's /etc clean.
-    result = flash_cli_ssh(x86_bundle, port, key, prefix, "--no-service")
+    result = flash_cli_ssh(x86_bundle, port, key, prefix, "--no-service", "--python", str(es.SYSTEM_PYTHON))
     assert result.returncode == 0, result.stderr
     assert "check passed" in result.stderr and "Installed" in result.stderr
     release = (prefix / "current").resolve()

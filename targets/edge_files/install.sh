@@ -146,11 +146,14 @@ finish_release() {
 }
 
 CLEANUP_VENV=
+LOCK=
 on_exit() {
     code=$?
+    [ -z "$LOCK" ] || rmdir "$LOCK" 2>/dev/null || true
     if [ "$code" != 0 ]; then
         [ -z "$CLEANUP_VENV" ] || rm -rf "$CLEANUP_VENV"
-        [ -z "$CLEANUP" ] || rm -rf "$CLEANUP"
+        # shellcheck disable=SC2086  # two paths, validated to hold no spaces
+        [ -z "$CLEANUP" ] || rm -rf $CLEANUP
         [ -z "$CLEANUP" ] || say "removed the half-made release; nothing else changed"
     fi
     exit "$code"
@@ -166,6 +169,8 @@ fi
 # ---- 2. copy into a new release folder ------------------------------------------------------
 PREFIX=${PREFIX:-$PREFIX_DEFAULT}
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got '$PREFIX'" "e.g. --prefix /opt/$NAME" 2 ;; esac
+case "$PREFIX$ROOT" in *[!A-Za-z0-9/._+@:-]*) die "--prefix/--root may hold only letters, digits and / . _ + @ : -" \
+    "pick a path without spaces or shell characters, e.g. /opt/$NAME" 2 ;; esac
 case "$ROOT" in /*) ;; *) ROOT=$(cd "$ROOT" 2>/dev/null && pwd -P) || die "--root $ROOT does not exist" "" 2 ;; esac
 ROOT=${ROOT%/}
 DEST=$ROOT$PREFIX
@@ -175,10 +180,19 @@ mkdir -p "$DEST/releases" 2>/dev/null && touch "$DEST/releases/.write-test.$$" 2
     || die "cannot write to $DEST (read-only file system, or no permission)" \
            "remount it read-write, run as a user who may write there (sudo), or pick another --prefix" 3
 rm -f "$DEST/releases/.write-test.$$"
+# One install at a time per prefix (mkdir is atomic); a stale lock from a killed install names itself.
+if ! mkdir "$DEST/.install.lock" 2>/dev/null; then
+    die "another install into $PREFIX is running (or one was killed: $DEST/.install.lock exists)" \
+        "wait for it, or remove $DEST/.install.lock if no install.sh runs" 1
+fi
+LOCK=$DEST/.install.lock
 
 REL=$DEST/releases/$RELEASE_ID
 if [ -f "$REL/.installed" ] || { [ -n "$ROOT" ] && [ -f "$REL/.pending" ]; }; then
     say "release $RELEASE_ID is already there; switching to it"
+elif [ -z "$ROOT" ] && [ -f "$REL/.pending" ]; then
+    say "release $RELEASE_ID was flashed and not started yet; finishing it"
+    finish_release "$REL"
 else
     rm -rf "$REL" "$REL.partial"   # leftovers of an interrupted install
     CLEANUP="$REL.partial $REL"
@@ -230,7 +244,16 @@ if [ "$SERVICE" = 1 ]; then
             systemctl daemon-reload
             systemctl enable --quiet "$SERVICE_NAME.service"
             if [ "$START" = 1 ]; then
-                systemctl restart "$SERVICE_NAME.service"
+                if ! systemctl restart "$SERVICE_NAME.service"; then
+                    if [ -n "$old" ] && [ "$old" != "$new" ]; then
+                        swap_link "$old" current
+                        swap_link "$new" previous
+                        systemctl restart "$SERVICE_NAME.service" || true
+                        die "$SERVICE_NAME.service did not start with $new; switched back to $old" \
+                            "see journalctl -u $SERVICE_NAME; $new stays installed as 'previous'" 1
+                    fi
+                    die "$SERVICE_NAME.service did not start" "see journalctl -u $SERVICE_NAME" 1
+                fi
                 say "started $SERVICE_NAME.service (journalctl -u $SERVICE_NAME to follow it)"
             fi
         else
