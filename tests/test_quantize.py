@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import onnx
 import pytest
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -20,20 +21,21 @@ from bento_compile.errors import BentoCompileError
 from bento_compile.runtimes.model import BentoModel
 from bento_compile.store import BentoStore
 
-from .conftest import run_cli, save
+from .conftest import REPO, run_cli, save
 
 
 @pytest.fixture(scope="session")
 def mlp(tmp_path_factory):
-    """An MLP(256, 256) classifier (the issue's size target) and 800 held-out rows as the sample."""
-    X, y = make_classification(n_samples=2400, n_features=30, n_informative=12, random_state=0)
-    model = Pipeline([("scale", StandardScaler()),
-                      ("mlp", MLPClassifier((256, 256), max_iter=40, random_state=0))])
-    with pytest.warns(Warning):  # not converged in 40 iterations: irrelevant to quantization
-        model.fit(X[:1600], y[:1600])
+    """The README's quantization example: an MLP(256, 256) classifier and 800 held-out rows as the sample."""
+    sys.path.insert(0, str(REPO / "examples" / "quantize_mlp"))
+    try:
+        import train
+    finally:
+        sys.path.pop(0)
     folder = tmp_path_factory.mktemp("mlp")
-    np.save(folder / "sample.npy", X[1600:].astype(np.float32))
-    return save(model, folder / "mlp.joblib"), folder / "sample.npy", model
+    model = train.main(folder)
+    (folder / "bento.yaml").write_text((REPO / "examples/quantize_mlp/bento.yaml").read_text())
+    return folder / "model.joblib", folder / "sample.npy", model
 
 
 def _build(model_path, sample, quantize=None, name="mlp", config=None, config_dir=None, **kw):
@@ -118,6 +120,15 @@ def test_auto_keeps_the_smallest_passing_variant_and_reports_all(mlp, store_home
     shown = run_cli("show", result.tag).stdout
     for name in ("fp32", "dynamic", "static", "fp16", "ms/64 rows", "agreement", "shipped"):
         assert name in shown
+
+
+def test_the_readme_example_builds(mlp):
+    path, _, _ = mlp
+    config, config_dir = load_config(path.parent / "bento.yaml")
+    result = build(BuildRequest(None, config, config_dir), BentoStore())
+    table = result.manifest["quantization"]
+    assert result.tag.startswith("mlp:") and table["chosen"] in ("dynamic", "static")
+    assert result.manifest["files"]["model.onnx"]["size"] <= 0.30 * 291_000
 
 
 def test_auto_objective_latency_and_candidates(mlp, tmp_path):
