@@ -75,6 +75,9 @@ def rootfs_tar() -> Path:
             partial.unlink(missing_ok=True)
             raise RuntimeError(f"mmdebstrap failed:\n{result.stderr[-3000:]}")
         os.replace(partial, target)
+        for stale in cache.glob(f"debian-{SUITE}-arm64-*.tar"):  # older recipes: never used again
+            if stale != target:
+                stale.unlink(missing_ok=True)
     return target
 
 
