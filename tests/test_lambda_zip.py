@@ -335,23 +335,38 @@ def test_sam_template_passes_cfn_lint(built_zip, tmp_path, built_example):
     assert snap["Policies"] == [{"SQSSendMessagePolicy": {"QueueName": "out"}}]
 
 
-def test_cli_builds_and_invokes(built_example, tmp_path, lambda_home, runtime_env, example, expected):
-    store = tmp_path / "store"
-    manifest = json.loads((built_example / "manifest.json").read_text())
-    shutil.copytree(built_example, store / "bentos" / manifest["name"] / manifest["version"])
-    env = {"BENTO_COMPILE_HOME": str(store)}
-    built = run_cli("target", "lambda-zip", "cancer:latest", "--python", PYTHON, "-o", str(tmp_path / "dist"),
-                    env=env)
+def test_cli_builds_and_invokes(example_model, tmp_path, lambda_home, runtime_env, example, expected):
+    """bento.yaml's targets.lambda travels in the Bento to the zip, the template and the handler."""
+    import yaml
+
+    config = yaml.safe_load((example_model / "bento.yaml").read_text())
+    config["targets"] = {"lambda": {"python": PYTHON, "memory": 512, "load": "lazy", "warmer": "rate(10 minutes)"}}
+    (tmp_path / "bento.yaml").write_text(yaml.safe_dump(config))
+    for name in ("model.joblib", "sample.npy"):
+        shutil.copy(example_model / name, tmp_path / name)
+    env = {"BENTO_COMPILE_HOME": str(tmp_path / "store")}
+    run_cli("build", "-f", str(tmp_path / "bento.yaml"), env=env)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump({**config, "targets": {"lambda": {"memroy": 512}}}))
+    refused = run_cli("build", "-f", str(typo), check=False, env=env)
+    assert refused.returncode == 1 and "targets.lambda.memroy" in refused.stderr, refused.stderr
+
+    built = run_cli("target", "lambda-zip", "cancer:latest", "-o", str(tmp_path / "dist"), env=env)
     zip_path = Path(built.stdout.strip().splitlines()[-1])
     assert zip_path == tmp_path / "dist" / "cancer-lambda.zip" and zip_path.is_file()
     assert "zipped" in built.stderr and "50.0 MiB" in built.stderr and "250.0 MiB" in built.stderr
-    assert (tmp_path / "dist" / "template.yaml").is_file()
+    template = yaml.safe_load((tmp_path / "dist" / "template.yaml").read_text())
+    function = template["Resources"]["BentoFunction"]["Properties"]
+    assert function["MemorySize"] == 512 and function["Runtime"] == f"python{PYTHON}"
+    assert function["Environment"]["Variables"]["BENTO_COMPILE_LOAD"] == "lazy"
+    assert function["Events"]["Warmer"]["Properties"]["Schedule"] == "rate(10 minutes)"
 
     event = tmp_path / "event.json"
     event.write_text(json.dumps(example))
     env["BENTO_COMPILE_HOME"] = str(lambda_home)  # reuse the cached clean runtime
-    answer = run_cli("invoke", str(zip_path), "--event", str(event), "--no-logs", env=env)
+    answer = run_cli("invoke", str(zip_path), "--event", str(event), env=env)
     assert json.loads(answer.stdout) == expected
+    assert '"load_mode":"lazy"' in answer.stderr  # from the manifest's targets.lambda, without the template
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"inputs": [[1.0]]}))
     failed = run_cli("invoke", str(zip_path), "--event", str(bad), "--no-logs", check=False, env=env)
