@@ -25,6 +25,7 @@ from bento_compile.targets import lambda_zip as lambda_zip_module
 from bento_compile.targets.bytecode import find_interpreter
 from bento_compile.targets.lambda_invoke import local_runtime
 from bento_compile.targets.lambda_zip import build_lambda_zip, lambda_requirements
+from bento_compile.targets.reproducible_zip import zip_date
 from bento_compile.targets.sam import sam_template
 from tests.conftest import run_cli
 from tests.lambda_rapi import InitError, RuntimeAPI, start_ric
@@ -210,7 +211,7 @@ def test_zip_contents_slimmed_and_precompiled(built_zip):
         info = json.loads(archive.read("bento-lambda.json"))
         pyc = archive.read(next(n for n in names if n.startswith("bento_compile/adapters/__pycache__/aws_lambda.")))
     assert names == sorted(names)
-    assert {i.date_time for i in infos.values()} == {(1980, 1, 1, 0, 0, 0)}
+    assert {i.date_time for i in infos.values()} == {zip_date()}  # 1980-01-01, or SOURCE_DATE_EPOCH
     assert {(i.external_attr >> 16) & 0o777 for i in infos.values()} <= {0o644, 0o755}
     # What slimming removed, and what it must keep.
     assert not [n for n in names if "libonnxruntime.so" in n]
