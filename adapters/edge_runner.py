@@ -121,6 +121,9 @@ def cmd_predict(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout:
     limit = model.manifest.runtime.max_body_bytes
     if args.input:
         path = Path(args.input)
+        if not path.is_file():
+            stdout.write(_dumps({"error": f"{path} does not exist (--input)"}) + "\n")
+            return EXIT_INPUT
         if path.stat().st_size > limit:
             stdout.write(_dumps({"error": f"{path} is over {limit} bytes (runtime.max_body_bytes)"}) + "\n")
             return EXIT_INPUT
@@ -173,6 +176,7 @@ def cmd_check(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
         if _bundle_info(layout).get("http", False):
             import uvicorn  # noqa: F401  (the server must start too, not only the model)
 
+            from . import server  # noqa: F401
             from .http_app import create_app
 
             create_app(layout.bento, load_mode="lazy")
@@ -185,20 +189,22 @@ def cmd_check(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
 
 
 def cmd_serve(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
+    """The same server every container runs (adapters/server.py): the HTTP contract, graceful SIGTERM
+    (systemctl stop drains in-flight requests and exits 0), the runtime's log lines on stderr."""
     config = read_config(layout.config_file)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from .http_app import create_app
+        from .server import run
     except ImportError as exc:
         print(f"run serve: this bundle was built without the HTTP server ({exc.name} is missing); "
               "use `run predict` or `run lines`, or rebuild without --no-http", file=sys.stderr)
         return EXIT_LOAD
     host = args.host or setting(config, "HOST", "127.0.0.1")
     port = int(args.port or setting(config, "PORT", "3000"))
-    load_mode = setting(config, "BENTO_COMPILE_LOAD", "background")
-    app = create_app(layout.bento, load_mode=load_mode)
-    uvicorn.run(app, host=host, port=port, log_level=setting(config, "LOG_LEVEL", "info"), access_log=False)
+    grace = setting(config, "BENTO_COMPILE_GRACE_SECONDS", "")
+    run(str(layout.bento), host=host, port=port, load_mode=setting(config, "BENTO_COMPILE_LOAD", "background"),
+        log_level=setting(config, "LOG_LEVEL", "info"), grace_seconds=float(grace) if grace else None)
     return EXIT_OK
 
 

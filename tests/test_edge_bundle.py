@@ -252,9 +252,12 @@ def test_serves_the_http_contract_natively(installed):
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(bad, timeout=10)
         assert exc.value.code == 422 and "error" in json.loads(exc.value.read())
+        proc.terminate()  # what `systemctl stop` sends: drain, then a clean exit
+        assert proc.wait(timeout=30) == 0
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @needs_system_python
