@@ -8,7 +8,9 @@ For each model, in ONE run (read the ratios; the machine is shared and noisy):
 
 Models: the issue's MLP(256, 256) classifier (287 KB as fp32 ONNX), a larger MLP with four
 1024-wide layers (where int8 should also be faster per row), and a LightGBM forest (to show
-honestly that tree ensembles do not shrink).
+honestly that tree ensembles do not shrink). When TensorFlow is reachable (see
+compiler/tf_frontend.py), a Keras MLP (64→512→512→2) → TFLite too, measured with LiteRT against
+the Keras model's own output.
 
 Usage: python bench/bench_quantize.py [--quick]
 """
@@ -111,7 +113,68 @@ def main() -> int:
                   f"{len(variant.data) / len(fp32):.0%} | {row * 1000:.0f} µs | {batch * 1000:.0f} µs | "
                   f"{base_row / row:.2f}× | {agreement:.2%} | {diff:.3g} |")
         sys.stdout.flush()
+    keras_rows(seconds)
     return 0
+
+
+KERAS = """
+import sys, numpy as np, keras
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+X = rng.standard_normal((3000, 64)).astype("float32")
+y = (X[:, :8].sum(axis=1) + 0.5 * X[:, 8:16].prod(axis=1) > 0).astype("int64")
+inputs = keras.Input(shape=(64,), name="features")
+h = keras.layers.Dense(512, activation="relu")(inputs)
+h = keras.layers.Dense(512, activation="relu")(h)
+model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+model.compile("adam", "sparse_categorical_crossentropy")
+model.fit(X[:2000], y[:2000], epochs=5, verbose=0)
+model.save(sys.argv[1] + "/model.keras")
+np.save(sys.argv[1] + "/held.npy", X[2000:])
+"""
+
+
+def keras_rows(seconds: float) -> None:
+    """Keras → TFLite variants, if a TensorFlow is reachable; otherwise say why not."""
+    import os
+    import subprocess
+
+    from bento_compile.compiler import tf_frontend
+    from bento_compile.errors import BentoCompileError
+
+    try:
+        python = tf_frontend.tf_python()
+    except BentoCompileError as exc:
+        print(f"\n(Keras → TFLite skipped: {exc.problem})")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "make.py").write_text(KERAS)
+        subprocess.run([python, str(Path(tmp) / "make.py"), tmp], check=True, capture_output=True,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        source = tf_frontend.load_keras(Path(tmp) / "model.keras", None)
+        held = np.load(Path(tmp) / "held.npy")
+        calib, check = {"features": held[:500]}, {"features": held[500:]}
+        (out,) = [o.name for o in source.outputs]
+        reference = source.reference(check, [out])[out]
+        fp32 = tf_frontend.Variant("fp32", source.data, source.runner_factory)
+        variants = [fp32, *source.variant_factory(QuantizeConfig(method="auto"), calib)]
+        print()
+        print("| model | variant | size | size/fp32 | 1 row | 64 rows | 1 row vs fp32 | argmax agreement | max |Δ| |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        base_row = None
+        for variant in variants:
+            if variant.data is None:
+                print(f"| Keras MLP → TFLite | {variant.name} | - | - | - | - | - | - | {variant.note} |")
+                continue
+            run = variant.runner_factory(variant.data)
+            got = run(check)[out]
+            agreement = float(np.mean(got.argmax(1) == reference.argmax(1)))
+            row = time_ms(run, {"features": check["features"][:1]}, seconds)
+            batch = time_ms(run, {"features": np.resize(check["features"], (64, 64))}, seconds)
+            base_row = base_row or row
+            print(f"| Keras MLP → TFLite | {variant.name} | {len(variant.data) / 1024:.1f} KiB | "
+                  f"{len(variant.data) / len(source.data):.0%} | {row * 1000:.0f} µs | {batch * 1000:.0f} µs | "
+                  f"{base_row / row:.2f}× | {agreement:.2%} | {float(np.max(np.abs(got - reference))):.3g} |")
 
 
 if __name__ == "__main__":
