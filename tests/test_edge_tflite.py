@@ -58,3 +58,18 @@ def test_tflite_bundle_with_tflite_runtime_installs_offline_and_matches(mediapip
                              "import tflite_runtime, numpy; print(tflite_runtime.__version__, numpy.__version__)"],
                             capture_output=True, text=True)
     assert engine.stdout.split()[0] == "2.14.0"
+
+
+def test_armv7_bundle_takes_numpy_from_the_device(mediapipe_models, tmp_path):  # noqa: F811
+    """armv7 (a 32-bit Raspberry Pi OS): tflite-runtime's armv7 wheel, the device's python3-numpy."""
+    bento = build(BuildRequest(mediapipe_models["face"], BentoConfig(), None, name="face"),
+                  BentoStore(tmp_path / "store")).path
+    built = build_edge_bundle(bento, EdgeOptions(arch="armv7", python="3.11", measure=False), tmp_path / "dist")
+    assert built.plan.engine == "tflite-runtime" and built.plan.system_modules == ["numpy"]
+    files = {w.name: w.filename for w in built.wheels}
+    assert "armv7l" in files["tflite-runtime"] and "numpy" not in files and "onnxruntime" not in files
+    with tarfile.open(built.path) as tar:
+        env = tar.extractfile("face-edge-armv7/bundle.env").read().decode()
+        requirements = tar.extractfile("face-edge-armv7/requirements.txt").read().decode()
+    assert "SYSTEM_MODULES='numpy'" in env and "MACHINE='armv7l'" in env
+    assert "tflite-runtime==2.14.0" in requirements and "numpy" not in requirements
