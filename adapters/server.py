@@ -41,6 +41,7 @@ def _log_to_stderr(level: str) -> None:
 
 def _graceful_server_class():
     import contextlib
+    import logging
     import signal
 
     import uvicorn
@@ -58,6 +59,49 @@ def _graceful_server_class():
                     captured = getattr(self, "_captured_signals", None)
                     if isinstance(captured, list):
                         captured[:] = [s for s in captured if s != signal.SIGTERM]
+
+        async def shutdown(self, sockets=None) -> None:
+            try:
+                await self._take_queued_connections()
+            except Exception:  # never let the drain stop the shutdown itself
+                logging.getLogger("bento_compile.server").exception("draining the accept queue failed")
+            await super().shutdown(sockets)
+
+        async def _take_queued_connections(self) -> None:
+            """Closing a listening socket RESETS every connection still in its accept queue: a client
+            that connected and sent its request would lose it. So accept what is queued and serve it,
+            close the listeners at once (no await in between), then give those requests a moment to
+            be read before uvicorn closes the connections that have not sent one."""
+            import asyncio
+            import os
+            import socket
+
+            loop = asyncio.get_running_loop()
+            taken = []
+            for server in getattr(self, "servers", []):
+                for listener in list(server.sockets or ()):
+                    fd = listener.fileno()
+                    loop.remove_reader(fd)
+                    with socket.socket(fileno=os.dup(fd)) as raw:
+                        raw.setblocking(False)
+                        while True:
+                            try:
+                                conn, _addr = raw.accept()
+                            except (BlockingIOError, InterruptedError):
+                                break
+                            taken.append(conn)
+                        server.close()
+            if not taken and not self.server_state.connections:
+                return
+
+            def protocol():
+                return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
+                                                       app_state=self.lifespan.state, _loop=loop)
+
+            for conn in taken:
+                conn.setblocking(False)
+                await loop.connect_accepted_socket(protocol, conn)
+            await asyncio.sleep(0.2)
 
     return GracefulServer
 
