@@ -8,7 +8,8 @@ as pip writes it), zipped the same way.
 Prints, in ONE run (ratios are what to read; the machine is shared):
   - deployment package size, zipped and unzipped, vs Lambda's 50 / 250 MiB;
   - cold start through the real awslambdaric on a clean interpreter: process
-    start → first response (init + first invoke), median of N fresh processes;
+    start → first response (init + first invoke), median of N fresh processes
+    (Bento and naive alternated);
   - warm invoke latency (queue → answer through the Runtime API), p50 / p99.
 
 Usage: python bench/bench_lambda.py [--quick]
@@ -168,8 +169,10 @@ def main() -> None:
     # Both answer the same event with the same labels.
     bento_handler, naive_handler = "bento_compile.adapters.aws_lambda.handler", "naive_handler.handler"
     print("cold starts ...", file=sys.stderr)
-    bento_cold = cold_start(runtime, bento_task, bento_handler, example, runs)
-    naive_cold = cold_start(runtime, naive_task, naive_handler, example, runs)
+    bento_cold, naive_cold = [], []
+    for _ in range(runs):  # alternated, so a busy neighbour weighs on both sides alike
+        bento_cold += cold_start(runtime, bento_task, bento_handler, example, 1)
+        naive_cold += cold_start(runtime, naive_task, naive_handler, example, 1)
     print("warm invokes ...", file=sys.stderr)
     bento_warm = warm_latency(runtime, bento_task, bento_handler, example, count)
     naive_warm = warm_latency(runtime, naive_task, naive_handler, example, count)
