@@ -284,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     layout = Layout(Path(args.release))
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 make a 422, not a crash
     return COMMANDS[args.command](layout, args, sys.stdin, sys.stdout)
 
 

@@ -157,6 +157,13 @@ def flash_local(info: BundleInfo, root: Path, *, prefix: str | None, service: bo
         raise BentoCompileError(f"{root} does not look like a root file system (no etc/ and usr/).",
                                 "Pass the mount point of the root partition (the one with etc/ and usr/), "
                                 "or use ssh://user@host:/path for a running device.")
+    wanted = info.manifest["target"]["machine"]
+    found = root_machine(root)
+    if found is not None and found != wanted and not (wanted == "armv7l" and found == "aarch64"):
+        raise BentoCompileError(
+            f"{root} is a root file system for {found}, but the bundle is for {wanted}.",
+            f"Build one for it: bento-compile target edge {info.manifest['tag']} --arch "
+            f"{ {'aarch64': 'arm64', 'armv7l': 'armv7'}.get(found, found)}")
     _check_writable(root)
     prefix = prefix or info.manifest["prefix"]
     progress(f"Installing {info.manifest['tag']} into {root}{prefix}")
@@ -174,6 +181,27 @@ def flash_local(info: BundleInfo, root: Path, *, prefix: str | None, service: bo
     if result.returncode != 0:
         _raise_install_error(result.returncode, log, str(root))
     return FlashResult(str(root), _last_line(result.stdout), log)
+
+
+_ELF_MACHINES = {(2, 0x3E): "x86_64", (2, 0xB7): "aarch64", (1, 0x28): "armv7l"}
+
+
+def root_machine(root: Path) -> str | None:
+    """The architecture of a root file system, from the ELF header of one of its coreutils
+    (None when there is none to read: then there is nothing to check against)."""
+    for candidate in ("usr/bin/ls", "bin/ls", "usr/bin/env", "bin/busybox"):
+        path = root / candidate
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            with open(path, "rb") as handle:
+                header = handle.read(20)
+        except OSError:
+            continue
+        if len(header) == 20 and header[:4] == b"\x7fELF":
+            order = "little" if header[5] == 1 else "big"
+            return _ELF_MACHINES.get((header[4], int.from_bytes(header[18:20], order)))
+    return None
 
 
 def _check_writable(root: Path) -> None:

@@ -364,3 +364,14 @@ def test_a_release_that_fails_its_check_is_removed_and_current_stays(installed, 
     live = {os.readlink(link) for link in (installed / "current", installed / "previous") if link.is_symlink()}
     assert {f"releases/{p.name}" for p in (installed / "releases").iterdir()} == live
     assert not (installed / ".install.lock").exists()
+
+
+def test_lines_answers_bytes_that_are_not_utf8_with_a_422(tmp_path):
+    release = tmp_path / "release"
+    shutil.copytree(es.tiny_bento(), release / "bento")
+    good = json.dumps(es.REQUEST).encode() + b"\n"
+    result = subprocess.run([sys.executable, "-m", "bento_compile.adapters.edge_runner", "--release", str(release),
+                             "lines"], input=good + b"\xff\xfe{\n" + good, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    answers = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [a.get("status") for a in answers] == [None, 422, None]

@@ -131,6 +131,15 @@ def test_first_boot_finishes_a_flashed_release(x86_bundle, tmp_path):
     es.assert_outputs_close(json.loads(answer.stdout)["outputs"], es.expected_outputs())
 
 
+def test_flash_refuses_a_root_of_another_architecture(tmp_path):
+    root = fake_root(tmp_path / "rootfs")
+    shutil.copy("/usr/bin/ls", root / "usr/bin/ls")  # a real x86_64 binary: this root is for x86_64
+    with pytest.raises(BentoCompileError, match="root file system for x86_64, but the bundle is for aarch64") as exc:
+        flash(es.bundle("arm64", "3.11"), str(root))
+    assert "--arch x86_64" in exc.value.fix
+    assert not (root / "opt" / "tiny").exists()
+
+
 def test_flash_refuses_what_is_not_a_root_file_system(x86_bundle, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BentoCompileError, match="does not look like a root file system"):
