@@ -32,7 +32,7 @@ needs_system_python = pytest.mark.skipif(PY is None, reason="/usr/bin/python3 wi
 
 def _offline() -> list[str]:
     """Run a command with no network at all (a fresh network namespace): proves `--no-index`."""
-    return ["unshare", "-n"] if os.geteuid() == 0 and shutil.which("unshare") else []
+    return es.offline_prefix()
 
 
 @pytest.fixture(scope="module")

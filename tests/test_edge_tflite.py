@@ -5,8 +5,6 @@ detector (224 KB), unzipped from its wheel by test_tflite's fixture (cached)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tarfile
 
@@ -41,7 +39,7 @@ def test_tflite_bundle_with_tflite_runtime_installs_offline_and_matches(mediapip
 
     folder = es.unpack(built.path, tmp_path / "unpacked")
     prefix = tmp_path / "opt"
-    offline = ["unshare", "-n"] if os.geteuid() == 0 and shutil.which("unshare") else []
+    offline = es.offline_prefix()
     result = subprocess.run([*offline, "sh", str(folder / "install.sh"), "--prefix", str(prefix),
                              "--python", str(es.SYSTEM_PYTHON), "--no-service"], capture_output=True, text=True,
                             timeout=300)
