@@ -34,11 +34,7 @@ def cancer_data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def example_model(tmp_path_factory) -> Path:
     """The README's example, trained by its own script."""
-    sys.path.insert(0, str(REPO / "examples" / "breast_cancer"))
-    try:
-        import train
-    finally:
-        sys.path.pop(0)
+    train = load_example_script("breast_cancer")
     out = tmp_path_factory.mktemp("example")
     train.main(out)
     (out / "bento.yaml").write_text((REPO / "examples/breast_cancer/bento.yaml").read_text())
@@ -55,6 +51,18 @@ def built_example(example_model, tmp_path_factory) -> Path:
     config, config_dir = load_config(example_model / "bento.yaml")
     store = BentoStore(tmp_path_factory.mktemp("session-store"))
     return build(BuildRequest(None, config, config_dir), store).path
+
+
+def load_example_script(example: str, script: str = "train"):
+    """Import examples/<example>/<script>.py under a name of its own: every example has a
+    `train.py`, and a plain `import train` would hand the second caller the first one's module."""
+    import importlib.util
+
+    path = REPO / "examples" / example / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{example}_{script}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def save(model, path: Path) -> Path:

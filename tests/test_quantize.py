@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import onnx
@@ -21,17 +20,13 @@ from bento_compile.errors import BentoCompileError
 from bento_compile.runtimes.model import BentoModel
 from bento_compile.store import BentoStore
 
-from .conftest import REPO, run_cli, save
+from .conftest import REPO, load_example_script, run_cli, save
 
 
 @pytest.fixture(scope="session")
 def mlp(tmp_path_factory):
     """The README's quantization example: an MLP(256, 256) classifier and 800 held-out rows as the sample."""
-    sys.path.insert(0, str(REPO / "examples" / "quantize_mlp"))
-    try:
-        import train
-    finally:
-        sys.path.pop(0)
+    train = load_example_script("quantize_mlp")
     folder = tmp_path_factory.mktemp("mlp")
     model = train.main(folder)
     (folder / "bento.yaml").write_text((REPO / "examples/quantize_mlp/bento.yaml").read_text())
