@@ -51,7 +51,9 @@ LABEL_PREFIX = "dev.bento-compile"
 # File times in the layers that must not change with the model (deps, runtime): 2000-01-01.
 FIXED_MTIME = 946684800
 # What the HTTP adapter imports at serving time (README "The runtime"): nothing else ships.
-HTTP_REQUIREMENTS = ["numpy>=1.26", "onnxruntime>=1.20", "fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9"]
+# uvloop + httptools: the server's fast path; prometheus-client: /metrics (see runtimes/metrics.py).
+HTTP_REQUIREMENTS = ["numpy>=1.26", "onnxruntime>=1.20", "fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9",
+                     "uvloop>=0.19", "httptools>=0.6", "prometheus-client>=0.20"]
 
 
 def cache_root() -> Path:
@@ -380,7 +382,9 @@ def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", 
     manifest = read_manifest(bento_dir)
     requirements = list(HTTP_REQUIREMENTS)
     ort = manifest.raw.get("versions", {}).get("onnxruntime")
-    if ort:  # serve with the ONNX Runtime the parity check ran on, when the target has a wheel for it
+    if manifest.raw.get("model", {}).get("format") == "tflite":  # LiteRT serves .tflite; no ONNX Runtime
+        requirements = [r if not r.startswith("onnxruntime") else "ai-edge-litert" for r in requirements]
+    elif ort:  # serve with the ONNX Runtime the parity check ran on, when the target has a wheel for it
         requirements = [r if not r.startswith("onnxruntime") else f"onnxruntime>={ort}" for r in requirements]
     env = {"HOST": "0.0.0.0", "PORT": str(HTTP_PORT), "BENTO_COMPILE_LOAD": "background",
            "BENTO_COMPILE_MAX_CONCURRENCY": str(max_concurrency),
