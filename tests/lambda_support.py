@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED, free_port, wait_http
+from tests.conftest import SHARED
 
 EVENTS_DIR = SHARED / "fixtures" / "events"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -86,24 +82,6 @@ def log_lines(text: str, message: str | None = None) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def moto_server(tmp_path_factory):
-    """A real moto_server (S3 + SQS API) on 127.0.0.1 for the session."""
-    executable = Path(sys.executable).parent / "moto_server"
-    if not executable.exists():
-        found = shutil.which("moto_server")
-        if not found:
-            pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-        executable = Path(found)
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto-lambda") / "moto.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=60, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+def moto_server(moto_endpoint):
+    """A real moto_server (S3 + SQS API) on 127.0.0.1: the session's one, from conftest."""
+    return moto_endpoint

@@ -23,8 +23,7 @@ from bento_compile.signing import generate_keypair
 from tests import s3_server
 from tests.conftest import REPO, run_cli
 
-moto_endpoint = s3_server.moto_endpoint  # fixtures: a real moto_server, and a fresh bucket per test
-s3 = s3_server.s3
+s3 = s3_server.s3  # a fresh bucket per test, on the session's moto_server (conftest)
 
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 

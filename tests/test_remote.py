@@ -23,8 +23,7 @@ from tests import s3_server
 from tests.conftest import free_port, run_cli
 
 pytestmark = pytest.mark.slow
-moto_endpoint = s3_server.moto_endpoint  # fixtures: a real moto_server, and a fresh bucket per test
-s3 = s3_server.s3
+s3 = s3_server.s3  # a fresh bucket per test, on the session's moto_server (conftest)
 
 def stored_copy(bento: Path, home: Path) -> Path:
     manifest = json.loads((bento / "manifest.json").read_text())
