@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -85,3 +86,25 @@ def log_lines(text: str, message: str | None = None) -> list[dict[str, Any]]:
 def moto_server(moto_endpoint):
     """A real moto_server (S3 + SQS API) on 127.0.0.1: the session's one, from conftest."""
     return moto_endpoint
+
+
+def old_ir_bento(tmp_path: Path, name: str) -> Path:
+    """A model onnxruntime 1.16 can read (IR 8, opset 17): what Amazon Linux 2 runtimes can serve."""
+    import numpy as np
+    import onnx
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.config import load_config
+    from bento_compile.store import BentoStore
+
+    X, y = load_iris(return_X_y=True)
+    model = to_onnx(LogisticRegression(max_iter=1000).fit(X, y), X[:1].astype(np.float32),
+                    target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "tiny.onnx")
+    config, _ = load_config(None)
+    return build(BuildRequest(tmp_path / "tiny.onnx", config, None, name=name),
+                 BentoStore(tmp_path / "store")).path

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from bento_compile.flash import flash
+from tests.lambda_support import old_ir_bento
 
 from . import edge_rootfs
 from . import edge_support as es
@@ -143,28 +144,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-def _old_ir_bento(tmp_path: Path) -> Path:
-    """Lambda's Python 3.11 runtime (Amazon Linux 2) has onnxruntime 1.16: IR <= 9, opset <= 19."""
-    import numpy as np
-    import onnx
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import load_config
-    from bento_compile.store import BentoStore
-
-    X, y = load_iris(return_X_y=True)
-    model = to_onnx(LogisticRegression(max_iter=1000).fit(X, y), X[:1].astype(np.float32),
-                    target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "tiny.onnx")
-    config, _ = load_config(None)
-    return build(BuildRequest(tmp_path / "tiny.onnx", config, None, name="tinylambda"),
-                 BentoStore(tmp_path / "store")).path
-
-
 def test_arm64_lambda_zip_runs_in_the_root_file_system(chroot, tmp_path):
     pytest.importorskip("awslambdaric")
     from bento_compile.runtimes.model import BentoModel
@@ -174,7 +153,7 @@ def test_arm64_lambda_zip_runs_in_the_root_file_system(chroot, tmp_path):
 
     from .lambda_rapi import RuntimeAPI
 
-    bento = _old_ir_bento(tmp_path)
+    bento = old_ir_bento(tmp_path, "tinylambda")
     built = build_lambda_zip(bento, arch="arm64", python=DEVICE_PYTHON, out_dir=tmp_path / "dist", template=False)
     task = chroot.root / "var" / "task"
     shutil.rmtree(task, ignore_errors=True)

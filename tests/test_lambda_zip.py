@@ -29,7 +29,14 @@ from bento_compile.targets.reproducible_zip import zip_date
 from bento_compile.targets.sam import sam_template
 from tests.conftest import run_cli
 from tests.lambda_rapi import InitError, RuntimeAPI, start_ric
-from tests.lambda_support import as_predict_request, emf_lines, fixture_events, log_lines, sqs_batch
+from tests.lambda_support import (
+    as_predict_request,
+    emf_lines,
+    fixture_events,
+    log_lines,
+    old_ir_bento,
+    sqs_batch,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.lambda_zip]
 
@@ -385,34 +392,12 @@ def test_cli_builds_and_invokes(example_model, tmp_path, lambda_home, runtime_en
         assert wrong.returncode == 1 and f"was built for Python {PYTHON}" in wrong.stderr, wrong.stderr
 
 
-def _old_ir_bento(tmp_path: Path) -> Path:
-    """A model onnxruntime 1.16 can read (IR 8, opset 17): what Amazon Linux 2 runtimes can serve."""
-    import numpy as np
-    import onnx
-    from skl2onnx import to_onnx
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import load_config
-    from bento_compile.store import BentoStore
-
-    X, y = load_iris(return_X_y=True)
-    model = to_onnx(LogisticRegression(max_iter=1000).fit(X, y), X[:1].astype(np.float32),
-                    target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "tiny.onnx")
-    config, _ = load_config(None)
-    return build(BuildRequest(tmp_path / "tiny.onnx", config, None, name="tiny311"),
-                 BentoStore(tmp_path / "store")).path
-
-
 def test_python_3_11_zip_runs_on_onnxruntime_1_16_and_numpy_1(tmp_path, lambda_home):
     """The Amazon Linux 2 path: glibc 2.26 wheels (onnxruntime 1.16, numpy 1.x, which imports its
     submodules eagerly, so they must stay), run on a clean Python 3.11 under awslambdaric."""
     if find_interpreter("3.11") is None:
         pytest.skip("no Python 3.11 interpreter on this machine (pyenv install 3.11)")
-    bento = _old_ir_bento(tmp_path)
+    bento = old_ir_bento(tmp_path, "tiny311")
     built = build_lambda_zip(bento, "x86_64", "3.11", tmp_path / "dist", template=False, require_bytecode=True)
     versions = {w.name: w.version for w in built.wheels}
     assert versions["onnxruntime"].startswith("1.16.") and versions["numpy"].startswith("1.")
