@@ -19,10 +19,10 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 
 from ..errors import BentoCompileError
+from .atomic import replacing_folder
 from .images import BuiltImage, ImagePlan, split_tag
 from .oci_layout import OCI_ARCH, BaseImage, FileEntry
 
@@ -56,19 +56,12 @@ def write_context(plan: ImagePlan, context: Path, base_tag: str) -> Path:
     """Write the build context (`Dockerfile` + `layers/N/...`) to `context`, replacing it atomically."""
     context = Path(context)
     context.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".context-", dir=context.parent))
-    try:
+    with replacing_folder(context, ".context-") as work:
         for index, layer in enumerate(plan.layers):
             root = work / "layers" / str(index)
             for entry in layer.entries:
                 _place(entry, root)
         (work / "Dockerfile").write_text(dockerfile(plan, base_tag))
-        if context.exists():
-            shutil.rmtree(context)
-        work.replace(context)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return context
 
 

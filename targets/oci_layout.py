@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import BentoCompileError
+from .atomic import replacing_folder
 from .registry import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -448,8 +449,7 @@ def build_layout(base: BaseImage, layers: list[LayerSpec], config: ImageConfig, 
     """Write base + layers as an OCI image layout in `out` (replaced atomically), tagged `tag`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".oci-", dir=out.parent))
-    try:
+    with replacing_folder(out, ".oci-") as work:
         layout = Layout(work).create()
         for layer in base.layers:
             _link_or_copy(base.blob(layer["digest"]), layout.blob_path(layer["digest"]))
@@ -471,12 +471,6 @@ def build_layout(base: BaseImage, layers: list[LayerSpec], config: ImageConfig, 
         layout.write_index([{**manifest_descriptor,
                              "platform": {"architecture": OCI_ARCH[arch], "os": "linux"},
                              "annotations": {"org.opencontainers.image.ref.name": tag}}])
-        if out.exists():
-            shutil.rmtree(out)
-        work.replace(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return LayoutImage(out, tag, manifest_descriptor["digest"], config_descriptor["digest"], all_layers,
                        sum(d["size"] for d in all_layers))
 
@@ -514,8 +508,7 @@ def layout_from_rootfs_tar(rootfs_tar: Path, out: Path, arch: str, tag: str, epo
     The tar is gzipped as it is (no re-packing), so its digest depends only on its bytes.
     """
     out = Path(out)
-    work = Path(tempfile.mkdtemp(prefix=".oci-", dir=out.parent))
-    try:
+    with replacing_folder(out, ".oci-") as work:
         layout = Layout(work).create()
         fd, tmp_name = tempfile.mkstemp(dir=layout.blobs, prefix=".layer-")
         with os.fdopen(fd, "wb") as raw:
@@ -540,12 +533,6 @@ def layout_from_rootfs_tar(rootfs_tar: Path, out: Path, arch: str, tag: str, epo
                                                "config": config_descriptor, "layers": [descriptor]}, OCI_MANIFEST)
         layout.write_index([{**manifest_descriptor, "platform": {"architecture": OCI_ARCH[arch], "os": "linux"},
                              "annotations": {"org.opencontainers.image.ref.name": tag}}])
-        if out.exists():
-            shutil.rmtree(out)
-        work.replace(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return LayoutImage(out, tag, manifest_descriptor["digest"], config_descriptor["digest"], [descriptor],
                        descriptor["size"])
 
