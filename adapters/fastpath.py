@@ -27,9 +27,9 @@ import orjson
 
 from ..runtimes import tracing
 from ..runtimes.backends import thread_plan
-from ..runtimes.batching import Batcher, BatchPolicy, effective_settings
+from ..runtimes.batching import Batcher, BatchPolicy
 from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
-from ..runtimes.manifest import Manifest
+from ..runtimes.manifest import Manifest, effective_settings
 from ..runtimes.metrics import Metrics
 from ..runtimes.model import BentoModel, ModelHolder
 from ..runtimes.providers import device_in_use

@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import IntegrityError
-from .manifest import Manifest
+from .manifest import Manifest, effective_settings
 from .threads import ThreadPlan, plan_threads
 
 
@@ -33,7 +33,6 @@ def device_setting(manifest: Manifest) -> str:
 
 def thread_plan(manifest: Manifest) -> ThreadPlan:
     """Intra-op threads and inference workers for this Bento on this machine (see runtimes/threads.py)."""
-    from .batching import effective_settings
 
     batching = effective_settings(manifest.runtime.batching).mode != "off" and manifest.batchable
     return plan_threads(manifest.runtime.intra_op_threads, batching)

@@ -29,10 +29,8 @@ batch size from what is observed); the shape here is simpler and stricter:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,13 +41,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import Overloaded
+from .manifest import BATCHING_MODES as MODES
 from .manifest import BatchingSettings
 
 log = logging.getLogger("bento_compile.runtime")
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
-MODES = ("off", "fixed", "adaptive")
 
 
 class BatchObserver(Protocol):
@@ -93,17 +91,6 @@ class BatchPolicy:
         return cls(mode=settings.mode if batchable else "off", max_batch_size=settings.max_batch_size,
                    max_latency_s=settings.max_latency_ms / 1000.0, max_queue_rows=settings.max_queue_rows,
                    timeout_s=settings.timeout_ms / 1000.0)
-
-
-def effective_settings(settings: BatchingSettings) -> BatchingSettings:
-    """`runtime.batching` from the manifest, with env BENTO_COMPILE_BATCHING (off|fixed|adaptive) overriding
-    the mode: operators switch batching off (or on) per deployment without rebuilding the Bento."""
-    mode = os.environ.get("BENTO_COMPILE_BATCHING", "").strip()
-    if not mode:
-        return settings
-    if mode not in MODES:
-        raise ValueError(f"BENTO_COMPILE_BATCHING must be one of {', '.join(MODES)}, got {mode!r}")
-    return dataclasses.replace(settings, mode=mode)
 
 
 class LatencyModel:

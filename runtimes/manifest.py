@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ class TensorSpec:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
+BATCHING_MODES = ("off", "fixed", "adaptive")
+
+
 @dataclass(frozen=True)
 class BatchingSettings:
     """`runtime.batching` from bento.yaml: how concurrent requests are coalesced (runtimes/batching.py)."""
@@ -60,6 +64,17 @@ class BatchingSettings:
     def from_dict(cls, data: dict[str, Any] | None) -> BatchingSettings:
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def effective_settings(settings: BatchingSettings) -> BatchingSettings:
+    """`runtime.batching` from the manifest, with env BENTO_COMPILE_BATCHING (off|fixed|adaptive) overriding
+    the mode: operators switch batching off (or on) per deployment without rebuilding the Bento."""
+    mode = os.environ.get("BENTO_COMPILE_BATCHING", "").strip()
+    if not mode:
+        return settings
+    if mode not in BATCHING_MODES:
+        raise ValueError(f"BENTO_COMPILE_BATCHING must be one of {', '.join(BATCHING_MODES)}, got {mode!r}")
+    return replace(settings, mode=mode)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bento_compile.runtimes.batching import Batcher, BatchPolicy, LatencyModel, effective_settings
+from bento_compile.runtimes.batching import Batcher, BatchPolicy, LatencyModel
 from bento_compile.runtimes.errors import Overloaded
-from bento_compile.runtimes.manifest import BatchingSettings
+from bento_compile.runtimes.manifest import BatchingSettings, effective_settings
 
 
 class Recorder:

@@ -89,3 +89,15 @@ def test_failed_load_is_remembered(tmp_path):
     assert not holder.ready and isinstance(holder.error, IntegrityError)
     with pytest.raises(NotReady, match="failed to load"):
         holder.get()
+
+
+def test_loading_and_predicting_never_imports_the_batcher(built_example):
+    """A Lambda direct invoke loads and predicts; the micro-batcher (and asyncio) is cold-start weight it never uses."""
+    script = (
+        "import sys; from bento_compile.runtimes.model import BentoModel; "
+        f"m = BentoModel.load({str(built_example)!r}); m.predict({{'inputs': [[0.1] * 30]}}); "
+        "print('bento_compile.runtimes.batching' in sys.modules, 'asyncio' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
