@@ -22,8 +22,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+## lint: style (ruff), the layer and no-circle contracts (import-linter), types (mypy).
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 ## bench: cold start and latency of the Bento vs the same model served the naive way.
 bench: setup

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..runtimes.manifest import read_manifest
-from ..runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..runtimes.metrics import Metrics
-from ..runtimes.model import ModelHolder
-from .fastpath import JSON_HEADERS, PredictService, error_body
+from bento_compile.adapters.fastpath import JSON_HEADERS, PredictService, error_body
+from bento_compile.runtimes.manifest import read_manifest
+from bento_compile.runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bento_compile.runtimes.metrics import Metrics
+from bento_compile.runtimes.model import ModelHolder
 
 log = logging.getLogger("bento_compile.http")
 
@@ -51,7 +51,7 @@ class ServingApp:
     def _build(self) -> Any:
         with self._lock:
             if self._fastapi is None:
-                from .http_app import create_app
+                from bento_compile.adapters.http_app import create_app
 
                 self._fastapi = create_app(self.bento_dir, service=self.service)
                 # Everything allocated so far (modules, FastAPI's routes and schema, the session) lives

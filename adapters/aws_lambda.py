@@ -28,12 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..runtimes.errors import NotReady
-from ..runtimes.manifest import read_manifest
-from ..runtimes.model import LOAD_MODES, BentoModel, ModelHolder
-from .lambda_events import infer, lambda_settings
-from .lambda_metrics import emit_metrics, log_event
-from .lambda_sinks import Sink, sink_from_environment
+from bento_compile.adapters.lambda_events import infer, lambda_settings
+from bento_compile.adapters.lambda_metrics import emit_metrics, log_event
+from bento_compile.adapters.lambda_sinks import Sink, sink_from_environment
+from bento_compile.runtimes.errors import NotReady
+from bento_compile.runtimes.manifest import read_manifest
+from bento_compile.runtimes.model import LOAD_MODES, BentoModel, ModelHolder
 
 _IMPORT_STARTED = time.perf_counter()
 # One Lambda execution environment answers one event at a time: a micro-batcher could never
@@ -104,7 +104,7 @@ class LambdaRuntime:
             if self._http is None:
                 from mangum import Mangum
 
-                from .http_app import create_app
+                from bento_compile.adapters.http_app import create_app
 
                 app = create_app(self.bento_dir, "lazy", holder=self.holder)
                 self._http = Mangum(app, lifespan="off")

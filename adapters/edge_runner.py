@@ -89,14 +89,14 @@ def _default(value: Any) -> Any:
 
 
 def _load_model(bento: Path):
-    from ..runtimes.model import BentoModel
+    from bento_compile.runtimes.model import BentoModel
 
     return BentoModel.load(bento)
 
 
 def _answer(model: Any, text: str, limit: int) -> tuple[dict[str, Any], int, Any]:
     """One request (JSON text) to (answer, HTTP-like status, the parsed request or None)."""
-    from ..runtimes.errors import InputError, PayloadTooLarge
+    from bento_compile.runtimes.errors import InputError, PayloadTooLarge
 
     if len(text.encode("utf-8")) > limit:
         return {"error": f"request is over {limit} bytes (runtime.max_body_bytes): send fewer rows"}, 413, None
@@ -176,8 +176,8 @@ def cmd_check(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
         if _bundle_info(layout).get("http", False):
             import uvicorn  # noqa: F401  (the server must start too, not only the model)
 
-            from . import server  # noqa: F401
-            from .http_app import create_app
+            from bento_compile.adapters import server  # noqa: F401
+            from bento_compile.adapters.http_app import create_app
 
             create_app(layout.bento, load_mode="lazy")
     except Exception as exc:
@@ -195,7 +195,7 @@ def cmd_serve(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
     try:
         import uvicorn  # noqa: F401
 
-        from .server import run
+        from bento_compile.adapters.server import run
     except ImportError as exc:
         print(f"run serve: this bundle was built without the HTTP server ({exc.name} is missing); "
               "use `run predict` or `run lines`, or rebuild without --no-http", file=sys.stderr)

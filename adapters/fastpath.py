@@ -25,15 +25,15 @@ from typing import Any
 
 import orjson
 
-from ..runtimes import tracing
-from ..runtimes.backends import thread_plan
-from ..runtimes.batching import Batcher, BatchPolicy
-from ..runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
-from ..runtimes.manifest import Manifest, effective_settings
-from ..runtimes.metrics import Metrics
-from ..runtimes.model import BentoModel, ModelHolder
-from ..runtimes.providers import device_in_use
-from ..runtimes.tensors import decode_inputs, encode_outputs
+from bento_compile.runtimes import tracing
+from bento_compile.runtimes.backends import thread_plan
+from bento_compile.runtimes.batching import Batcher, BatchPolicy
+from bento_compile.runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
+from bento_compile.runtimes.manifest import Manifest, effective_settings
+from bento_compile.runtimes.metrics import Metrics
+from bento_compile.runtimes.model import BentoModel, ModelHolder
+from bento_compile.runtimes.providers import device_in_use
+from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
 
 log = logging.getLogger("bento_compile.http")
 

@@ -25,14 +25,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..runtimes.manifest import read_manifest
-from ..runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ..runtimes.metrics import Metrics
-from ..runtimes.model import ModelHolder
-from ..runtimes.providers import device_in_use
-from .fastpath import PredictService
-from .openapi import predict_openapi_extra
+from bento_compile import __version__
+from bento_compile.adapters.fastpath import PredictService
+from bento_compile.adapters.openapi import predict_openapi_extra
+from bento_compile.runtimes.manifest import read_manifest
+from bento_compile.runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bento_compile.runtimes.metrics import Metrics
+from bento_compile.runtimes.model import ModelHolder
+from bento_compile.runtimes.providers import device_in_use
 
 log = logging.getLogger("bento_compile.http")
 

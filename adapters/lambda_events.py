@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import orjson
 
-from ..runtimes.errors import InputError, PayloadTooLarge
-from ..runtimes.manifest import Manifest
-from ..runtimes.tensors import decode_inputs, encode_outputs, split_rows
-from .lambda_metrics import log_event
+from bento_compile.adapters.lambda_metrics import log_event
+from bento_compile.runtimes.errors import InputError, PayloadTooLarge
+from bento_compile.runtimes.manifest import Manifest
+from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, split_rows
 
 if TYPE_CHECKING:
-    from .aws_lambda import LambdaRuntime
+    from bento_compile.adapters.aws_lambda import LambdaRuntime
 
 Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics, EMF properties)
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .lambda_metrics import log_event
+from bento_compile.adapters.lambda_metrics import log_event
 
 SQS_MAX_MESSAGE_BYTES = 256 * 1024
 _SQS_ENTRY_ID = re.compile(r"[^A-Za-z0-9_-]")

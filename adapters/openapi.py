@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..runtimes.manifest import Manifest, TensorSpec
+from bento_compile.runtimes.manifest import Manifest, TensorSpec
 
 _JSON_TYPES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean"}
 

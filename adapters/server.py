@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from .asgi import create_server_app
+from bento_compile.adapters.asgi import create_server_app
 
 
 def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: str = "background",

@@ -1,7 +1,7 @@
 """Container image benchmark: size, build time, layer reuse, and container cold start.
 
 For the README's example Bento on the tests' bookworm + python3 base (mmdebstrap,
-cached; see tests/container_infra.py), in ONE run:
+cached; see tests/support/container_infra.py), in ONE run:
   - image size (compressed layers) and the size of each of our layers;
   - daemonless build time: first build (wheels cached) and a rebuild for a new model
     version, and which layers the new version reuses;
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import container_infra as infra  # noqa: E402
+from tests.support import container_infra as infra  # noqa: E402
 
 
 def build_bento(work: Path) -> Path:
@@ -38,8 +38,8 @@ def build_bento(work: Path) -> Path:
     import train
 
     from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import load_config
-    from bento_compile.store import BentoStore
+    from bento_compile.core.config import load_config
+    from bento_compile.core.store import BentoStore
 
     train.main(work)
     (work / "bento.yaml").write_text((REPO / "examples/breast_cancer/bento.yaml").read_text())

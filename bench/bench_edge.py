@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests import edge_support as es  # noqa: E402  (the tiny model and its bundles)
+from tests.support import edge_support as es  # noqa: E402  (the tiny model and its bundles)
 
 ROW = {"inputs": [[5.1, 3.5, 1.4, 0.2]]}
 
@@ -157,8 +157,8 @@ def wait(port: int, timeout: float = 300) -> None:
 
 
 def arm64(n: int, rows: list[tuple[str, str, str]]) -> None:
-    from bento_compile.flash import flash
-    from tests import edge_rootfs
+    from bento_compile.tools.flash import flash
+    from tests.support import edge_rootfs
 
     bundle = es.bundle("arm64", "3.11")
     with edge_rootfs.arm64_chroot() as ch:

@@ -121,9 +121,9 @@ def main() -> None:
     cold_runs, requests, inproc = (2, 200, 500) if args.quick else (5, 2000, 5000)
 
     from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import BentoConfig
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
     from bento_compile.runtimes.model import BentoModel
-    from bento_compile.store import BentoStore
 
     X, y = load_breast_cancer(return_X_y=True)
     models = {

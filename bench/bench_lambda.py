@@ -53,8 +53,8 @@ def build_bento(work: Path) -> Path:
     import train  # the README's example pipeline
 
     from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import load_config
-    from bento_compile.store import BentoStore
+    from bento_compile.core.config import load_config
+    from bento_compile.core.store import BentoStore
 
     model_dir = work / "example"
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def unpack(zip_path: Path, folder: Path) -> Path:
 
 
 def cold_start(runtime, task: Path, handler: str, event: dict, runs: int) -> list[float]:
-    from bento_compile.targets.lambda_rapi import RuntimeAPI, start_ric
+    from bento_compile.tools.lambda_rapi import RuntimeAPI, start_ric
 
     times = []
     for _ in range(runs):
@@ -121,7 +121,7 @@ def cold_start(runtime, task: Path, handler: str, event: dict, runs: int) -> lis
 
 
 def warm_latency(runtime, task: Path, handler: str, event: dict, count: int) -> list[float]:
-    from bento_compile.targets.lambda_rapi import RuntimeAPI, start_ric
+    from bento_compile.tools.lambda_rapi import RuntimeAPI, start_ric
 
     with RuntimeAPI() as api:
         proc = start_ric(runtime.python, handler, task, api, ric_path=runtime.provided,
@@ -154,8 +154,8 @@ def main() -> None:
     import onnxruntime
     import sklearn
 
-    from bento_compile.targets.lambda_invoke import local_runtime
     from bento_compile.targets.lambda_zip import build_lambda_zip
+    from bento_compile.tools.invoke import local_runtime
 
     bento = build_bento(WORK)
     example = json.loads((bento / "manifest.json").read_text())["example"]

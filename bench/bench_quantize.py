@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from bento_compile.compiler import passes
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.quantize import onnx_runner, onnx_variants
-from bento_compile.config import QuantizeConfig
+from bento_compile.core.config import QuantizeConfig
 
 
 def time_ms(run, feeds, seconds: float) -> float:
@@ -140,7 +140,7 @@ def keras_rows(seconds: float) -> None:
     import subprocess
 
     from bento_compile.compiler import tf_frontend
-    from bento_compile.errors import BentoCompileError
+    from bento_compile.core.errors import BentoCompileError
 
     try:
         python = tf_frontend.tf_python()

@@ -126,8 +126,8 @@ def train_models() -> dict[str, Path]:
 
 def build_bentos(models: dict[str, Path]) -> dict[str, Path]:
     from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import BentoConfig
-    from bento_compile.store import BentoStore
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
 
     store = BentoStore(WORK / "store")
     bentos = {}

@@ -71,7 +71,7 @@ def padded_onnx(folder: Path, megabytes: int) -> Path:
 def build(store, model: Path, name: str, config_dir: Path | None = None):
     from bento_compile.compiler.build import BuildRequest
     from bento_compile.compiler.build import build as run_build
-    from bento_compile.config import load_config
+    from bento_compile.core.config import load_config
 
     config, cdir = load_config(config_dir / "bento.yaml" if config_dir else None)
     return run_build(BuildRequest(None if config_dir else model, config, cdir, name=name, tolerance=1e-2),
@@ -95,8 +95,8 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "examples" / "breast_cancer"))
     import train
 
-    from bento_compile.signing import generate_keypair, load_private_key, sign_bento
-    from bento_compile.store import BentoStore
+    from bento_compile.core.signing import generate_keypair, load_private_key, sign_bento
+    from bento_compile.core.store import BentoStore
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

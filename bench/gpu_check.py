@@ -37,8 +37,8 @@ def prepare() -> None:
     from sklearn.preprocessing import StandardScaler
 
     from bento_compile.compiler.build import BuildRequest, build
-    from bento_compile.config import BentoConfig
-    from bento_compile.store import BentoStore
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
 
     GPU_WORK.mkdir(parents=True, exist_ok=True)
     X, y = load_breast_cancer(return_X_y=True)

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .. import __version__
-from ..config import BentoConfig
-from ..errors import BentoCompileError
-from ..runtimes.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
-from ..store import BentoStore, write_json_atomic
-from . import parity, passes
-from .frontends import load_source
-from .samples import example_payload, load_sample, synthesize
-from .signature import has_free_batch_axis, model_signature
+from bento_compile import __version__
+from bento_compile.compiler import parity, passes
+from bento_compile.compiler.frontends import load_source
+from bento_compile.compiler.samples import example_payload, load_sample, synthesize
+from bento_compile.compiler.signature import has_free_batch_axis, model_signature
+from bento_compile.core.config import BentoConfig
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.store import BentoStore, write_json_atomic
+from bento_compile.runtimes.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
 
 MODEL_FILE = "model.onnx"
 Progress = Callable[[str], None]
@@ -90,7 +90,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     source = load_source(model_path, override, _resolve(request.sample_path, config.sample, request.config_dir,
                                                         "sample"))
     if getattr(source, "artifact_format", "onnx") != "onnx":  # .tflite / .ort inputs, Keras → TFLite
-        from .edge_build import build_edge
+        from bento_compile.compiler.formats_build import build_edge
 
         return build_edge(request, config, source, name, store, progress)
     progress(f"Checking and optimizing the ONNX graph ({source.description})")
@@ -114,14 +114,14 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
 
     shipped, quantization = optimized, None
     if config.quantize.method != "none":
-        from .quantize import quantize_onnx
+        from bento_compile.compiler.quantize import quantize_onnx
 
         calibration = _resolve(None, config.quantize.calibration, request.config_dir, "calibration")
         shipped, quantization, report = quantize_onnx(config, source, optimized, feeds, outputs, inputs,
                                                       calibration, report, sample_source, progress)
     files = {MODEL_FILE: shipped}
     if config.format == "ort":
-        from .edge_formats import to_ort_checked
+        from bento_compile.compiler.model_formats import to_ort_checked
 
         progress("Converting to the ONNX Runtime format (.ort) with its operator config")
         files = to_ort_checked(shipped, feeds, outputs)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import TensorSpec, sha256_file
-from .signature import model_signature
+from bento_compile.compiler.signature import model_signature
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
 Feeds = dict[str, np.ndarray]
 Reference = Callable[[Feeds, list[str]], dict[str, np.ndarray]]
@@ -48,7 +48,7 @@ def load_source(path: Path, input_override: list[TensorSpec] | None, sample_path
     """
     path = Path(path)
     if path.is_dir() and (path / "saved_model.pb").is_file():
-        from .tf_frontend import load_keras
+        from bento_compile.compiler.tf_frontend import load_keras
 
         return load_keras(path, input_override)
     if not path.is_file():
@@ -56,7 +56,7 @@ def load_source(path: Path, input_override: list[TensorSpec] | None, sample_path
                                 "bento.yaml are relative to the bento.yaml's folder).")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        from .sklearn_frontend import load_sklearn
+        from bento_compile.compiler.sklearn_frontend import load_sklearn
 
         return load_sklearn(path, input_override)
     if suffix in ONNX_SUFFIXES:
@@ -77,23 +77,23 @@ def _other_frontends(path: Path, suffix: str, input_override: list[TensorSpec] |
                      sample_path: Path | None = None) -> Any:
     """The optional frontends (issue 6): each imports its heavy package only when its file type is given."""
     if suffix in (".pt", ".pth"):
-        from .torch_frontend import load_torch
+        from bento_compile.compiler.torch_frontend import load_torch
 
         return load_torch(path, input_override, sample_path)
     if suffix in (".keras", ".h5"):
-        from .tf_frontend import load_keras
+        from bento_compile.compiler.tf_frontend import load_keras
 
         return load_keras(path, input_override)
     if suffix == ".tflite":
-        from .edge_build import load_tflite
+        from bento_compile.compiler.formats_build import load_tflite
 
         return load_tflite(path, input_override)
     if suffix == ".ort":
-        from .edge_build import load_ort
+        from bento_compile.compiler.formats_build import load_ort
 
         return load_ort(path, input_override)
     if suffix in (".txt", ".lgb", ".json", ".ubj", ".xgb"):
-        from .gbm_frontend import is_booster_file, load_booster
+        from bento_compile.compiler.gbm_frontend import is_booster_file, load_booster
 
         if is_booster_file(path):
             return load_booster(path, input_override)

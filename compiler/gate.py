@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import QuantizeGate
-from ..errors import BentoCompileError
-from .parity import _as_labels
+from bento_compile.compiler.parity import _as_labels
+from bento_compile.core.config import QuantizeGate
+from bento_compile.core.errors import BentoCompileError
 
 
 def is_label(values: np.ndarray) -> bool:

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import TensorSpec, sha256_file
-from .frontends import Feeds, Source
+from bento_compile.compiler.frontends import Feeds, Source
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
 LIGHTGBM_SUFFIXES = (".txt", ".lgb")
 XGBOOST_SUFFIXES = (".json", ".ubj", ".xgb")

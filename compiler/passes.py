@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from ..errors import BentoCompileError
+from bento_compile.core.errors import BentoCompileError
 
 # The newest default-domain opset the oldest supported onnxruntime (1.20) runs.
 MAX_DEFAULT_OPSET = 22

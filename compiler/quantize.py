@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ..config import QuantizeConfig
-from ..errors import BentoCompileError
-from . import gate as gates
+from bento_compile.compiler import gate as gates
+from bento_compile.core.config import QuantizeConfig
+from bento_compile.core.errors import BentoCompileError
 
 Feeds = dict[str, np.ndarray]
 Runner = Callable[[Feeds], dict[str, np.ndarray]]
@@ -387,8 +387,8 @@ def quantize_onnx(config, source, fp32: bytes, feeds: Feeds, outputs, inputs, ca
     The returned parity report is the shipped variant's gate report against the
     original on ALL sample rows (the strict fp32 report stays in the table).
     """
-    from .samples import load_sample
-    from .signature import has_free_batch_axis
+    from bento_compile.compiler.samples import load_sample
+    from bento_compile.compiler.signature import has_free_batch_axis
 
     qconfig: QuantizeConfig = config.quantize
     calibration = load_sample(calibration_path, inputs) if calibration_path is not None else None

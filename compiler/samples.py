@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import TensorSpec
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import TensorSpec
 
 SYNTHETIC_ROWS = 64
 EXAMPLE_ROWS = 2

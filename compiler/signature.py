@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from ..runtimes.manifest import TensorSpec
+from bento_compile.runtimes.manifest import TensorSpec
 
 _ELEM_TYPES = {
     onnx.TensorProto.FLOAT: "float32",

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import TensorSpec, sha256_file
-from .frontends import Feeds, Source, describe
+from bento_compile.compiler.frontends import Feeds, Source, describe
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
 SUPPORTED_FAMILIES = (
     "linear models (LogisticRegression, LinearRegression, Ridge, SGD*), trees and forests, "
@@ -36,7 +36,7 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
     import skl2onnx
     import sklearn
 
-    from .gbm_frontend import versions_for
+    from bento_compile.compiler.gbm_frontend import versions_for
 
     return Source(
         kind="sklearn",
@@ -111,7 +111,7 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
     from skl2onnx.common.exceptions import MissingConverter, MissingShapeCalculator
     from sklearn.base import is_classifier
 
-    from .gbm_frontend import EXTRA_HINT, missing_extra, register_converters, target_opset_for
+    from bento_compile.compiler.gbm_frontend import EXTRA_HINT, missing_extra, register_converters, target_opset_for
 
     register_converters()  # LightGBM / XGBoost scikit-learn API steps, through onnxmltools
     options = {"zipmap": False} if is_classifier(estimator) else None

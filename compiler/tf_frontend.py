@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import TensorSpec, sha256_file
-from .edge_build import EdgeSource, _check_override, tflite_runner
-from .quantize import Variant
+from bento_compile.compiler.formats_build import EdgeSource, _check_override, tflite_runner
+from bento_compile.compiler.quantize import Variant
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
 KERAS_SUFFIXES = (".keras", ".h5")
 TF_VERSION = "2.21.0"
@@ -104,7 +104,7 @@ def load_keras(path: Path, input_override: list[TensorSpec] | None) -> EdgeSourc
                 "variants": ["fp32"]}, root)
     signature = json.loads((root / "signature.json").read_text())
     data = (root / "fp32.tflite").read_bytes()
-    from ..runtimes.tflite_backend import TFLiteBackend
+    from bento_compile.runtimes.tflite_backend import TFLiteBackend
 
     backend = TFLiteBackend(model_content=data)
     ins, outs = backend.specs()

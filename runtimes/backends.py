@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import IntegrityError
-from .manifest import Manifest, effective_settings
-from .threads import ThreadPlan, plan_threads
+from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.runtimes.manifest import Manifest, effective_settings
+from bento_compile.runtimes.threads import ThreadPlan, plan_threads
 
 
 class Backend(Protocol):
@@ -42,11 +42,11 @@ def open_backend(bento_dir: Path, manifest: Manifest) -> Backend:
     model_format = manifest.raw.get("model", {}).get("format", "onnx")
     path = Path(bento_dir) / manifest.model_file
     if model_format in ("onnx", "ort"):
-        from .onnx_backend import OnnxBackend
+        from bento_compile.runtimes.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, thread_plan(manifest).intra_op_threads, device=device_setting(manifest))
     if model_format == "tflite":
-        from .tflite_backend import TFLiteBackend
+        from bento_compile.runtimes.tflite_backend import TFLiteBackend
 
         return TFLiteBackend(path, thread_plan(manifest).intra_op_threads)
     raise IntegrityError(f"model format '{model_format}' is not served by this runtime version")

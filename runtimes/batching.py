@@ -40,9 +40,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import Overloaded
-from .manifest import BATCHING_MODES as MODES
-from .manifest import BatchingSettings
+from bento_compile.runtimes.errors import Overloaded
+from bento_compile.runtimes.manifest import BATCHING_MODES as MODES
+from bento_compile.runtimes.manifest import BatchingSettings
 
 log = logging.getLogger("bento_compile.runtime")
 

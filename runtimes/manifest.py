@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError
+from bento_compile.runtimes.errors import IntegrityError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1

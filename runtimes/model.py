@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, open_backend
-from .errors import NotReady
-from .manifest import Manifest, read_manifest, verify_files
-from .tensors import decode_inputs, encode_outputs
-from .trust import enforce_trust
+from bento_compile.runtimes.backends import Backend, open_backend
+from bento_compile.runtimes.errors import NotReady
+from bento_compile.runtimes.manifest import Manifest, read_manifest, verify_files
+from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
+from bento_compile.runtimes.trust import enforce_trust
 
 log = logging.getLogger("bento_compile.runtime")
 

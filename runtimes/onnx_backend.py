@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .providers import device_in_use, requested_providers
+from bento_compile.runtimes.providers import device_in_use, requested_providers
 
 log = logging.getLogger("bento_compile.runtime")
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, PayloadTooLarge
-from .manifest import RuntimeSettings, TensorSpec
+from bento_compile.runtimes.errors import InputError, PayloadTooLarge
+from bento_compile.runtimes.manifest import RuntimeSettings, TensorSpec
 
 _FLOAT_KINDS = "f"
 _INT_KINDS = "iu"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IntegrityError
+from bento_compile.runtimes.errors import IntegrityError
 
 
 def interpreter_class() -> tuple[Any, str, str]:

@@ -29,8 +29,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError
-from .manifest import MANIFEST_NAME, Manifest
+from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest
 
 SIGNATURE_NAME = "signature.json"
 PUBLIC_KEY_ENV = "BENTO_COMPILE_PUBLIC_KEY"

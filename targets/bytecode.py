@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BentoCompileError
+from bento_compile.core.errors import BentoCompileError
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import CloudRunTarget
-from ..errors import BentoCompileError
-from ..runtimes.manifest import Manifest
-from .images import HTTP_PORT
-from .knative import ServiceManifests, build_service, canary, container_env, labels, service_name
+from bento_compile.core.config import CloudRunTarget
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import Manifest
+from bento_compile.targets.images import HTTP_PORT
+from bento_compile.targets.knative import ServiceManifests, build_service, canary, container_env, labels, service_name
 
 
 def cloudrun_service(manifest: Manifest, image: str, settings: CloudRunTarget) -> tuple[dict[str, Any], str]:

@@ -21,10 +21,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from ..errors import BentoCompileError
-from .atomic import replacing_folder
-from .images import BuiltImage, ImagePlan, split_tag
-from .oci_layout import OCI_ARCH, BaseImage, FileEntry
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import replacing_folder
+from bento_compile.targets.images import BuiltImage, ImagePlan, split_tag
+from bento_compile.targets.oci_layout import OCI_ARCH, BaseImage, FileEntry
 
 
 def _quote(value: str) -> str:

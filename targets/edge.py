@@ -35,14 +35,14 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .. import __version__
-from ..errors import BentoCompileError
-from ..runtimes.errors import IntegrityError
-from ..runtimes.manifest import read_manifest, verify_files
-from ..sbom import sbom_json
-from .bundle_tar import Entry, write_tar_gz
-from .runtime_files import runtime_package_files
-from .wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
+from bento_compile import __version__
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.sbom import sbom_json
+from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.runtimes.manifest import read_manifest, verify_files
+from bento_compile.targets.bundle_tar import Entry, write_tar_gz
+from bento_compile.targets.runtime_files import runtime_package_files
+from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
 
 FORMATS = ("onnx", "ort", "tflite")
 TFLITE_RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")

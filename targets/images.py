@@ -34,12 +34,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import Manifest, read_manifest
-from ..sbom import sbom_json
-from .oci_layout import BaseImage, FileEntry, ImageConfig, LayerSpec, is_layout_reference, load_base
-from .runtime_files import runtime_package_files
-from .wheels import TargetPlatform, Wheel, resolve_wheels
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.sbom import sbom_json
+from bento_compile.runtimes.manifest import Manifest, read_manifest
+from bento_compile.targets.oci_layout import (
+    BaseImage,
+    FileEntry,
+    ImageConfig,
+    LayerSpec,
+    is_layout_reference,
+    load_base,
+)
+from bento_compile.targets.runtime_files import runtime_package_files
+from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels
 
 APP_ROOT = "/opt/bento-compile"
 SITE_PACKAGES = f"{APP_ROOT}/site-packages"
@@ -182,7 +189,7 @@ def with_bytecode(tree: Path, key: str, install_prefix: str, python: str, cache:
     these every cold start compiles every module again. `unchecked-hash` pycs
     (targets.bytecode) depend only on the source, and are never re-validated.
     """
-    from .bytecode import compile_tree, find_interpreter
+    from bento_compile.targets.bytecode import compile_tree, find_interpreter
 
     interpreter = find_interpreter(python)
     if interpreter is None:
@@ -267,7 +274,7 @@ def runtime_layer(python: str | None = None) -> LayerSpec:
 
 def bento_layer(bento_dir: Path, manifest: Manifest, dest: str = BENTO_DIR) -> LayerSpec:
     """The WHOLE Bento folder (signatures and later files travel too), hashes checked first."""
-    from ..runtimes.manifest import verify_files
+    from bento_compile.runtimes.manifest import verify_files
 
     try:
         verify_files(bento_dir, manifest)
@@ -292,7 +299,7 @@ def bento_epoch(manifest: Manifest) -> int:
 
 def openapi_schema(bento_dir: Path) -> dict:
     """The OpenAPI document the running image serves (the app is built without loading the model)."""
-    from ..adapters.http_app import create_app
+    from bento_compile.adapters.http_app import create_app
 
     return create_app(bento_dir, load_mode="lazy").openapi()
 
@@ -420,9 +427,9 @@ def choose_builder(name: str) -> ImageBuilder:
     if name == "auto":
         name = "docker" if engine_reachable() else "oci"
     if name == "docker":
-        from .docker_builder import DockerBuilder
+        from bento_compile.targets.docker_builder import DockerBuilder
 
         return DockerBuilder()
-    from .oci_builder import OciBuilder
+    from bento_compile.targets.oci_builder import OciBuilder
 
     return OciBuilder()

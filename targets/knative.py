@@ -23,10 +23,10 @@ from typing import Any
 
 import yaml
 
-from ..config import KnativeTarget, ServiceTarget
-from ..errors import BentoCompileError
-from ..runtimes.manifest import Manifest
-from .images import HTTP_PORT
+from bento_compile.core.config import KnativeTarget, ServiceTarget
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.manifest import Manifest
+from bento_compile.targets.images import HTTP_PORT
 
 API_VERSION = "serving.knative.dev/v1"
 MANAGED_BY = "bento-compile"

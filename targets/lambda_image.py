@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtimes.manifest import read_manifest
-from .images import ImagePlan, plan_image
+from bento_compile.runtimes.manifest import read_manifest
+from bento_compile.targets.images import ImagePlan, plan_image
 
 DEFAULT_BASE = "public.ecr.aws/lambda/python:3.12"
 HANDLER = "bento_compile.adapters.aws_lambda.handler"
@@ -26,7 +26,7 @@ HANDLER = "bento_compile.adapters.aws_lambda.handler"
 def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[str]:
     """The Lambda target's own list (`targets.lambda_zip.lambda_requirements`, so zip and image stay in
     step) plus awslambdaric, which an image on a non-AWS base must bring itself."""
-    from .lambda_zip import lambda_requirements
+    from bento_compile.targets.lambda_zip import lambda_requirements
 
     manifest = read_manifest(bento_dir)
     model_format = manifest.raw.get("model", {}).get("format", "onnx")
@@ -36,7 +36,7 @@ def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[s
 
 def plan_lambda_image(bento_dir: Path, base_reference: str = DEFAULT_BASE, arch: str = "x86_64",
                       python: str | None = None, load_mode: str = "eager") -> ImagePlan:
-    from .images import open_base, resolve_python
+    from bento_compile.targets.images import open_base, resolve_python
 
     python = resolve_python(open_base(base_reference, arch), base_reference, python)
     requirements = lambda_image_requirements(bento_dir, arch, python)

@@ -33,16 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BentoCompileError
-from ..runtimes.manifest import Manifest, read_manifest
-from ..sbom import write_sbom
-from .bytecode import Interpreter, compile_tree, find_interpreter
-from .reproducible_zip import tree_files, write_zip
-from .runtime_files import runtime_package_files
-from .size_budget import MIB, check_budget, contributors_in_tree, contributors_in_zip
-from .slim import Removal, onnx_serving_rules, slim
-from .wheel_install import unpack_wheels
-from .wheels import TargetPlatform, Wheel, resolve_wheels
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.sbom import write_sbom
+from bento_compile.runtimes.manifest import Manifest, read_manifest
+from bento_compile.targets.bytecode import Interpreter, compile_tree, find_interpreter
+from bento_compile.targets.reproducible_zip import tree_files, write_zip
+from bento_compile.targets.runtime_files import runtime_package_files
+from bento_compile.targets.size_budget import MIB, check_budget, contributors_in_tree, contributors_in_zip
+from bento_compile.targets.slim import Removal, onnx_serving_rules, slim
+from bento_compile.targets.wheel_install import unpack_wheels
+from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels
 
 HANDLER = "bento_compile.adapters.aws_lambda.handler"
 ZIPPED_LIMIT = 50 * MIB  # direct upload (52,428,800 bytes)
@@ -179,7 +179,7 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
             raise
     template_path = None
     if template:
-        from .sam import write_sam_template
+        from bento_compile.targets.sam import write_sam_template
 
         template_path = write_sam_template(manifest, zip_path, out_dir / "template.yaml", arch, python, settings)
     return LambdaZip(zip_path, template_path, _sha256(zip_path), zipped, unzipped, len(entries), platform,

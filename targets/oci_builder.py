@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .images import BuiltImage, ImagePlan, cache_root, split_tag
-from .oci_layout import build_layout, push_layout
+from bento_compile.targets.images import BuiltImage, ImagePlan, cache_root, split_tag
+from bento_compile.targets.oci_layout import build_layout, push_layout
 
 
 class OciBuilder:

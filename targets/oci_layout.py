@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import BentoCompileError
-from .atomic import replacing_folder
-from .registry import (
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import replacing_folder
+from bento_compile.targets.registry import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,

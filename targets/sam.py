@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..runtimes.manifest import Manifest
+from bento_compile.runtimes.manifest import Manifest
 
 HANDLER = "bento_compile.adapters.aws_lambda.handler"
 LOGICAL_ID = "BentoFunction"
@@ -34,7 +34,7 @@ def _sink_policy(sink: str) -> list[dict[str, Any]]:
 def sam_template(manifest: Manifest, code_uri: str, arch: str, python: str,
                  settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """The template as a dict; `settings` is `targets.lambda` (validated by config.LambdaTarget)."""
-    from ..config import LambdaTarget
+    from bento_compile.core.config import LambdaTarget
 
     config = LambdaTarget.model_validate({**(settings or {}), "arch": arch, "python": python})
     environment = {"BENTO_COMPILE_LOAD": config.load, **config.environment}

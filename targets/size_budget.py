@@ -10,7 +10,7 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
-from ..errors import BentoCompileError
+from bento_compile.core.errors import BentoCompileError
 
 MIB = 1024 * 1024
 

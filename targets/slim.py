@@ -1,6 +1,6 @@
 """Slimming an unpacked set of wheels for a serving artifact, safely.
 
-Every rule here was proven by running the built artifact (tests/test_lambda_zip.py
+Every rule here was proven by running the built artifact (tests/targets/test_lambda_zip.py
 drives every Lambda event through the slimmed zip with a clean interpreter):
 
 - whole distributions the runtime never imports (UNNEEDED_DISTRIBUTIONS, each

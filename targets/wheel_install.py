@@ -13,8 +13,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from ..errors import BentoCompileError
-from .wheels import Wheel
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.targets.wheels import Wheel
 
 
 def _destination(name: str) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
-from ..errors import BentoCompileError
+from bento_compile.core.errors import BentoCompileError
 
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64", "armv7": "armv7l"}
 PYTHONS = ("3.10", "3.11", "3.12", "3.13")

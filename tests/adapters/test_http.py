@@ -1,0 +1,184 @@
+"""The HTTP contract, through the real app (TestClient) and through a real `bento-compile serve`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from bento_compile.adapters.http_app import create_app
+from tests.support.helpers import free_port, run_cli, wait_http
+
+
+@pytest.fixture(scope="module")
+def client(built_example):
+    with TestClient(create_app(built_example, load_mode="eager")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def rows(example_model):
+    sample = np.load(example_model / "sample.npy")
+    return [[None if np.isnan(v) else float(v) for v in row] for row in sample]
+
+
+def test_predict_rows_gives_label_and_probabilities(client, rows, example_model):
+    import joblib
+
+    response = client.post("/predict", json={"inputs": rows[:5]})
+    assert response.status_code == 200
+    outputs = response.json()["outputs"]
+    assert set(outputs) == {"label", "probabilities"}
+    model = joblib.load(example_model / "model.joblib")
+    X = np.array([[np.nan if v is None else v for v in r] for r in rows[:5]], dtype=np.float32).astype(float)
+    assert outputs["label"] == model.predict(X).tolist()
+    np.testing.assert_allclose(outputs["probabilities"], model.predict_proba(X), atol=1e-4)
+
+
+def test_named_inputs_form(client, rows):
+    named = client.post("/predict", json={"inputs": {"input": rows[:2]}}).json()
+    plain = client.post("/predict", json={"inputs": rows[:2]}).json()
+    assert named == plain
+
+
+def test_null_is_a_missing_value(client, rows):
+    row = list(rows[0])
+    row[3] = None
+    response = client.post("/predict", json={"inputs": [row]})
+    assert response.status_code == 200
+    assert len(response.json()["outputs"]["label"]) == 1
+
+
+@pytest.mark.parametrize("body, status, fragment", [
+    ({"inputs": [[1.0, 2.0]]}, 422, "30 features, got 2"),
+    ({"inputs": [[1.0] * 30, [1.0] * 29]}, 422, "inputs.input[1] has 29 values"),
+    ({"inputs": [[1.0] * 29 + ["x"]]}, 422, "inputs.input[0][29] is the string 'x'"),
+    ({"inputs": [[1.0] * 29 + [{"a": 1}]]}, 422, "is an object"),
+    ({"inputs": [1.0] * 30}, 422, "1 dimension(s) but the model expects 2"),
+    ({"inputs": {"wrong": [[1.0] * 30]}}, 422, "unknown input 'wrong'"),
+    ({"inputs": {}}, 422, "missing input 'input'"),
+    ({"rows": [[1.0] * 30]}, 422, '"inputs" field'),
+    ({"inputs": "hello"}, 422, "must be a list"),
+    ({"inputs": []}, 422, None),
+    ([1, 2], 422, '"inputs" field'),
+])
+def test_bad_inputs_are_422_with_a_reason(client, body, status, fragment):
+    response = client.post("/predict", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert "Traceback" not in error
+    if fragment:
+        assert fragment in error
+
+
+def test_invalid_json_is_422(client):
+    response = client.post("/predict", content=b'{"inputs": [[1, 2,', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and "not valid JSON" in response.json()["error"]
+    nan_literal = client.post("/predict", content=b'{"inputs": [[NaN]]}')
+    assert nan_literal.status_code == 422
+
+
+def test_body_over_the_limit_is_413(client):
+    huge = b'{"inputs": [' + b",".join([b"[" + b",".join([b"1.0"] * 30) + b"]"] * 9000) + b"]}"
+    assert len(huge) > 1024 * 1024
+    response = client.post("/predict", content=huge)
+    assert response.status_code == 413 and "max_body_bytes" in response.json()["error"]
+
+
+def test_too_many_rows_is_413(client):
+    response = client.post("/predict", json={"inputs": [[0.5] * 30] * 513})
+    assert response.status_code == 413 and "max_batch_rows" in response.json()["error"]
+
+
+def test_unknown_route_and_method(client):
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert client.get("/predict").status_code == 405
+
+
+def test_health_ready_metadata(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    meta = client.get("/metadata").json()
+    assert meta["tag"].startswith("cancer:")
+    assert meta["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 30]}]
+    assert {o["name"] for o in meta["outputs"]} == {"label", "probabilities"}
+    assert meta["providers"] == ["CPUExecutionProvider"]
+    assert {"onnxruntime", "skl2onnx", "bento_compile"} <= set(meta["versions"])
+
+
+def test_openapi_documents_the_real_signature(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    rows_schema = body["properties"]["inputs"]["oneOf"][0]
+    assert rows_schema["items"]["minItems"] == rows_schema["items"]["maxItems"] == 30
+    assert len(body["example"]["inputs"]) == 2 and len(body["example"]["inputs"][0]) == 30
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert {"200", "413", "422", "503"} <= set(responses)
+    assert set(responses["200"]["content"]["application/json"]["schema"]["properties"]["outputs"]["properties"]) \
+        == {"label", "probabilities"}
+    assert client.get("/docs").status_code == 200
+
+
+def test_missing_values_refused_when_configured(built_example, tmp_path, rows):
+    """runtime.allow_missing: false turns a null into a 422 that names its position."""
+    bento = tmp_path / "bento"
+    shutil.copytree(built_example, bento)
+    manifest = json.loads((bento / "manifest.json").read_text())
+    manifest["runtime"]["allow_missing"] = False
+    (bento / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(bento, load_mode="eager")) as strict:
+        row = list(rows[2])
+        row[4] = None
+        response = strict.post("/predict", json={"inputs": [rows[1], row]})
+        assert response.status_code == 422
+        assert "inputs.input[1][4] is null" in response.json()["error"]
+        assert strict.post("/predict", json={"inputs": [rows[1]]}).status_code == 200
+
+
+def test_readyz_is_503_until_loaded_and_when_load_fails(built_example, tmp_path):
+    bento = tmp_path / "bento"
+    shutil.copytree(built_example, bento)
+    with TestClient(create_app(bento, load_mode="lazy")) as lazy:
+        assert lazy.get("/readyz").status_code == 503
+        assert lazy.get("/healthz").status_code == 200
+        assert lazy.get("/metadata").json()["providers"] is None
+    model = bento / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with TestClient(create_app(bento, load_mode="eager")) as broken:
+        ready = broken.get("/readyz")
+        assert ready.status_code == 503 and "model.onnx has sha256" in ready.json()["error"]
+        predict = broken.post("/predict", json={"inputs": [[0.0] * 30]})
+        assert predict.status_code == 503
+
+
+@pytest.mark.slow
+def test_bento_compile_serve_real_server(example_model):
+    """The CLI path of the README: build, then `serve`, then real HTTP requests."""
+    tag = run_cli("build", "-f", str(example_model / "bento.yaml")).stdout.strip().splitlines()[-1]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bento_compile.cli", "serve", tag, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/readyz", proc=server)
+        request = urllib.request.Request(base + "/predict", data=json.dumps({"inputs": [[0.1] * 30]}).encode())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            outputs = json.loads(response.read())["outputs"]
+        assert len(outputs["probabilities"][0]) == 2
+        bad = urllib.request.Request(base + "/predict", data=b'{"inputs": [[1]]}')
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(bad, timeout=5)
+        assert info.value.code == 422
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

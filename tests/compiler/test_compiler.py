@@ -1,0 +1,231 @@
+"""The compiler: every supported scikit-learn family and ONNX, parity, errors, content addressing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, SVR
+from sklearn.tree import DecisionTreeClassifier
+
+from bento_compile.compiler.build import BuildRequest, ParityError, build
+from bento_compile.core.config import BentoConfig, InputSpec, load_config
+from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.store import BentoStore
+from bento_compile.runtimes.model import BentoModel
+from tests.support.helpers import save
+
+CLASSIFIERS = {
+    "logistic": lambda: Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))]),
+    "tree": lambda: DecisionTreeClassifier(max_depth=5, random_state=0),
+    "forest": lambda: RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0),
+    "gboost": lambda: GradientBoostingClassifier(n_estimators=20, random_state=0),
+    "histgb": lambda: HistGradientBoostingClassifier(max_iter=20, random_state=0),
+    "mlp": lambda: Pipeline([("scale", StandardScaler()),
+                             ("mlp", MLPClassifier((32,), max_iter=300, random_state=0))]),
+    "svc": lambda: Pipeline([("scale", StandardScaler()), ("svc", SVC(probability=True, random_state=0))]),
+    "knn": lambda: Pipeline([("scale", StandardScaler()), ("knn", KNeighborsClassifier(5))]),
+    "imputer_pipeline": lambda: Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler()),
+                                          ("clf", LogisticRegression(max_iter=2000))]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CLASSIFIERS))
+def test_classifiers_compile_and_agree(kind, cancer_data, tmp_path):
+    X, y = cancer_data
+    model = CLASSIFIERS[kind]().fit(X, y)
+    sample = X[::9].astype(np.float32)
+    np.save(tmp_path / "sample.npy", sample)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name=kind,
+                                sample_path=tmp_path / "sample.npy"), BentoStore())
+    report = result.parity
+    assert report["passed"] and report["rows"] == len(sample)
+    assert report["outputs"]["label"]["agreement"] == 1.0
+    assert report["outputs"]["probabilities"]["max_abs_diff"] <= 1e-4
+    outputs = {o["name"]: o for o in result.manifest["model"]["outputs"]}
+    assert set(outputs) == {"label", "probabilities"}
+    assert outputs["probabilities"]["shape"] == [None, 2]  # a 2-D tensor, not ZipMap's dicts
+    served = BentoModel.load(result.path).predict({"inputs": sample[:3].tolist()})["outputs"]
+    assert served["label"] == model.predict(sample[:3].astype(np.float64)).tolist()
+    np.testing.assert_allclose(served["probabilities"], model.predict_proba(sample[:3].astype(np.float64)),
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("regressor", [LinearRegression(), SVR(), HistGradientBoostingRegressor(max_iter=20)],
+                         ids=lambda r: type(r).__name__)
+def test_regressors_compile_and_agree(regressor, cancer_data, tmp_path):
+    X, _ = cancer_data
+    target = X[:, 0] * 3 + X[:, 1]
+    model = Pipeline([("scale", StandardScaler()), ("reg", regressor)]).fit(X, target)
+    result = build(BuildRequest(save(model, tmp_path / "r.joblib"), BentoConfig(), name="reg"), BentoStore())
+    assert result.parity["passed"]
+    (name,) = result.parity["outputs"]
+    assert result.parity["outputs"][name]["kind"] == "continuous"
+
+
+def test_histgradientboosting_with_missing_values(cancer_data, tmp_path):
+    """HistGB routes NaN itself; the compiled model must route them the same way."""
+    X, y = cancer_data
+    X = X.copy()
+    X[::5, 2] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X, y)
+    np.save(tmp_path / "s.npy", X[:80].astype(np.float32))
+    result = build(BuildRequest(save(model, tmp_path / "h.joblib"), BentoConfig(), name="hgb",
+                                sample_path=tmp_path / "s.npy"), BentoStore())
+    assert result.parity["passed"]
+    row = [None if np.isnan(v) else float(v) for v in X[0].astype(np.float32)]
+    assert row[2] is None
+    served = BentoModel.load(result.path).predict({"inputs": [row]})["outputs"]
+    assert served["label"] == model.predict(X[:1].astype(np.float32).astype(np.float64)).tolist()
+
+
+def test_named_columns_with_onehot_encoder(tmp_path):
+    """A ColumnTransformer on named columns: one input per column, declared in bento.yaml."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"plan": rng.choice(["basic", "pro", "team"], 200),
+                          "tenure": rng.uniform(0, 60, 200).astype(np.float32)})
+    y = (frame["plan"] == "pro") | (frame["tenure"] > 40)
+    model = Pipeline([
+        ("cols", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                                    ("num", StandardScaler(), ["tenure"])])),
+        ("clf", LogisticRegression()),
+    ]).fit(frame, y)
+    (tmp_path / "bento.yaml").write_text("""
+name: plans
+model: m.joblib
+inputs:
+  - {name: plan, dtype: string, shape: [null, 1]}
+  - {name: tenure, dtype: float32, shape: [null, 1]}
+""")
+    save(model, tmp_path / "m.joblib")
+    config, folder = load_config(tmp_path / "bento.yaml")
+    result = build(BuildRequest(None, config, folder), BentoStore())
+    assert result.parity["passed"]
+    served = BentoModel.load(result.path).predict(
+        {"inputs": {"plan": [["pro"], ["basic"]], "tenure": [[1.0], [59.0]]}})["outputs"]
+    expected = model.predict(pd.DataFrame({"plan": ["pro", "basic"], "tenure": [1.0, 59.0]}))
+    assert served["label"] == expected.tolist()
+
+
+def test_onnx_file_as_is(cancer_data, tmp_path):
+    from skl2onnx import to_onnx
+
+    X, y = cancer_data
+    model = LogisticRegression(max_iter=3000).fit(X, y)
+    onx = to_onnx(model, X[:1].astype(np.float32), options={"zipmap": False})
+    onnx.save(onx, tmp_path / "lr.onnx")
+    result = build(BuildRequest(tmp_path / "lr.onnx", BentoConfig()), BentoStore())
+    assert result.tag.startswith("lr:")
+    assert result.manifest["source"]["kind"] == "onnx"
+    assert result.parity["passed"] and result.parity["sample"] == "synthetic"
+    assert result.manifest["model"]["inputs"][0]["name"] == "X"
+
+
+def test_same_inputs_same_version_no_duplicate(example_model):
+    config, folder = load_config(example_model / "bento.yaml")
+    store = BentoStore()
+    first = build(BuildRequest(None, config, folder), store)
+    second = build(BuildRequest(None, config, folder), store)
+    assert first.tag == second.tag and first.created_new and not second.created_new
+    assert len(store.list("cancer")) == 1
+    model_sha = json.loads((first.path / "manifest.json").read_text())["files"]["model.onnx"]["sha256"]
+    assert model_sha == second.manifest["files"]["model.onnx"]["sha256"]
+
+
+def test_different_model_different_version(cancer_data, tmp_path):
+    X, y = cancer_data
+    tags = set()
+    for c in (0.1, 1.0):
+        path = save(LogisticRegression(C=c, max_iter=3000).fit(X, y), tmp_path / "m.joblib")
+        tags.add(build(BuildRequest(path, BentoConfig(), name="m"), BentoStore()).tag)
+    assert len(tags) == 2
+
+
+def test_parity_failure_stores_nothing(cancer_data, tmp_path, store_home):
+    """float32 ONNX vs float64 scikit-learn differ by ~1e-7: a zero tolerance must fail the build."""
+    X, y = cancer_data
+    model = Pipeline([("s", StandardScaler()), ("m", MLPClassifier((16,), max_iter=200, random_state=0))])
+    path = save(model.fit(X, y), tmp_path / "m.joblib")
+    with pytest.raises(ParityError) as info:
+        build(BuildRequest(path, BentoConfig(), name="strict", tolerance=0.0), BentoStore())
+    assert info.value.report["outputs"]["probabilities"]["passed"] is False
+    assert "raise --tolerance" in str(info.value)
+    assert BentoStore().list() == []
+    leftovers = [p for p in (store_home / "bentos").rglob("*") if p.is_file()] if store_home.exists() else []
+    assert leftovers == []
+
+
+def test_label_agreement_gate(cancer_data, tmp_path):
+    """A sample whose labels the compiled model gets wrong only if the gate is looser than reality."""
+    from bento_compile.compiler import parity
+
+    ref = {"label": np.array([0, 1, 1, 0]), "p": np.array([[0.1], [0.2], [0.3], [0.4]])}
+    got = {"label": np.array([0, 1, 0, 0]), "p": np.array([[0.1], [0.2], [0.3], [0.40001]])}
+    strict = parity.compare(ref, got, 1e-4, 1.0, 4, "t")
+    assert not strict["passed"] and strict["outputs"]["label"]["mismatched_rows"] == 1
+    assert strict["outputs"]["p"]["passed"]
+    loose = parity.compare(ref, got, 1e-4, 0.75, 4, "t")
+    assert loose["passed"]
+
+
+def test_unsupported_estimator_is_named(tmp_path):
+    from sklearn.cross_decomposition import PLSCanonical
+
+    X = np.random.default_rng(0).random((30, 4))
+    path = save(Pipeline([("s", StandardScaler()), ("pls", PLSCanonical(2))]).fit(X, X[:, :2]),
+                tmp_path / "pls.joblib")
+    with pytest.raises(BentoCompileError) as info:
+        build(BuildRequest(path, BentoConfig()), BentoStore())
+    message = str(info.value)
+    assert "PLSCanonical" in message and "supported_converters" in message
+
+
+@pytest.mark.parametrize("filename, content, expected", [
+    ("model.txt", b"hello", "Unsupported model file type"),
+    ("model.joblib", b"not a pickle", "cannot be unpickled"),
+    ("model.onnx", b"\x00garbage", "not a readable ONNX model"),
+])
+def test_bad_model_files(tmp_path, filename, content, expected):
+    (tmp_path / filename).write_bytes(content)
+    with pytest.raises(BentoCompileError, match=expected):
+        build(BuildRequest(tmp_path / filename, BentoConfig()), BentoStore())
+
+
+def test_sample_formats(cancer_data, tmp_path):
+    X, y = cancer_data
+    path = save(LogisticRegression(max_iter=3000).fit(X, y), tmp_path / "m.joblib")
+    header = ",".join(f"f{i}" for i in range(30))
+    np.savetxt(tmp_path / "s.csv", X[:10], delimiter=",", header=header, comments="")
+    result = build(BuildRequest(path, BentoConfig(), sample_path=tmp_path / "s.csv"), BentoStore())
+    assert result.parity["rows"] == 10 and result.parity["sample"] == "file:s.csv"
+    assert len(result.manifest["example"]["inputs"]) == 2
+    np.save(tmp_path / "narrow.npy", X[:5, :10])
+    with pytest.raises(BentoCompileError, match="expects"):
+        build(BuildRequest(path, BentoConfig(), sample_path=tmp_path / "narrow.npy"), BentoStore())
+
+
+def test_input_override_must_name_real_inputs(cancer_data, tmp_path):
+    from skl2onnx import to_onnx
+
+    X, y = cancer_data
+    onnx.save(to_onnx(LogisticRegression(max_iter=3000).fit(X, y), X[:1].astype(np.float32),
+                      options={"zipmap": False}), tmp_path / "m.onnx")
+    config = BentoConfig(inputs=[InputSpec(name="features", shape=[None, 30])])
+    with pytest.raises(BentoCompileError, match="declares input 'features'"):
+        build(BuildRequest(tmp_path / "m.onnx", config), BentoStore())

@@ -1,0 +1,113 @@
+"""Fixtures every test folder may ask for by name (registered in tests/conftest.py through pytest_plugins).
+
+An isolated store per test, trained models and Bentos made once per session, a moto_server,
+the Knative CRD schema and small real .tflite files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from tests.support.helpers import REPO, TEST_CACHE, free_port, load_example_script, stop_process, wait_http
+
+
+@pytest.fixture(autouse=True)
+def store_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "store"
+    monkeypatch.setenv("BENTO_COMPILE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def cancer_data() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_breast_cancer(return_X_y=True)
+    return X, y
+
+
+@pytest.fixture(scope="session")
+def example_model(tmp_path_factory) -> Path:
+    """The README's example, trained by its own script."""
+    train = load_example_script("breast_cancer")
+    out = tmp_path_factory.mktemp("example")
+    train.main(out)
+    (out / "bento.yaml").write_text((REPO / "examples/breast_cancer/bento.yaml").read_text())
+    return out
+
+
+@pytest.fixture(scope="session")
+def built_example(example_model, tmp_path_factory) -> Path:
+    """A Bento of the example, built once; returns its folder (tests must not modify it)."""
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.core.config import load_config
+    from bento_compile.core.store import BentoStore
+
+    config, config_dir = load_config(example_model / "bento.yaml")
+    store = BentoStore(tmp_path_factory.mktemp("session-store"))
+    return build(BuildRequest(None, config, config_dir), store).path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """A real moto_server on 127.0.0.1, started once for the session and stopped afterwards."""
+    executable = Path(sys.executable).parent / "moto_server"
+    if not executable.exists():
+        found = shutil.which("moto_server")
+        if not found:
+            pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+        executable = Path(found)
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(executable), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/moto-api/", timeout=60, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def crd_schema() -> dict:
+    """The Knative Service CRD's v1 openAPIV3Schema (../shared/schemas)."""
+    from tests.support.knative_schema import load_crd_schema
+
+    return load_crd_schema()
+
+
+MEDIAPIPE = "mediapipe==0.10.14"
+MODELS = {
+    "face": "mediapipe/modules/face_detection/face_detection_short_range.tflite",  # 224 KB, 1x128x128x3 → 2 outputs
+    "recrop": "mediapipe/modules/holistic_landmark/hand_recrop.tflite",  # 121 KB, 1x256x256x3 → 1x1x1x4
+}
+
+
+@pytest.fixture(scope="session")
+def mediapipe_models() -> dict[str, Path]:
+    """Small real .tflite files, unzipped from the mediapipe wheel (downloaded once, never installed)."""
+    folder = TEST_CACHE / MEDIAPIPE.replace("==", "-")
+    wanted = {key: folder / Path(member).name for key, member in MODELS.items()}
+    if not all(p.is_file() for p in wanted.values()):
+        folder.mkdir(parents=True, exist_ok=True)
+        download = folder / "wheel"
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", MEDIAPIPE, "--no-deps", "--only-binary=:all:",
+             "--python-version", "3.11", "--platform", "manylinux_2_17_x86_64", "-d", str(download), "-q"],
+            capture_output=True, text=True, timeout=600)
+        wheels = list(download.glob("mediapipe-*.whl"))
+        if result.returncode != 0 or not wheels:
+            pytest.skip(f"cannot download {MEDIAPIPE} for its .tflite files: {result.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            for key, member in MODELS.items():
+                tmp = wanted[key].with_suffix(".part")
+                tmp.write_bytes(archive.read(member))
+                tmp.replace(wanted[key])
+        for wheel in wheels:
+            wheel.unlink()
+    return wanted
