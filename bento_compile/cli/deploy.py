@@ -1,0 +1,28 @@
+"""`bento-compile deploy lambda|cloudrun|knative`: put a Bento live, with versions, canary, promote and rollback.
+
+The group lives here; each platform's command is defined in this module (or imported
+into it) and listed in COMMANDS, which the command table registers under `deploy`.
+"""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("deploy")
+def deploy() -> None:
+    """Deploy a stored Bento to a function platform, with a canary, promotion and instant rollback.
+
+    \b
+    Every deploy smoke-tests the new version with the Bento's recorded example
+    before any traffic moves to it.
+    \b
+    Example:
+      bento-compile deploy lambda churn:latest --function churn --canary 10
+      bento-compile deploy lambda --function churn --promote
+      bento-compile deploy lambda --function churn --rollback
+    """
+
+
+# Commands of the `deploy` group; cli/__init__.py adds each one to the group.
+COMMANDS: list[click.Command] = []
