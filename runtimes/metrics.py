@@ -54,6 +54,21 @@ def process_start_time() -> float:
 class Metrics:
     """The runtime's metrics; also a `BatchObserver` for the batcher."""
 
+    # prometheus-client metrics, or one _NullMetric for all of them when an artifact was built without it.
+    registry: CollectorRegistry | None
+    requests: Counter | _NullMetric
+    rejections: Counter | _NullMetric
+    latency: Histogram | _NullMetric
+    batch_rows: Histogram | _NullMetric
+    batch_requests: Histogram | _NullMetric
+    inference: Histogram | _NullMetric
+    wait: Histogram | _NullMetric
+    depth: Gauge | _NullMetric
+    in_flight: Gauge | _NullMetric
+    load_seconds: Gauge | _NullMetric
+    cold_start: Gauge | _NullMetric
+    info: Gauge | _NullMetric
+
     def __init__(self) -> None:
         if not AVAILABLE:
             self._null()

@@ -7,7 +7,7 @@ not silently fall back to a default and ship a model that was never checked.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -83,6 +83,10 @@ class QuantizeGate(Strict):
                          "(label_agreement applies): for models that output scores only")
 
 
+# The variants `quantize: auto` can try, in the order it tries them.
+QuantizeVariant = Literal["fp32", "dynamic", "static", "fp16"]
+
+
 class QuantizeConfig(Strict):
     """`quantize:` in bento.yaml (or `quantize: dynamic` as a shorthand for the method)."""
 
@@ -95,8 +99,8 @@ class QuantizeConfig(Strict):
     per_channel: bool = Field(True, description="per-channel int8 weights (more accurate, same size)")
     calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax", description="how static quantization picks activation ranges from the calibration rows")
-    candidates: list[Literal["fp32", "dynamic", "static", "fp16"]] = Field(
-        default_factory=lambda: ["fp32", "dynamic", "static", "fp16"], description="what `auto` tries")
+    candidates: list[QuantizeVariant] = Field(
+        default_factory=lambda: list(get_args(QuantizeVariant)), description="what `auto` tries")
 
 
 class LambdaTarget(Strict):

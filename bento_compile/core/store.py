@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +116,7 @@ class BentoStore:
             raise BentoCompileError(f"'{tag}' {problem}.", f"Stored versions: {known}.")
         return chosen[0]
 
-    def _latest(self, name: str, candidates: list[StoredBento]) -> StoredBento:
+    def _latest(self, name: str, candidates: Sequence[StoredBento]) -> StoredBento:
         pointer = self.root / name / "latest"
         if pointer.is_file():
             version = pointer.read_text(encoding="utf-8").strip()

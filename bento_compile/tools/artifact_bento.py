@@ -11,7 +11,9 @@ Entry names are checked: nothing is ever written outside that directory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
+import io
 import json
 import shutil
 import tarfile
@@ -47,14 +49,22 @@ def _zip_entries(path: Path) -> Iterator[tuple[str, int, Opener]]:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if not info.is_dir():
-                yield info.filename, info.file_size, lambda info=info: archive.open(info)
+                yield info.filename, info.file_size, functools.partial(archive.open, info)
 
 
-def _tar_entries(fileobj: IO[bytes]) -> Iterator[tuple[str, int, Opener]]:
+def _tar_entries(fileobj: IO[bytes] | io.BufferedIOBase) -> Iterator[tuple[str, int, Opener]]:
     with tarfile.open(fileobj=fileobj, mode="r:*") as archive:
         for member in archive:
             if member.isfile():
-                yield member.name, member.size, lambda member=member: archive.extractfile(member)
+                yield member.name, member.size, functools.partial(_member_reader, archive, member)
+
+
+def _member_reader(archive: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
+    handle = archive.extractfile(member)
+    if handle is None:  # extractfile answers None only for what is not a regular file, filtered out above
+        raise BentoCompileError(f"{member.name} in the archive is not a regular file.",
+                                "Rebuild the artifact with `bento-compile target …`.")
+    return handle
 
 
 def _oci_layers(layout: Path) -> list[Path]:
@@ -80,7 +90,7 @@ def _oci_layers(layout: Path) -> list[Path]:
     return layers
 
 
-def _open_layer(path: Path) -> IO[bytes]:
+def _open_layer(path: Path) -> io.BufferedIOBase:
     with open(path, "rb") as handle:
         magic = handle.read(2)
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
@@ -95,10 +105,10 @@ def _sources(artifact: Path) -> Iterator[list[Callable[[], Iterator[tuple[str, i
             def layer_entries(layer: Path) -> Iterator[tuple[str, int, Opener]]:
                 handle = stack.enter_context(_open_layer(layer))
                 yield from _tar_entries(handle)
-            yield [lambda layer=layer: layer_entries(layer) for layer in _oci_layers(artifact)]
+            yield [functools.partial(layer_entries, layer) for layer in _oci_layers(artifact)]
         return
     if artifact.is_file() and zipfile.is_zipfile(artifact):
-        yield [lambda: _zip_entries(artifact)]
+        yield [functools.partial(_zip_entries, artifact)]
         return
     if artifact.is_file():
         try:

@@ -199,8 +199,8 @@ def root_machine(root: Path) -> str | None:
         except OSError:
             continue
         if len(header) == 20 and header[:4] == b"\x7fELF":
-            order = "little" if header[5] == 1 else "big"
-            return _ELF_MACHINES.get((header[4], int.from_bytes(header[18:20], order)))
+            machine = int.from_bytes(header[18:20], "little" if header[5] == 1 else "big")
+            return _ELF_MACHINES.get((header[4], machine))
     return None
 
 

@@ -110,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -202,7 +202,8 @@ class RuntimeAPI:
     def address(self) -> str:
         """host:port, the value of AWS_LAMBDA_RUNTIME_API."""
         host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        # An AF_INET server's host is a str; the stubs also allow the bytes of other families.
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     @property
     def port(self) -> int:
