@@ -31,8 +31,9 @@ class Group(click.Group):
             report = getattr(exc, "report", None)
             if report:
                 print_parity(report)
-            if getattr(exc, "quantization", None):
-                print_variants(exc.quantization, err)
+            quantization = getattr(exc, "quantization", None)
+            if quantization:
+                print_variants(quantization, err)
             sys.exit(1)
 
 

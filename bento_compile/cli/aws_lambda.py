@@ -56,10 +56,12 @@ def lambda_zip(tag: str, arch: str | None, python_version: str | None, output: P
     python_version = python_version or settings.get("python") or "3.12"
     err.print(f"Building the Lambda zip for {bento.tag} ({arch}, Python {python_version})")
     with err.status("building") as status:
+        def progress(message: str) -> None:
+            status.update(escape(message))
+            err.print(f"  {escape(message)}")
+
         result = build_lambda_zip(bento.path, arch, python_version, output, settings,
-                                  progress=lambda message: (status.update(escape(message)),
-                                                            err.print(f"  {escape(message)}")),
-                                  require_bytecode=require_bytecode)
+                                  progress=progress, require_bytecode=require_bytecode)
     table = Table("", "size", "Lambda limit", box=None)
     table.add_row("zipped", mib(result.zipped_bytes), mib(ZIPPED_LIMIT))
     table.add_row("unzipped", mib(result.unzipped_bytes), mib(UNZIPPED_LIMIT))

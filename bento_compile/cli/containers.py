@@ -32,7 +32,8 @@ def _write(path: Path, text: str) -> None:
     Path(tmp).replace(path)
 
 
-def target_settings(section: str, model: type[BaseModel], config_file: Path | None, raw_manifest: dict) -> Any:
+def target_settings(section: str, model: type[BaseModel], config_file: Path | None,
+                    recorded: dict[str, Any]) -> Any:
     """`targets.<section>` from -f bento.yaml, else as recorded in the Bento's manifest, else defaults."""
     data: Any = None
     if config_file is not None:
@@ -40,7 +41,7 @@ def target_settings(section: str, model: type[BaseModel], config_file: Path | No
         data = config.targets.get(section)
         where = f"{config_file}: targets.{section}"
     else:
-        data = (raw_manifest.get("targets") or {}).get(section)
+        data = recorded.get(section)
         where = f"the Bento's targets.{section}"
     try:
         return model.model_validate(data or {})
@@ -160,7 +161,7 @@ def service_command(flavour: str):
 
         bento = BentoStore().resolve(tag)
         manifest = bento.manifest
-        settings = target_settings(section, model, config_file, manifest.raw)
+        settings = target_settings(section, model, config_file, manifest.targets)
         reference = _image_reference(image, manifest.version)
         if manifest_only:
             pinned = pinned_existing(reference)
@@ -182,6 +183,8 @@ def service_command(flavour: str):
         _write(out_dir / filename, dump_yaml(result.service))
         err.print(f"[green]Wrote[/] {out_dir / filename} (revision {result.revision}, image {pinned})")
         if result.promote is not None:
+            # canary() fills promote, rollback and commands together, from a percentage and a current revision.
+            assert result.rollback is not None and result.commands is not None and canary is not None
             _write(out_dir / f"{stem}-promote.yaml", dump_yaml(result.promote))
             _write(out_dir / f"{stem}-rollback.yaml", dump_yaml(result.rollback))
             err.print(f"Canary: {canary}% to {result.revision}, {100 - canary}% to {current}.")
