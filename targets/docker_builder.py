@@ -74,14 +74,14 @@ def _place(entry: FileEntry, root: Path) -> None:
         dest.write_bytes(entry.data)
         dest.chmod(entry.mode)
     else:
-        source_mode = entry.source.stat().st_mode & 0o777
-        if source_mode == entry.mode:
+        source = entry.required_source()
+        if source.stat().st_mode & 0o777 == entry.mode:
             try:
-                os.link(entry.source, dest)
+                os.link(source, dest)
                 return
             except OSError:
                 pass
-        shutil.copyfile(entry.source, dest)
+        shutil.copyfile(source, dest)
         dest.chmod(entry.mode)
 
 
@@ -90,22 +90,23 @@ def base_archive(base: BaseImage, repo_tag: str) -> bytes:
     buffer = io.BytesIO()
     config = json.dumps(base.config, sort_keys=True).encode()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        def add(name: str, data: bytes | None = None, path: Path | None = None) -> None:
+        def add(name: str, content: bytes | Path) -> None:
             info = tarfile.TarInfo(name)
             info.mode = 0o644
-            info.size = len(data) if data is not None else path.stat().st_size
-            if data is not None:
-                tar.addfile(info, io.BytesIO(data))
+            if isinstance(content, bytes):
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
             else:
-                with open(path, "rb") as handle:
+                info.size = content.stat().st_size
+                with open(content, "rb") as handle:
                     tar.addfile(info, handle)
 
-        add("config.json", data=config)
+        add("config.json", config)
         names = []
         for index, layer in enumerate(base.layers):
             names.append(f"{index}/layer.tar")
-            add(names[-1], path=base.blob(layer["digest"]))
-        add("manifest.json", data=json.dumps([{"Config": "config.json", "RepoTags": [repo_tag],
+            add(names[-1], base.blob(layer["digest"]))
+        add("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": [repo_tag],
                                                "Layers": names}]).encode())
     return buffer.getvalue()
 

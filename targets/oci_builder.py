@@ -24,6 +24,7 @@ class OciBuilder:
 
     def push(self, image: BuiltImage) -> BuiltImage:
         _repo, tag = split_tag(image.reference)
+        assert image.layout is not None, "build() always writes the layout it pushes"
         digest = push_layout(image.layout, tag, image.reference)
         image.digest, image.pushed = digest, True
         return image

@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, Protocol
 
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.files import replacing_folder
@@ -68,18 +68,31 @@ class FileEntry:
     def size(self) -> int:
         if self.link is not None:
             return 0
-        return len(self.data) if self.data is not None else self.source.stat().st_size
+        return len(self.data) if self.data is not None else self.required_source().stat().st_size
+
+    def required_source(self) -> Path:
+        """The file to copy, for an entry that is neither a link nor inline data."""
+        if self.source is None:
+            raise BentoCompileError(f"Layer entry '{self.path}' has no content (no source, data or link).",
+                                    "This is a bug in the target; report it.")
+        return self.source
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 class _HashingWriter:
     """A write-only file that hashes and counts what passes through it to `inner`."""
 
-    def __init__(self, inner: BinaryIO):
+    def __init__(self, inner: _Writable):
         self.inner = inner
         self.hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         self.hash.update(data)
         self.size += len(data)
         return self.inner.write(data)
@@ -119,25 +132,28 @@ def write_layer(entries: list[FileEntry], blobs: Path, mtime: int) -> tuple[dict
             compressed = _HashingWriter(raw)
             with gzip.GzipFile(filename="", mode="wb", fileobj=compressed, mtime=0, compresslevel=6) as gz:
                 plain = _HashingWriter(gz)
-                with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                # A "w|" stream only ever calls write(); typeshed's fileobj protocol also asks for read/seek/tell.
+                with tarfile.open(fileobj=plain, mode="w|",  # type: ignore[call-overload]
+                                  format=tarfile.PAX_FORMAT) as tar:
                     for name in sorted([*dirs, *files]):
                         info = tarfile.TarInfo(name)
                         info.mtime = mtime
                         info.uid = info.gid = 0
                         info.uname = info.gname = ""
-                        entry = files.get(name)
-                        if entry is None:
+                        item = files.get(name)
+                        if item is None:
                             info.type, info.mode = tarfile.DIRTYPE, 0o755
                             tar.addfile(info)
-                        elif entry.link is not None:
-                            info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.link, 0o777
+                        elif item.link is not None:
+                            info.type, info.linkname, info.mode = tarfile.SYMTYPE, item.link, 0o777
                             tar.addfile(info)
-                        elif entry.data is not None:
-                            info.size, info.mode = len(entry.data), entry.mode
-                            tar.addfile(info, io.BytesIO(entry.data))
+                        elif item.data is not None:
+                            info.size, info.mode = len(item.data), item.mode
+                            tar.addfile(info, io.BytesIO(item.data))
                         else:
-                            info.size, info.mode = entry.source.stat().st_size, entry.mode
-                            with open(entry.source, "rb") as handle:
+                            source = item.required_source()
+                            info.size, info.mode = source.stat().st_size, item.mode
+                            with open(source, "rb") as handle:
                                 tar.addfile(info, handle)
         digest = compressed.digest
         tmp.replace(blobs / digest.split(":", 1)[1])
@@ -209,6 +225,7 @@ class BaseImage:
     blob_dir: Path  # folder of blobs named by hex digest
     manifest_digest: str = ""
     annotations: dict = field(default_factory=dict)
+    _scan: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def blob(self, digest: str) -> Path:
         return self.blob_dir / digest.split(":", 1)[1]
@@ -224,9 +241,9 @@ class BaseImage:
     def scan(self) -> dict:
         """One pass over the base's layers: its python3.X binary, and whether libstdc++ is there
         (every manylinux wheel of numpy / onnxruntime links it)."""
-        if hasattr(self, "_scan"):
+        if self._scan is not None:
             return self._scan
-        found = {"python": None, "libstdcxx": False}
+        found: dict[str, Any] = {"python": None, "libstdcxx": False}
         python = re.compile(r"^\.?/?(?:usr/bin|usr/local/bin|var/lang/bin)/python(3\.\d+)$")
         libstdcxx = re.compile(r"(^|/)(usr/)?lib(64)?/(.*/)?libstdc\+\+\.so\.6$")
         for layer in self.layers:
@@ -451,8 +468,8 @@ def build_layout(base: BaseImage, layers: list[LayerSpec], config: ImageConfig, 
     out.parent.mkdir(parents=True, exist_ok=True)
     with replacing_folder(out, ".oci-") as work:
         layout = Layout(work).create()
-        for layer in base.layers:
-            _link_or_copy(base.blob(layer["digest"]), layout.blob_path(layer["digest"]))
+        for base_layer in base.layers:
+            _link_or_copy(base.blob(base_layer["digest"]), layout.blob_path(base_layer["digest"]))
         descriptors, diff_ids, history = [], [], []
         created = rfc3339(epoch)
         for layer in layers:
@@ -534,5 +551,5 @@ def layout_from_rootfs_tar(rootfs_tar: Path, out: Path, arch: str, tag: str, epo
         layout.write_index([{**manifest_descriptor, "platform": {"architecture": OCI_ARCH[arch], "os": "linux"},
                              "annotations": {"org.opencontainers.image.ref.name": tag}}])
     return LayoutImage(out, tag, manifest_descriptor["digest"], config_descriptor["digest"], [descriptor],
-                       descriptor["size"])
+                       compressed.size)
 

@@ -17,7 +17,7 @@ def runtime_package_files() -> list[tuple[str, Path]]:
     """(archive name, source path) pairs, sorted: `bento_compile/__init__.py`, runtimes, adapters."""
     files = [("bento_compile/__init__.py", Path(bento_compile.__file__))]
     for package, prefix in ((runtimes, "bento_compile/runtimes"), (adapters, "bento_compile/adapters")):
-        root = Path(package.__file__).parent
+        root = Path(package.__path__[0])
         for path in sorted(root.rglob("*.py")):
             if "__pycache__" in path.parts:
                 continue
