@@ -22,8 +22,9 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
 
     _log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
+    # uvicorn annotates the grace period as int, but waits with asyncio.timeout, which takes any float.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=grace_seconds)
+                            timeout_graceful_shutdown=grace_seconds)  # type: ignore[arg-type]
     _graceful_server_class()(config).run()
 
 
@@ -95,8 +96,9 @@ def _graceful_server_class():
                 return
 
             def protocol():
-                return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                                       app_state=self.lifespan.state, _loop=loop)
+                # uvicorn types the class as asyncio.Protocol; its HTTP protocols take these keywords.
+                return self.config.http_protocol_class(  # type: ignore[call-arg]
+                    config=self.config, server_state=self.server_state, app_state=self.lifespan.state, _loop=loop)
 
             for conn in taken:
                 conn.setblocking(False)

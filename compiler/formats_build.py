@@ -198,6 +198,7 @@ def _quantize(config, source: EdgeSource, feeds, reference_all, fp32_report, bat
     gates.check_gate_applies(qconfig.gate, reference)
     progress(f"Quantizing ({qconfig.method}): converting variants")
     variants = [Variant("fp32", source.data, source.runner_factory, note="the converted model, unquantized")]
+    assert source.variant_factory is not None, "build_edge quantizes only a source that can make variants"
     variants += source.variant_factory(qconfig, calib)
     if qconfig.method != "auto":
         variants = [v for v in variants if v.name == qconfig.method]

@@ -74,9 +74,9 @@ def evaluate(gate: QuantizeGate, reference: dict[str, np.ndarray], got: dict[str
             diff = np.where(np.isnan(a) & np.isnan(value), 0.0, diff)
             max_abs = float(np.nanmax(diff)) if diff.size else 0.0
             scale = float(np.nanmax(np.abs(a))) if a.size else 0.0
-            rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+            ratio = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
             # JSON has no infinity: an unbounded output gets tolerance None ("not gated").
-            rel = rel if math.isfinite(rel) else None
+            rel = ratio if math.isfinite(ratio) else None
             entry: dict[str, Any] = {"kind": "continuous", "max_abs_diff": max_abs, "max_rel_error": rel,
                                      "tolerance": None, "gated": name == gate.output, "passed": True}
             if name == gate.output:

@@ -264,7 +264,7 @@ def time_ms(run: Runner, feeds: Feeds, budget_s: float = 0.4, max_iter: int = 20
     """Median wall time of one call, after warm-up, within a small time budget."""
     for _ in range(3):
         run(feeds)
-    times = []
+    times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < max_iter and (len(times) < 5 or time.perf_counter() < deadline):
         start = time.perf_counter()
