@@ -170,7 +170,7 @@ def cmd_check(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
     started = time.perf_counter()
     try:
         model = _load_model(layout.bento)
-        example = model.manifest.raw.get("example")
+        example = model.manifest.example
         if example:
             model.predict(example if isinstance(example, dict) and "inputs" in example else {"inputs": example})
         if _bundle_info(layout).get("http", False):

@@ -170,7 +170,7 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
             "tag": manifest.tag, "name": manifest.name, "version": manifest.version,
             "inputs": [s.to_dict() for s in manifest.inputs],
             "outputs": [s.to_dict() for s in manifest.outputs],
-            "versions": manifest.raw.get("versions", {}), "providers": None,
+            "versions": manifest.versions, "providers": None,
         })
 
     return app

@@ -29,8 +29,7 @@ Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics,
 
 def lambda_settings(manifest: Manifest) -> dict[str, Any]:
     """`targets.lambda` from bento.yaml, as recorded in the manifest (empty when absent)."""
-    targets = manifest.raw.get("targets") or {}
-    settings = targets.get("lambda") if isinstance(targets, dict) else None
+    settings = manifest.targets.get("lambda")
     return settings if isinstance(settings, dict) else {}
 
 
@@ -158,7 +157,7 @@ def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray],
     """
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
-    batchable = model is not None and model.manifest.raw.get("model", {}).get("batchable", True)
+    batchable = model is not None and model.manifest.model.batchable
     chunks: list[list[tuple[str, dict[str, np.ndarray], int]]] = []
     for item in decoded:
         if batchable and chunks and sum(r for _, _, r in chunks[-1]) + item[2] <= max_rows:

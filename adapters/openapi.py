@@ -52,7 +52,7 @@ def request_schema(manifest: Manifest) -> dict[str, Any]:
         "type": "object",
         "required": ["inputs"],
         "properties": {"inputs": inputs},
-        "example": manifest.raw.get("example") or None,
+        "example": manifest.example or None,
     }
 
 

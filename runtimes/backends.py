@@ -39,7 +39,7 @@ def thread_plan(manifest: Manifest) -> ThreadPlan:
 
 
 def open_backend(bento_dir: Path, manifest: Manifest) -> Backend:
-    model_format = manifest.raw.get("model", {}).get("format", "onnx")
+    model_format = manifest.model.format or "onnx"
     path = Path(bento_dir) / manifest.model_file
     if model_format in ("onnx", "ort"):
         from bento_compile.runtimes.onnx_backend import OnnxBackend

@@ -51,16 +51,15 @@ class BentoModel:
         return {"outputs": encode_outputs(self.backend.run(feeds))}
 
     def metadata(self) -> dict[str, Any]:
-        raw = self.manifest.raw
         return {
             "tag": self.manifest.tag,
             "name": self.manifest.name,
             "version": self.manifest.version,
             "inputs": [s.to_dict() for s in self.manifest.inputs],
             "outputs": [s.to_dict() for s in self.manifest.outputs],
-            "versions": {**raw.get("versions", {}), **getattr(self.backend, "runtime_versions", {})},
+            "versions": {**self.manifest.versions, **getattr(self.backend, "runtime_versions", {})},
             "providers": self.backend.providers,
-            "parity": raw.get("parity", {}).get("passed"),
+            "parity": self.manifest.parity.passed,
             "load_seconds": round(self.load_seconds, 4),
         }
 

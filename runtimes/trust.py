@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bento_compile.runtimes.errors import IntegrityError
-from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest
+from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest, parse_manifest
 
 SIGNATURE_NAME = "signature.json"
 PUBLIC_KEY_ENV = "BENTO_COMPILE_PUBLIC_KEY"
@@ -217,7 +217,7 @@ def enforce_trust(bento_dir: Path, manifest: Manifest, public_key: str | bytes |
     manifest_bytes = (root / MANIFEST_NAME).read_bytes()
     record = verify_signature(root, key, manifest_bytes)
     # The manifest object the caller parsed must be the one whose bytes were just verified.
-    if json.loads(manifest_bytes) != manifest.raw:
+    if parse_manifest(json.loads(manifest_bytes)) != manifest:
         raise IntegrityError(f"{MANIFEST_NAME} changed while it was being verified; refusing to load")
     extra = unlisted_files(root, manifest)
     if extra:

@@ -169,12 +169,11 @@ def _req_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
 
 
-def model_format_of(manifest_raw: dict) -> str:
-    model = manifest_raw.get("model", {})
-    fmt = model.get("format")
+def model_format_of(manifest: Manifest) -> str:
+    fmt = manifest.model.format
     if fmt:
         return str(fmt)
-    suffix = Path(model.get("file", "model.onnx")).suffix.lstrip(".")
+    suffix = Path(manifest.model_file).suffix.lstrip(".")
     return suffix if suffix in FORMATS else "onnx"
 
 
@@ -197,7 +196,7 @@ def measure_memory(bento_dir: Path, http: bool) -> int | None:
         "import re\n"
         "from bento_compile.runtimes.model import BentoModel\n"
         f"m = BentoModel.load({str(bento_dir)!r})\n"
-        "ex = m.manifest.raw.get('example')\n"
+        "ex = m.manifest.example\n"
         "if ex: m.predict(ex)\n"
         + ("import uvicorn\nfrom bento_compile.adapters.http_app import create_app\n" if http else "")
         # VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the (large) build process.
@@ -245,7 +244,7 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
     except IntegrityError as exc:
         raise BentoCompileError(f"The Bento {manifest.tag} is damaged: {exc}",
                                 "Rebuild it (bento-compile build) or pull it again.") from exc
-    bento_format = model_format_of(manifest.raw)
+    bento_format = model_format_of(manifest)
     model_format = options.format or bento_format
     if model_format not in FORMATS:
         raise BentoCompileError(f"Unknown --format '{model_format}'.", f"Use one of: {', '.join(FORMATS)}.")
@@ -280,7 +279,7 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
             entries.append(Entry(f"bento/{path.relative_to(bento_dir).as_posix()}", source=path))
         entries += [Entry(f"app/{arc}", source=src) for arc, src in runtime_package_files()]
         entries += [Entry(f"wheels/{w.filename}", source=w.path) for w in wheels]
-        model_bytes = sum(meta["size"] for meta in manifest.files.values())
+        model_bytes = sum(meta.size for meta in manifest.files.values())
 
         memory = estimate_memory(plan, model_bytes, options.http)
         memory_max = options.memory_max or memory_max_for(memory)

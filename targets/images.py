@@ -290,7 +290,7 @@ def bento_epoch(manifest: Manifest) -> int:
     """The image's timestamp: SOURCE_DATE_EPOCH, else the Bento's creation time (so rebuilds match)."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    created = str(manifest.raw.get("created") or "1970-01-01T00:00:00Z").replace("Z", "+00:00")
+    created = (manifest.created or "1970-01-01T00:00:00Z").replace("Z", "+00:00")
     moment = datetime.fromisoformat(created)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
@@ -305,7 +305,8 @@ def openapi_schema(bento_dir: Path) -> dict:
 
 
 def bento_labels(bento_dir: Path, manifest: Manifest, epoch: int) -> dict[str, str]:
-    model_sha = manifest.files.get(manifest.model_file, {}).get("sha256", "")
+    entry = manifest.files.get(manifest.model_file)
+    model_sha = entry.sha256 if entry is not None else ""
     return {
         "org.opencontainers.image.title": manifest.name,
         "org.opencontainers.image.version": manifest.version,
@@ -388,8 +389,8 @@ def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", 
     """The HTTP image for Cloud Run and Knative: uvicorn serving the adapters' app on $PORT."""
     manifest = read_manifest(bento_dir)
     requirements = list(HTTP_REQUIREMENTS)
-    ort = manifest.raw.get("versions", {}).get("onnxruntime")
-    if manifest.raw.get("model", {}).get("format") == "tflite":  # LiteRT serves .tflite; no ONNX Runtime
+    ort = manifest.versions.get("onnxruntime")
+    if manifest.model.format == "tflite":  # LiteRT serves .tflite; no ONNX Runtime
         requirements = [r if not r.startswith("onnxruntime") else "ai-edge-litert" for r in requirements]
     elif ort:  # serve with the ONNX Runtime the parity check ran on, when the target has a wheel for it
         requirements = [r if not r.startswith("onnxruntime") else f"onnxruntime>={ort}" for r in requirements]

@@ -29,7 +29,7 @@ def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[s
     from bento_compile.targets.lambda_zip import lambda_requirements
 
     manifest = read_manifest(bento_dir)
-    model_format = manifest.raw.get("model", {}).get("format", "onnx")
+    model_format = manifest.model.format or "onnx"
     signed = (Path(bento_dir) / "signature.json").is_file()
     return [*lambda_requirements(arch, python, model_format, signed), "awslambdaric>=2.2"]
 

@@ -117,7 +117,7 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
     platform = lambda_platform(arch, python)
-    model_format = manifest.raw.get("model", {}).get("format", "onnx")
+    model_format = manifest.model.format or "onnx"
     signed = (bento_dir / "signature.json").is_file()
     requirements = lambda_requirements(arch, python, model_format, signed)
     notes: list[str] = []
@@ -224,13 +224,13 @@ def _check_old_onnxruntime(wheels: list[Wheel], bento_dir: Path, manifest: Manif
     if ort is None:
         return
     limits = _OLD_ORT_LIMITS.get(".".join(ort.version.split(".")[:2]))
-    if limits is None or manifest.raw.get("model", {}).get("format", "onnx") != "onnx":
+    if limits is None or (manifest.model.format or "onnx") != "onnx":
         return
     problems = []
     ir = _model_ir_version(bento_dir / manifest.model_file)
     if ir is not None and ir > limits["ir"]:
         problems.append(f"ONNX IR version {ir} (it reads <= {limits['ir']})")
-    for domain, version in (manifest.raw.get("model", {}).get("opsets") or {}).items():
+    for domain, version in (manifest.model.opsets or {}).items():
         if domain in limits and version > limits[domain]:
             problems.append(f"opset {domain} {version} (it supports <= {limits[domain]})")
     if problems:

@@ -99,7 +99,7 @@ def list_bentos(as_json: bool, remote_url: str | None, endpoint_url: str | None)
         return
     table = Table("tag", "created", "size", "parity", box=None)
     for b in bentos:
-        table.add_row(b.tag, b.created, human_size(b.size), "ok" if b.manifest.raw["parity"]["passed"] else "FAIL")
+        table.add_row(b.tag, b.created, human_size(b.size), "ok" if b.manifest.parity.passed else "FAIL")
     Console().print(table)
 
 
@@ -109,30 +109,30 @@ def list_bentos(as_json: bool, remote_url: str | None, endpoint_url: str | None)
 def show(tag: str, as_json: bool) -> None:
     """Show a Bento: files, signature, parity report, versions. TAG may be NAME:latest."""
     bento = BentoStore().resolve(tag)
-    raw = bento.manifest.raw
+    manifest = bento.manifest
     if as_json:
-        click.echo(json.dumps(raw, indent=2, sort_keys=True))
+        click.echo(json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         return
     out = Console()
     out.print(f"[bold]{bento.tag}[/]  created {bento.created}  at {bento.path}")
-    out.print(f"source: {raw['source']['description']} (sha256 {raw['source']['sha256'][:12]}…)")
+    out.print(f"source: {manifest.source.description} (sha256 {manifest.source.sha256[:12]}…)")
     from bento_compile.cli.trust import signature_summary
 
     out.print(signature_summary(bento.path))
     files = Table("file", "size", "sha256", title="files", box=None)
-    for name, meta in sorted(raw["files"].items()):
-        files.add_row(name, human_size(meta["size"]), meta["sha256"][:16] + "…")
+    for name, meta in sorted(manifest.files.items()):
+        files.add_row(name, human_size(meta.size), meta.sha256[:16] + "…")
     out.print(files)
     sig = Table("", "name", "dtype", "shape", title="signature", box=None)
-    for kind in ("inputs", "outputs"):
-        for spec in raw["model"][kind]:
-            shape = "[" + ", ".join("N" if d is None else str(d) for d in spec["shape"]) + "]"
-            sig.add_row(kind[:-1], spec["name"], spec["dtype"], shape)
+    for kind, specs in (("input", manifest.inputs), ("output", manifest.outputs)):
+        for spec in specs:
+            shape = "[" + ", ".join("N" if d is None else str(d) for d in spec.shape) + "]"
+            sig.add_row(kind, spec.name, spec.dtype, shape)
     out.print(sig)
-    if raw.get("quantization"):
-        print_variants(raw["quantization"], out)
-    print_parity(raw["parity"], out)
-    out.print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(raw["versions"].items())))
+    if manifest.quantization:
+        print_variants(manifest.quantization, out)
+    print_parity(manifest.parity.to_dict(), out)
+    out.print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
 
 
 @click.command()

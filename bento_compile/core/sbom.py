@@ -95,7 +95,6 @@ def build_bom(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[A
 
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
-    raw = manifest.raw
     components = []
     for wheel in sorted(wheels, key=lambda w: (w.name.lower(), w.version)):
         meta = wheel_metadata(Path(wheel.path))
@@ -108,14 +107,14 @@ def build_bom(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[A
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=wheel.sha256)],
             licenses=_licenses(meta),
         ))
-    model_format = raw.get("model", {}).get("format", "onnx")
+    model_format = manifest.model.format or "onnx"
     for relative, meta in sorted(manifest.files.items()):
         is_model = relative == manifest.model_file
         components.append(_file_component(
-            f"{bento_prefix}{relative}", meta["sha256"],
+            f"{bento_prefix}{relative}", meta.sha256,
             ComponentType.MACHINE_LEARNING_MODEL if is_model else ComponentType.DATA,
             f"{manifest.tag} model ({model_format})" if is_model else f"{manifest.tag} file",
-            {"bento-compile:size": str(meta["size"])}))
+            {"bento-compile:size": str(meta.size)}))
     for extra in (MANIFEST_NAME, SIGNATURE_NAME):
         if (bento_dir / extra).is_file():
             components.append(_file_component(f"{bento_prefix}{extra}", sha256_file(bento_dir / extra),
@@ -131,15 +130,14 @@ def build_bom(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[A
             properties=[Property(name="bento-compile:files", value=str(len(listing)))],
             licenses=[_license_factory().make_from_string("Apache-2.0")],
         ))
-    source = raw.get("source", {})
     properties = {
         "bento-compile:target": target,
         "bento-compile:bento": manifest.tag,
-        "bento-compile:source-sha256": source.get("sha256", ""),
-        "bento-compile:config-sha256": raw.get("config_sha256", ""),
-        **{f"bento-compile:version:{k}": str(v) for k, v in sorted(raw.get("versions", {}).items())},
+        "bento-compile:source-sha256": manifest.source.sha256,
+        "bento-compile:config-sha256": manifest.config_sha256,
+        **{f"bento-compile:version:{k}": str(v) for k, v in sorted(manifest.versions.items())},
     }
-    created = raw.get("created") or "1970-01-01T00:00:00Z"
+    created = manifest.created or "1970-01-01T00:00:00Z"
     seed = json.dumps([artifact, target, manifest.tag, [(c.bom_ref.value, [h.content for h in c.hashes])
                                                         for c in components]], sort_keys=True)
     metadata = BomMetaData(

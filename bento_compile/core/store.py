@@ -39,11 +39,11 @@ class StoredBento:
 
     @property
     def created(self) -> str:
-        return self.manifest.raw.get("created", "")
+        return self.manifest.created
 
     @property
     def size(self) -> int:
-        return sum(meta["size"] for meta in self.manifest.files.values())
+        return sum(meta.size for meta in self.manifest.files.values())
 
 
 class BentoStore:

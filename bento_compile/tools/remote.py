@@ -35,7 +35,14 @@ from typing import Any
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import TAG_PATTERN, BentoStore, StoredBento
 from bento_compile.runtimes.errors import IntegrityError
-from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest, read_manifest, sha256_file, verify_files
+from bento_compile.runtimes.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    read_manifest,
+    sha256_file,
+    verify_files,
+)
 from bento_compile.runtimes.trust import SIGNATURE_NAME
 
 MiB = 1024 * 1024
@@ -188,7 +195,7 @@ class RemoteStore:
         except IntegrityError as exc:
             raise BentoCompileError(f"Refusing to push {manifest.tag}: {exc}", "Rebuild the Bento.") from None
         result = PushResult()
-        files = [(rel, meta["sha256"], meta["size"]) for rel, meta in sorted(manifest.files.items())]
+        files = [(rel, meta.sha256, meta.size) for rel, meta in sorted(manifest.files.items())]
         if (root / SIGNATURE_NAME).is_file():
             sig = root / SIGNATURE_NAME
             files.append((SIGNATURE_NAME, sha256_file(sig), sig.stat().st_size))
@@ -359,22 +366,22 @@ class RemoteStore:
             path, _new = store.commit(staged, name, version)
         return StoredBento(path, read_manifest(path))
 
-    def _download(self, key: str, staged: Path, relative: str, meta: dict[str, Any], source: str) -> None:
+    def _download(self, key: str, staged: Path, relative: str, meta: FileEntry, source: str) -> None:
         dest = staged / relative
         if not dest.resolve().is_relative_to(staged.resolve()):
             raise _refused(source, f"the manifest names a file outside the Bento: {relative}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         response = self._call(f"GET {key}", self.client.get_object, Key=key)
-        if response["ContentLength"] != meta["size"]:
+        if response["ContentLength"] != meta.size:
             raise _refused(source, f"{relative} is {response['ContentLength']} bytes but the manifest says "
-                           f"{meta['size']}")
+                           f"{meta.size}")
         digest, body = hashlib.sha256(), response["Body"]
         with open(dest, "wb") as out:
             for chunk in iter(lambda: body.read(MiB), b""):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != meta["sha256"]:
-            raise _refused(source, f"{relative} has sha256 {digest.hexdigest()} but the manifest says {meta['sha256']}")
+        if digest.hexdigest() != meta.sha256:
+            raise _refused(source, f"{relative} has sha256 {digest.hexdigest()} but the manifest says {meta.sha256}")
 
     # -- list ---------------------------------------------------------------------------------------------------
     def list(self) -> list[dict[str, Any]]:

@@ -165,7 +165,7 @@ def test_oci_image_is_reproducible_and_verified_by_skopeo_and_umoci(oci_cli_buil
     image_config = json.loads((layout / "blobs/sha256" / oci_manifest["config"]["digest"].split(":")[1]).read_text())
     labels = image_config["config"]["Labels"]
     assert labels["dev.bento-compile.bento.tag"] == manifest.tag
-    assert labels["dev.bento-compile.model.sha256"] == manifest.files[manifest.model_file]["sha256"]
+    assert labels["dev.bento-compile.model.sha256"] == manifest.files[manifest.model_file].sha256
     assert json.loads(labels["dev.bento-compile.openapi"])["paths"]["/predict"]
     assert all("created" in h for h in image_config["history"])
     # the model is the last layer, alone
@@ -211,7 +211,7 @@ def test_pushed_oci_image_runs_and_serves_the_http_contract(oci_cli_build, docke
     try:
         assert http(f"http://127.0.0.1:{port}/healthz")[0] == 200
         status, _headers, body = http(f"http://127.0.0.1:{port}/predict",
-                                      json.dumps(manifest.raw["example"]).encode())
+                                      json.dumps(manifest.example).encode())
         assert status == 200 and "label" in body["outputs"]
         status, _headers, body = http(f"http://127.0.0.1:{port}/predict", b'{"inputs": [[1, 2]]}')
         assert status == 422 and "error" in body
@@ -225,7 +225,7 @@ def test_sigterm_during_load_loses_no_accepted_request(oci_cli_build, docker_hos
     _out, summary, _result, manifest = oci_cli_build
     name = "drain"
     port = run_container(docker_host, summary["pinned"], name, {"BENTO_COMPILE_GRACE_SECONDS": "20"})
-    body = json.dumps(manifest.raw["example"]).encode()
+    body = json.dumps(manifest.example).encode()
     outcomes: list[str] = []
     stop = threading.Event()
 
@@ -264,7 +264,7 @@ def test_sigterm_during_load_loses_no_accepted_request(oci_cli_build, docker_hos
 def test_in_flight_limit_answers_503_with_retry_after(oci_cli_build, docker_host):
     """containerConcurrency's twin in the container: past BENTO_COMPILE_MAX_CONCURRENCY, 503 + Retry-After."""
     _out, summary, _result, manifest = oci_cli_build
-    rows = manifest.raw["example"]["inputs"]
+    rows = manifest.example["inputs"]
     body = json.dumps({"inputs": (rows * 200)[:200]}).encode()  # slow enough to overlap
     port = run_container(docker_host, summary["pinned"], "limit", {"BENTO_COMPILE_MAX_CONCURRENCY": "1",
                                                                    "BENTO_COMPILE_BATCHING": "off"})
@@ -318,7 +318,7 @@ def test_docker_builder_image_is_verified_pushed_and_runs(built_example, base_la
     assert json.loads(labels["dev.bento-compile.openapi"])["info"]["title"].startswith(manifest.name)
     port = run_container(docker_host, built.pinned, "docker-http", {})
     try:
-        status, _h, body = http(f"http://127.0.0.1:{port}/predict", json.dumps(manifest.raw["example"]).encode())
+        status, _h, body = http(f"http://127.0.0.1:{port}/predict", json.dumps(manifest.example).encode())
         assert status == 200 and "label" in body["outputs"]
     finally:
         docker(docker_host, "rm", "-f", "docker-http", check=False)
@@ -355,7 +355,7 @@ def test_lambda_image_answers_through_the_runtime_api(builder_name, built_exampl
                "-e", "AWS_REGION=us-east-1", built.pinned)
         try:
             api.wait_ready(timeout=60)
-            result = api.invoke(manifest.raw["example"], timeout=60)
+            result = api.invoke(manifest.example, timeout=60)
             assert result.ok, result.body
             assert "label" in result.body["outputs"]
             bad = api.invoke({"inputs": [[1, 2]]}, timeout=30)
