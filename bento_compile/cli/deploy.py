@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import click
 
+from bento_compile.cli.deploy_lambda import deploy_lambda
+
 
 @click.group("deploy")
 def deploy() -> None:
@@ -25,4 +27,4 @@ def deploy() -> None:
 
 
 # Commands of the `deploy` group; cli/__init__.py adds each one to the group.
-COMMANDS: list[click.Command] = []
+COMMANDS: list[click.Command] = [deploy_lambda]
