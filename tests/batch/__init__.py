@@ -1,0 +1,1 @@
+"""Batch scoring: local, Spark and Ray engines."""

@@ -1,0 +1,161 @@
+"""The local engine and `bento-compile batch`: real files, the real CLI, outputs checked against scikit-learn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bento_compile.batch.errors import BatchError
+from bento_compile.batch.local import score_files
+from bento_compile.batch.scorer import ScoreOptions
+from tests.support.batch_data import assert_matches, read_output, write_parquet
+from tests.support.helpers import run_cli
+
+
+def _rows(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    picked = frame.iloc[np.random.default_rng(seed).integers(0, len(frame), n)].reset_index(drop=True)
+    return picked
+
+
+def test_cli_scores_parquet_by_feature_names_in_order(frame_bento, tmp_path):
+    rows = _rows(frame_bento.frame, 3000)
+    table = rows[list(reversed(rows.columns))].copy()  # by name: column order does not matter
+    table.insert(0, "customer", [f"c{i:05d}" for i in range(len(rows))])
+    table["unused"] = 1.0
+    source = write_parquet(table, tmp_path / "in.parquet", row_group_size=700)
+    result = run_cli("batch", str(frame_bento.path), str(source), str(tmp_path / "out.parquet"), "--keep",
+                     "customer", "--batch-rows", "500", "--workers", "1", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 3000 and summary["errors"] == 0 and summary["engine"] == "local"
+    out = read_output(tmp_path / "out.parquet")
+    assert list(out.columns) == ["customer", "label", "probabilities"]
+    assert out["customer"].tolist() == table["customer"].tolist()
+    assert_matches(frame_bento.model, rows, out)
+    schema = pq.read_schema(tmp_path / "out.parquet")
+    assert schema.field("probabilities").type == pa.list_(pa.float32())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_worker_processes_keep_input_order(frame_bento, tmp_path):
+    rows = _rows(frame_bento.frame, 5000, seed=1)
+    source = write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=1000)
+    summary = score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"), ScoreOptions(keep=("id",)),
+                          batch_rows=300, workers=2)
+    assert (summary.workers, summary.intra_op_threads) == (2, 1) or summary.workers * summary.intra_op_threads <= 2
+    out = read_output(tmp_path / "out.parquet")
+    assert out["id"].tolist() == list(range(5000))
+    assert_matches(frame_bento.model, rows, out)
+
+
+def test_features_option_and_list_column_for_a_model_without_names(strict_bento, tmp_path):
+    rows = _rows(strict_bento.frame, 400)
+    plain = rows.copy()
+    plain.columns = [f"f{i}" for i in range(30)]
+    source = write_parquet(plain, tmp_path / "plain.parquet")
+    with pytest.raises(BatchError) as missing:
+        score_files(strict_bento.path, str(source), str(tmp_path / "x.parquet"))
+    assert "--features" in missing.value.fix and "--input-column" in missing.value.fix
+    features = tuple(plain.columns)
+    score_files(strict_bento.path, str(source), str(tmp_path / "a.parquet"), ScoreOptions(features=features))
+    assert_matches(strict_bento.model, rows, read_output(tmp_path / "a.parquet"))
+
+    listed = pa.table({"x": pa.array(rows.to_numpy(np.float64).tolist(), type=pa.list_(pa.float64()))})
+    pq.write_table(listed, tmp_path / "listed.parquet")
+    score_files(strict_bento.path, str(tmp_path / "listed.parquet"), str(tmp_path / "b.parquet"),
+                ScoreOptions(input_column="x"))
+    assert_matches(strict_bento.model, rows, read_output(tmp_path / "b.parquet"))
+
+
+def test_missing_column_and_wrong_dtype_are_named(frame_bento, tmp_path):
+    rows = _rows(frame_bento.frame, 50)
+    write_parquet(rows.drop(columns=["mean radius"]), tmp_path / "missing.parquet")
+    with pytest.raises(BatchError, match="no column 'mean radius'"):
+        score_files(frame_bento.path, str(tmp_path / "missing.parquet"), str(tmp_path / "o1.parquet"))
+    write_parquet(rows.assign(**{"mean texture": rows["mean texture"] > 20}), tmp_path / "bool.parquet")
+    with pytest.raises(BatchError, match="Column 'mean texture' has type bool.*float32"):
+        score_files(frame_bento.path, str(tmp_path / "bool.parquet"), str(tmp_path / "o2.parquet"))
+    write_parquet(rows, tmp_path / "good.parquet")
+    with pytest.raises(BatchError, match="--keep names 'nope'"):
+        score_files(frame_bento.path, str(tmp_path / "good.parquet"), str(tmp_path / "o3.parquet"),
+                    ScoreOptions(keep=("nope",)))
+    assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
+
+
+def test_bad_rows_fail_with_row_and_reason_or_are_skipped(strict_bento, tmp_path):
+    rows = _rows(strict_bento.frame, 20)
+    text = rows.copy()
+    text.columns = [f"f{i}" for i in range(30)]
+    csv_lines = text.to_csv(index=False).splitlines()
+    cells = csv_lines[8].split(",")  # data row 7
+    cells[3] = "abc"
+    csv_lines[8] = ",".join(cells)
+    cells = csv_lines[12].split(",")  # data row 11: an empty cell is a null, and this Bento refuses them
+    cells[5] = ""
+    csv_lines[12] = ",".join(cells)
+    (tmp_path / "in.csv").write_text("id," + csv_lines[0] + "\n" + "\n".join(
+        f"{i},{line}" for i, line in enumerate(csv_lines[1:])) + "\n")
+    features = ",".join(text.columns)
+
+    failed = run_cli("batch", str(strict_bento.path), str(tmp_path / "in.csv"), str(tmp_path / "out.parquet"),
+                     "--features", features, "--keep", "id", check=False)
+    assert failed.returncode == 1
+    assert "Row 7 (id=7): column 'f3' holds 'abc', expected a number" in " ".join(failed.stderr.split())
+    assert "Traceback" not in failed.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "in.csv"]  # nothing half-written
+
+    skipped = run_cli("batch", str(strict_bento.path), str(tmp_path / "in.csv"), str(tmp_path / "out.jsonl"),
+                      "--features", features, "--keep", "id", "--on-error", "skip", "--json")
+    assert json.loads(skipped.stdout)["errors"] == 2
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in out] == list(range(20))
+    assert out[7]["label"] is None and out[7]["probabilities"] is None and "'abc'" in out[7]["error"]
+    assert out[11]["label"] is None and "f5" in out[11]["error"] and "missing values" in out[11]["error"]
+    good = [i for i in range(20) if i not in (7, 11)]
+    assert all(out[i]["error"] is None for i in good)
+    np.testing.assert_array_equal([out[i]["label"] for i in good],
+                                  strict_bento.model.predict(rows.to_numpy(np.float32)[good]))
+
+
+def test_folder_input_gives_a_folder_of_parts(frame_bento, tmp_path):
+    folder = tmp_path / "days"
+    (folder / "2026-01-02").mkdir(parents=True)
+    first, second = _rows(frame_bento.frame, 120, seed=2), _rows(frame_bento.frame, 80, seed=3)
+    write_parquet(first, folder / "a.parquet")
+    write_parquet(second, folder / "2026-01-02" / "b.parquet")
+    (folder / "_SUCCESS").write_text("")
+    summary = score_files(frame_bento.path, str(folder), str(tmp_path / "scored"), fmt="csv")
+    assert summary.rows == 200 and summary.files == 2
+    parts = sorted(p.relative_to(tmp_path / "scored").as_posix() for p in (tmp_path / "scored").rglob("*.csv"))
+    assert parts == ["2026-01-02/b.csv", "a.csv"]
+    out = pd.read_csv(tmp_path / "scored" / "a.csv")
+    out["probabilities"] = out["probabilities"].map(json.loads)
+    assert_matches(frame_bento.model, first, out)
+
+
+def test_existing_output_is_kept_unless_overwrite(frame_bento, tmp_path):
+    source = write_parquet(_rows(frame_bento.frame, 10), tmp_path / "in.parquet")
+    (tmp_path / "out.parquet").write_text("old")
+    with pytest.raises(BatchError, match="already exists"):
+        score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"))
+    assert (tmp_path / "out.parquet").read_text() == "old"
+    score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"), overwrite=True)
+    assert len(read_output(tmp_path / "out.parquet")) == 10
+
+
+def test_a_changed_bento_scores_nothing(frame_bento, tmp_path):
+    import shutil
+
+    copy = tmp_path / "bento"
+    shutil.copytree(frame_bento.path, copy)
+    with open(copy / "model.onnx", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x00")
+    source = write_parquet(_rows(frame_bento.frame, 10), tmp_path / "in.parquet")
+    result = run_cli("batch", str(copy), str(source), str(tmp_path / "out.parquet"), check=False)
+    assert result.returncode == 1 and "sha256" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out.parquet").exists()
