@@ -50,13 +50,8 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
       bento-compile build -f examples/breast_cancer/bento.yaml
       bento-compile build mlp.joblib --sample sample.npy --quantize auto
     """
-    from bento_compile.compiler.build import BuildRequest
-    from bento_compile.compiler.build import build as run_build
-    from bento_compile.core.config import load_config
+    from bento_compile import api
 
-    config, config_dir = load_config(config_file)
-    request = BuildRequest(model_path=model, config=config, config_dir=config_dir, name=name,
-                           sample_path=sample, tolerance=tolerance, quantize=quantize, format=model_format)
     with err.status("Compiling…") as status:
         def progress(message: str) -> None:
             if message.startswith("No --sample"):
@@ -65,14 +60,14 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
                 status.update(message + "…")
                 err.print(f"[dim]•[/] {message}")
 
-        result = run_build(request, BentoStore(), progress)
+        result = api.build(model, name=name, sample=sample, config=config_file, tolerance=tolerance,
+                           quantize=quantize, format=model_format, progress=progress)
     if as_json:
         click.echo(json.dumps({"tag": result.tag, "path": str(result.path), "created": result.created_new,
-                               "parity": result.parity, "quantization": result.manifest.get("quantization")},
-                              sort_keys=True))
+                               "parity": result.parity, "quantization": result.quantization}, sort_keys=True))
         return
-    if result.manifest.get("quantization"):
-        print_variants(result.manifest["quantization"], err)
+    if result.quantization:
+        print_variants(result.quantization, err)
     print_parity(result.parity)
     verb = "Stored" if result.created_new else "Already stored (same content)"
     err.print(f"[green]{verb}[/] {result.tag} at {result.path}")
