@@ -30,6 +30,7 @@ from bento_compile.core.config import BentoConfig
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore, write_json_atomic
 from bento_compile.runtimes.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
+from bento_compile.runtimes.names import is_bento_name
 
 MODEL_FILE = "model.onnx"
 Progress = Callable[[str], None]
@@ -78,7 +79,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     if model_path is None:
         raise BentoCompileError("No model given.", "Pass the model file: bento-compile build model.joblib.")
     name = request.name or config.name or _name_from(model_path)
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", name):
+    if not is_bento_name(name):
         raise BentoCompileError(f"'{name}' is not a valid Bento name.",
                                 "Use lowercase letters, digits, '.', '_' or '-' (e.g. --name churn).")
     tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance

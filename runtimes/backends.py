@@ -14,6 +14,7 @@ import numpy as np
 
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import Manifest, effective_settings
+from bento_compile.runtimes.model_format import ONNX_RUNTIME_FORMATS, model_format_of
 from bento_compile.runtimes.threads import ThreadPlan, plan_threads
 
 
@@ -39,14 +40,14 @@ def thread_plan(manifest: Manifest) -> ThreadPlan:
 
 
 def open_backend(bento_dir: Path, manifest: Manifest) -> Backend:
-    model_format = manifest.model.format or "onnx"
+    kind = model_format_of(manifest)
     path = Path(bento_dir) / manifest.model_file
-    if model_format in ("onnx", "ort"):
+    if kind in ONNX_RUNTIME_FORMATS:
         from bento_compile.runtimes.onnx_backend import OnnxBackend
 
         return OnnxBackend(path, thread_plan(manifest).intra_op_threads, device=device_setting(manifest))
-    if model_format == "tflite":
+    if kind == "tflite":
         from bento_compile.runtimes.tflite_backend import TFLiteBackend
 
         return TFLiteBackend(path, thread_plan(manifest).intra_op_threads)
-    raise IntegrityError(f"model format '{model_format}' is not served by this runtime version")
+    raise IntegrityError(f"model format '{kind}' is not served by this runtime version")

@@ -18,6 +18,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from bento_compile.core.files import replacing_file
+
 DEFAULT_EPOCH = 1577836800  # 2020-01-01: a fixed, plausible file time
 
 
@@ -66,8 +68,7 @@ def write_tar_gz(path: Path, top: str, entries: list[Entry], compresslevel: int 
     if len(set(names)) != len(names):
         raise ValueError("duplicate archive names")
     folders = {str(p) for e in entries for p in PurePosixPath(e.name).parents if str(p) != "."}
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with replacing_file(path) as tmp:
         with open(tmp, "wb") as raw, \
                 gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -90,7 +91,4 @@ def write_tar_gz(path: Path, top: str, entries: list[Entry], compresslevel: int 
         with open(tmp, "rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return digest.hexdigest()

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.files import replacing_folder
-from bento_compile.targets.images import BuiltImage, ImagePlan, split_tag
+from bento_compile.targets.images import BuiltImage, ImagePlan
 from bento_compile.targets.oci_layout import OCI_ARCH, BaseImage, FileEntry
+from bento_compile.targets.registry import parse_image_reference
 
 
 def _quote(value: str) -> str:
@@ -155,7 +156,8 @@ class DockerBuilder:
                           int(image.attrs.get("Size", 0)))
 
     def push(self, image: BuiltImage) -> BuiltImage:
-        repo, tag = split_tag(image.reference)
+        name = parse_image_reference(image.reference)
+        repo, tag = name.name, name.tag_or_latest
         for chunk in self.client.api.push(repo, tag=tag, stream=True, decode=True):
             if "error" in chunk:
                 raise BentoCompileError(f"docker push {image.reference} failed: {chunk['error'].strip()}",

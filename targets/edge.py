@@ -40,11 +40,11 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.sbom import sbom_json
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import read_manifest, verify_files
+from bento_compile.runtimes.model_format import MODEL_FORMATS, ONNX_RUNTIME_FORMATS, model_format_of
 from bento_compile.targets.bundle_tar import Entry, write_tar_gz
 from bento_compile.targets.runtime_files import runtime_package_files
 from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
 
-FORMATS = ("onnx", "ort", "tflite")
 TFLITE_RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime")
 # prometheus-client: pure Python, 60 kB; without it /metrics answers that it is missing.
 HTTP_REQUIREMENTS = ["fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9", "prometheus-client>=0.20"]
@@ -111,7 +111,7 @@ def plan_runtime(model_format: str, target: TargetPlatform, http: bool = True,
                  tflite_runtime: str = "auto") -> RuntimePlan:
     """The engine and wheels for a model format on a platform, or a clear error why there are none."""
     server = HTTP_REQUIREMENTS if http else []
-    if model_format in ("onnx", "ort"):
+    if model_format in ONNX_RUNTIME_FORMATS:
         if target.machine == "armv7l":
             raise BentoCompileError(
                 "ONNX Runtime publishes no armv7 wheels, so an armv7 bundle cannot run a "
@@ -120,7 +120,7 @@ def plan_runtime(model_format: str, target: TargetPlatform, http: bool = True,
                 "or target a 64-bit OS on the board (--arch arm64).")
         return RuntimePlan("onnxruntime", ["onnxruntime>=1.20", "numpy>=1.26", *server])
     if model_format != "tflite":
-        raise BentoCompileError(f"Unknown model format '{model_format}'.", f"Use one of: {', '.join(FORMATS)}.")
+        raise BentoCompileError(f"Unknown model format '{model_format}'.", f"Use one of: {', '.join(MODEL_FORMATS)}.")
     if tflite_runtime not in TFLITE_RUNTIMES:
         raise BentoCompileError(f"Unknown TFLite runtime '{tflite_runtime}'.",
                                 f"Use one of: {', '.join(TFLITE_RUNTIMES)}.")
@@ -167,14 +167,6 @@ def resolve_plan_wheels(plan: RuntimePlan, target: TargetPlatform, dest: Path) -
 
 def _req_name(requirement: str) -> str:
     return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower()
-
-
-def model_format_of(manifest: Manifest) -> str:
-    fmt = manifest.model.format
-    if fmt:
-        return str(fmt)
-    suffix = Path(manifest.model_file).suffix.lstrip(".")
-    return suffix if suffix in FORMATS else "onnx"
 
 
 # Resident memory of an idle process with the engine imported (measured on x86_64 and aarch64,
@@ -246,8 +238,8 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
                                 "Rebuild it (bento-compile build) or pull it again.") from exc
     bento_format = model_format_of(manifest)
     model_format = options.format or bento_format
-    if model_format not in FORMATS:
-        raise BentoCompileError(f"Unknown --format '{model_format}'.", f"Use one of: {', '.join(FORMATS)}.")
+    if model_format not in MODEL_FORMATS:
+        raise BentoCompileError(f"Unknown --format '{model_format}'.", f"Use one of: {', '.join(MODEL_FORMATS)}.")
     if model_format != bento_format:
         raise BentoCompileError(
             f"{manifest.tag} holds a .{bento_format} model, not .{model_format}.",
@@ -284,7 +276,7 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
         memory = estimate_memory(plan, model_bytes, options.http)
         memory_max = options.memory_max or memory_max_for(memory)
         measured = None
-        if model_format in ("onnx", "ort") and options.measure:
+        if model_format in ONNX_RUNTIME_FORMATS and options.measure:
             progress("Measuring the memory footprint on this machine")
             measured = measure_memory(bento_dir, options.http)
 

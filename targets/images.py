@@ -1,9 +1,12 @@
-"""One image-building interface for every container target (Cloud Run, Knative, Lambda image).
+"""The image plan: what goes in a container image, for every container target (Cloud Run, Knative,
+Lambda image).
 
 A target describes WHAT goes in the image as an `ImagePlan`: the base, three
-layers of our own, and the runtime config. A builder decides HOW it is made:
+layers of our own, and the runtime config. A builder decides HOW it is made
+(`targets.image_builders.choose_builder` picks one; each takes a plan and gives
+back a `BuiltImage`):
 
-- `OciBuilder` (daemonless, `targets.oci_layout`) writes an OCI image layout
+- `OciBuilder` (daemonless, `targets.oci_builder`) writes an OCI image layout
   itself, reproducibly, and pushes over the registry HTTP API;
 - `DockerBuilder` (`targets.docker_builder`) hands a build context (a
   Dockerfile of COPY/ENV/LABEL lines, nothing is RUN) to a Docker engine
@@ -21,22 +24,21 @@ everything but the last one:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import cache_root, cached_folder
 from bento_compile.core.sbom import sbom_json
 from bento_compile.runtimes.manifest import Manifest, read_manifest
+from bento_compile.runtimes.model_format import model_format_of
 from bento_compile.targets.oci_layout import (
     BaseImage,
     FileEntry,
@@ -45,7 +47,9 @@ from bento_compile.targets.oci_layout import (
     is_layout_reference,
     load_base,
 )
+from bento_compile.targets.registry import parse_image_reference
 from bento_compile.targets.runtime_files import runtime_package_files
+from bento_compile.targets.wheel_install import unpacked_wheel
 from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels
 
 APP_ROOT = "/opt/bento-compile"
@@ -61,14 +65,6 @@ FIXED_MTIME = 946684800
 # uvloop + httptools: the server's fast path; prometheus-client: /metrics (see runtimes/metrics.py).
 HTTP_REQUIREMENTS = ["numpy>=1.26", "onnxruntime>=1.20", "fastapi>=0.110", "uvicorn>=0.29", "orjson>=3.9",
                      "uvloop>=0.19", "httptools>=0.6", "prometheus-client>=0.20"]
-
-
-def cache_root() -> Path:
-    """Where resolved wheels, unpacked wheels and pulled base images are kept between builds."""
-    explicit = os.environ.get("BENTO_COMPILE_CACHE")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bento-compile"
 
 
 # -- the plan ---------------------------------------------------------------------------------
@@ -106,7 +102,7 @@ class BuiltImage:
         """`repository@sha256:…` when the digest is known, else the tag reference."""
         if not self.digest:
             return self.reference
-        return f"{split_tag(self.reference)[0]}@{self.digest}"
+        return f"{parse_image_reference(self.reference).name}@{self.digest}"
 
 
 class ImageBuilder(Protocol):
@@ -117,59 +113,7 @@ class ImageBuilder(Protocol):
     def push(self, image: BuiltImage) -> BuiltImage: ...
 
 
-def split_tag(reference: str) -> tuple[str, str]:
-    """`repo[:tag][@digest]` → (repo, tag); the tag defaults to `latest`."""
-    reference = reference.split("@", 1)[0]
-    last = reference.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = reference.rsplit(":", 1)
-        return repo, tag
-    return reference, "latest"
-
-
 # -- the layers -------------------------------------------------------------------------------
-def unpack_wheel(wheel: Wheel, cache: Path) -> Path:
-    """Unpack a wheel into a site-packages tree (cached by its sha256), as an installer would place it.
-
-    `NAME.data/purelib` and `platlib` go to the root like the rest; scripts,
-    headers and data files are not needed to import the package and are left
-    out. Modes are normalised (0755 for executables, 0644 otherwise).
-    """
-    target = cache / "unpacked" / wheel.sha256
-    if target.is_dir():
-        return target
-    work = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent if target.parent.exists() else None))
-    try:
-        with zipfile.ZipFile(wheel.path) as archive:
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                name = info.filename
-                parts = name.split("/")
-                if parts[0].endswith(".data"):
-                    if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
-                        continue
-                    name = "/".join(parts[2:])
-                if name.startswith("/") or ".." in name.split("/"):
-                    raise BentoCompileError(f"The wheel {wheel.filename} holds an unsafe path '{info.filename}'.",
-                                            "Do not use this wheel; it may be tampered with.")
-                dest = work / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(info) as source, open(dest, "wb") as out:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                executable = (info.external_attr >> 16) & 0o111
-                dest.chmod(0o755 if executable else 0o644)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            work.replace(target)
-        except OSError:  # another build unpacked it meanwhile
-            shutil.rmtree(work, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return target
-
-
 def tree_entries(folder: Path, prefix: str) -> list[FileEntry]:
     entries = []
     for path in sorted(folder.rglob("*")):
@@ -194,23 +138,14 @@ def with_bytecode(tree: Path, key: str, install_prefix: str, python: str, cache:
     interpreter = find_interpreter(python)
     if interpreter is None:
         return tree, False
-    target = cache / "compiled" / f"{key}-py{python}"
-    if target.is_dir():
-        return target, True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".compile-", dir=target.parent))
+    def fill(work: Path) -> None:
+        shutil.copytree(tree, work, copy_function=_link_or_copy, symlinks=True, dirs_exist_ok=True)
+        compile_tree(work, interpreter, install_prefix)
+
     try:
-        staged = work / "tree"
-        shutil.copytree(tree, staged, copy_function=_link_or_copy, symlinks=True)
-        try:
-            compile_tree(staged, interpreter, install_prefix)
-        except BentoCompileError:
-            return tree, False
-        with contextlib.suppress(OSError):  # another build compiled it meanwhile
-            staged.replace(target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return target, True
+        return cached_folder(cache / "compiled" / f"{key}-py{python}", fill, ".compile-"), True
+    except BentoCompileError:  # a file that does not compile for that Python: ship the sources alone
+        return tree, False
 
 
 def _link_or_copy(source: str, dest: str) -> None:
@@ -233,7 +168,7 @@ def deps_layer(requirements: list[str], target: TargetPlatform, bytecode: bool =
     entries: dict[str, FileEntry] = {}
     compiled = 0
     for wheel in wheels:
-        tree = unpack_wheel(wheel, cache)
+        tree = unpacked_wheel(wheel, cache)
         if bytecode:
             tree, done = with_bytecode(tree, wheel.sha256, SITE_PACKAGES, target.python, cache)
             compiled += done
@@ -256,18 +191,14 @@ def runtime_layer(python: str | None = None) -> LayerSpec:
     for arcname, path in files:
         digest.update(arcname.encode() + b"\0" + path.read_bytes() + b"\0")
     key = "runtime-" + digest.hexdigest()[:24]
-    staged = cache / "runtime" / key
-    if not staged.is_dir():
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".runtime-", dir=staged.parent))
+
+    def fill(work: Path) -> None:
         for arcname, path in files:
             (work / arcname).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, work / arcname)
             (work / arcname).chmod(0o644)
-        try:
-            work.replace(staged)
-        except OSError:
-            shutil.rmtree(work, ignore_errors=True)
+
+    staged = cached_folder(cache / "runtime" / key, fill, ".runtime-")
     tree, _done = with_bytecode(staged, key, CODE_DIR, python, cache)
     return LayerSpec("bento-compile runtime and adapters", tree_entries(tree, CODE_DIR), mtime=FIXED_MTIME)
 
@@ -390,7 +321,7 @@ def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", 
     manifest = read_manifest(bento_dir)
     requirements = list(HTTP_REQUIREMENTS)
     ort = manifest.versions.get("onnxruntime")
-    if manifest.model.format == "tflite":  # LiteRT serves .tflite; no ONNX Runtime
+    if model_format_of(manifest) == "tflite":  # LiteRT serves .tflite; no ONNX Runtime
         requirements = [r if not r.startswith("onnxruntime") else "ai-edge-litert" for r in requirements]
     elif ort:  # serve with the ONNX Runtime the parity check ran on, when the target has a wheel for it
         requirements = [r if not r.startswith("onnxruntime") else f"onnxruntime>={ort}" for r in requirements]
@@ -403,34 +334,3 @@ def plan_http_image(bento_dir: Path, base_reference: str, arch: str = "x86_64", 
 
 def wheel_summary(wheels: list[Wheel]) -> list[dict[str, str]]:
     return [{"name": w.name, "version": w.version, "file": w.filename, "sha256": w.sha256} for w in wheels]
-
-
-# -- choosing a builder -----------------------------------------------------------------------
-def engine_reachable() -> bool:
-    """True when a Docker engine answers (DOCKER_HOST or the default socket)."""
-    try:
-        import docker
-    except ImportError:
-        return False
-    try:
-        client = docker.from_env(timeout=5)
-        client.ping()
-        client.close()
-        return True
-    except Exception:
-        return False
-
-
-def choose_builder(name: str) -> ImageBuilder:
-    """`docker`, `oci`, or `auto` (Docker when an engine answers, else daemonless)."""
-    if name not in ("auto", "docker", "oci"):
-        raise BentoCompileError(f"Unknown builder '{name}'.", "Use --builder auto, docker or oci.")
-    if name == "auto":
-        name = "docker" if engine_reachable() else "oci"
-    if name == "docker":
-        from bento_compile.targets.docker_builder import DockerBuilder
-
-        return DockerBuilder()
-    from bento_compile.targets.oci_builder import OciBuilder
-
-    return OciBuilder()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bento_compile.runtimes.manifest import read_manifest
+from bento_compile.runtimes.model_format import model_format_of
 from bento_compile.targets.images import ImagePlan, plan_image
 
 DEFAULT_BASE = "public.ecr.aws/lambda/python:3.12"
@@ -29,9 +30,8 @@ def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[s
     from bento_compile.targets.lambda_zip import lambda_requirements
 
     manifest = read_manifest(bento_dir)
-    model_format = manifest.model.format or "onnx"
     signed = (Path(bento_dir) / "signature.json").is_file()
-    return [*lambda_requirements(arch, python, model_format, signed), "awslambdaric>=2.2"]
+    return [*lambda_requirements(arch, python, model_format_of(manifest), signed), "awslambdaric>=2.2"]
 
 
 def plan_lambda_image(bento_dir: Path, base_reference: str = DEFAULT_BASE, arch: str = "x86_64",

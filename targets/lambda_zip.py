@@ -36,6 +36,7 @@ from typing import Any
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.sbom import write_sbom
 from bento_compile.runtimes.manifest import Manifest, read_manifest
+from bento_compile.runtimes.model_format import ONNX_RUNTIME_FORMATS, model_format_of
 from bento_compile.targets.bytecode import Interpreter, compile_tree, find_interpreter
 from bento_compile.targets.reproducible_zip import tree_files, write_zip
 from bento_compile.targets.runtime_files import runtime_package_files
@@ -71,7 +72,7 @@ def lambda_requirements(arch: str, python: str, model_format: str = "onnx", sign
     lambda_platform(arch, python)  # validates arch / python
     old_glibc = python in AMAZON_LINUX_2_PYTHONS
     requirements = ["fastapi>=0.110", "mangum>=0.17", "orjson>=3.9"]
-    if model_format in ("onnx", "ort"):
+    if model_format in ONNX_RUNTIME_FORMATS:
         # On Amazon Linux 2 the newest onnxruntime is 1.16, built against numpy 1.x.
         requirements += ["onnxruntime>=1.16", "numpy>=1.24,<2"] if old_glibc else ["onnxruntime>=1.20", "numpy>=1.26"]
     elif model_format == "tflite":
@@ -117,7 +118,7 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
     bento_dir = Path(bento_dir)
     manifest = read_manifest(bento_dir)
     platform = lambda_platform(arch, python)
-    model_format = manifest.model.format or "onnx"
+    model_format = model_format_of(manifest)
     signed = (bento_dir / "signature.json").is_file()
     requirements = lambda_requirements(arch, python, model_format, signed)
     notes: list[str] = []
@@ -134,7 +135,7 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
         unpack_wheels(wheels, package)
         removed = slim(package, keep=frozenset({"cryptography", "cffi", "pycparser"}) if signed else frozenset(),
                        extra_rules=onnx_serving_rules(_version_of(wheels, "numpy"))
-                       if model_format in ("onnx", "ort") else ())
+                       if model_format in ONNX_RUNTIME_FORMATS else ())
         progress(f"Slimmed {len(removed)} paths ({sum(r.bytes for r in removed) / MIB:.1f} MiB): "
                  "tests, headers, tools, unused distributions, libonnxruntime.so")
         for arcname, source in runtime_package_files():
@@ -224,7 +225,7 @@ def _check_old_onnxruntime(wheels: list[Wheel], bento_dir: Path, manifest: Manif
     if ort is None:
         return
     limits = _OLD_ORT_LIMITS.get(".".join(ort.version.split(".")[:2]))
-    if limits is None or (manifest.model.format or "onnx") != "onnx":
+    if limits is None or model_format_of(manifest) != "onnx":
         return
     problems = []
     ir = _model_ir_version(bento_dir / manifest.model_file)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import replacing_file
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -32,6 +33,30 @@ ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 DOCKER_HUB = "registry-1.docker.io"
 _CHUNK = 1 << 20
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ImageName:
+    """An image reference split as written: `name[:tag][@digest]`, no registry defaults filled in."""
+
+    name: str  # everything before the tag: [registry/]repository
+    tag: str | None
+    digest: str | None
+
+    @property
+    def tag_or_latest(self) -> str:
+        return self.tag or "latest"
+
+
+def parse_image_reference(reference: str) -> ImageName:
+    """Split an image reference into name, tag and digest. A ':' after the last '/' starts the tag
+    (so a registry port, `127.0.0.1:5000/churn`, is not one). Nothing is validated or normalised
+    here: `Reference.parse` does that for what is pulled or pushed."""
+    name, _, digest = reference.partition("@")
+    tag = None
+    if ":" in name.rsplit("/", 1)[-1]:
+        name, tag = name.rsplit(":", 1)
+    return ImageName(name, tag, digest or None)
 
 
 @dataclass(frozen=True)
@@ -50,16 +75,11 @@ class Reference:
             raise BentoCompileError(f"'{text}' is not an image reference.",
                                     "Write it as REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST], "
                                     "e.g. 127.0.0.1:5000/churn:1.4.")
-        digest = None
-        if "@" in ref:
-            ref, digest = ref.split("@", 1)
-            if not _DIGEST.match(digest):
-                raise BentoCompileError(f"'{text}' has an invalid digest '{digest}'.",
-                                        "A digest is sha256: followed by 64 lowercase hex digits.")
-        tag = None
-        last = ref.rsplit("/", 1)[-1]
-        if ":" in last:
-            ref, tag = ref.rsplit(":", 1)
+        split = parse_image_reference(ref)
+        ref, tag, digest = split.name, split.tag, split.digest
+        if "@" in text and not _DIGEST.match(digest or ""):
+            raise BentoCompileError(f"'{text}' has an invalid digest '{digest or ''}'.",
+                                    "A digest is sha256: followed by 64 lowercase hex digits.")
         first, _, rest = ref.partition("/")
         if rest and ("." in first or ":" in first or first == "localhost"):
             registry, repository = first, rest
@@ -214,17 +234,15 @@ class RegistryClient:
 
     def fetch_blob(self, digest: str, dest: Path) -> None:
         """Stream a blob to `dest`, verifying its sha256; a mismatch leaves nothing behind."""
-        tmp = dest.with_name(dest.name + ".part")
         hasher = hashlib.sha256()
-        with self._request("GET", f"{self.base}/blobs/{digest}") as response, open(tmp, "wb") as out:
-            while chunk := response.read(_CHUNK):
-                hasher.update(chunk)
-                out.write(chunk)
-        if "sha256:" + hasher.hexdigest() != digest:
-            tmp.unlink()
-            raise BentoCompileError(f"Blob {digest} from {self.ref.registry} does not match its digest.",
-                                    "The download was corrupted; retry.")
-        tmp.replace(dest)
+        with replacing_file(dest) as tmp:
+            with self._request("GET", f"{self.base}/blobs/{digest}") as response, open(tmp, "wb") as out:
+                while chunk := response.read(_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            if "sha256:" + hasher.hexdigest() != digest:
+                raise BentoCompileError(f"Blob {digest} from {self.ref.registry} does not match its digest.",
+                                        "The download was corrupted; retry.")
 
     # -- push -----------------------------------------------------------------------------------
     def has_blob(self, digest: str) -> bool:

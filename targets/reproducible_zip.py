@@ -16,6 +16,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from bento_compile.core.files import replacing_file
+
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -34,19 +36,14 @@ def tree_files(root: Path) -> list[tuple[str, Path]]:
 
 def write_zip(entries: Iterable[tuple[str, Path]], destination: Path, level: int = 9) -> int:
     """Write the entries (archive name, file) deterministically; returns the zip's size in bytes."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.partial")
     date = zip_date()
-    try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
-            for name, path in sorted(entries):
-                mode = path.stat().st_mode
-                executable = bool(mode & stat.S_IXUSR) or ".so" in path.name
-                info = zipfile.ZipInfo(name, date_time=date)
-                info.create_system = 3  # Unix, so external_attr carries permissions
-                info.external_attr = ((0o100755 if executable else 0o100644) & 0xFFFF) << 16
-                archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
-        os.replace(partial, destination)
-    finally:
-        partial.unlink(missing_ok=True)
+    with replacing_file(destination) as partial, \
+            zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as archive:
+        for name, path in sorted(entries):
+            mode = path.stat().st_mode
+            executable = bool(mode & stat.S_IXUSR) or ".so" in path.name
+            info = zipfile.ZipInfo(name, date_time=date)
+            info.create_system = 3  # Unix, so external_attr carries permissions
+            info.external_attr = ((0o100755 if executable else 0o100644) & 0xFFFF) << 16
+            archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=level)
     return destination.stat().st_size

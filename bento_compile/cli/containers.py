@@ -7,8 +7,6 @@ manifest pins (`repo@sha256:…`), for scripts.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,10 @@ from pydantic import BaseModel, ValidationError
 from bento_compile.cli.console import err
 from bento_compile.core.config import CloudRunTarget, KnativeTarget, describe_validation_error, load_config
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import write_atomic
 from bento_compile.core.store import BentoStore
 
 DEFAULT_HTTP_BASE = "docker.io/library/python:3.12-slim"
-
-
-def _write(path: Path, text: str) -> None:
-    """Write next to the destination, then rename: a failure never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    Path(tmp).replace(path)
 
 
 def target_settings(section: str, model: type[BaseModel], config_file: Path | None,
@@ -77,7 +67,8 @@ def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: st
                 builder_name: str, push: bool, out_dir: Path, max_concurrency: int = 0, grace: int = 25,
                 load_mode: str = "eager"):
     """Plan, build (and push) one image; returns (plan, BuiltImage)."""
-    from bento_compile.targets.images import choose_builder, plan_http_image
+    from bento_compile.targets.image_builders import choose_builder
+    from bento_compile.targets.images import plan_http_image
     from bento_compile.targets.lambda_image import plan_lambda_image
 
     builder = choose_builder(builder_name)
@@ -108,7 +99,7 @@ def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: st
                "layers": built.layer_digests, "size": built.size, "arch": arch, "python": plan.python,
                "base": base, "bytecode": plan.bytecode,
                "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256} for w in plan.wheels]}
-    _write(out_dir / "image.json", json.dumps(summary, indent=2) + "\n")
+    write_atomic(out_dir / "image.json", json.dumps(summary, indent=2) + "\n")
     where = f"OCI layout {built.layout}" if built.layout else "the Docker engine"
     err.print(f"[green]Built[/] {reference} in {where} ({built.size / 1e6:.1f} MB compressed)")
     if not built.pushed and built.layout:
@@ -180,13 +171,13 @@ def service_command(flavour: str):
 
             result = cloudrun_manifests(manifest, pinned, settings, canary, current, out_dir)
         stem = filename.rsplit(".", 1)[0]
-        _write(out_dir / filename, dump_yaml(result.service))
+        write_atomic(out_dir / filename, dump_yaml(result.service))
         err.print(f"[green]Wrote[/] {out_dir / filename} (revision {result.revision}, image {pinned})")
         if result.promote is not None:
             # canary() fills promote, rollback and commands together, from a percentage and a current revision.
             assert result.rollback is not None and result.commands is not None and canary is not None
-            _write(out_dir / f"{stem}-promote.yaml", dump_yaml(result.promote))
-            _write(out_dir / f"{stem}-rollback.yaml", dump_yaml(result.rollback))
+            write_atomic(out_dir / f"{stem}-promote.yaml", dump_yaml(result.promote))
+            write_atomic(out_dir / f"{stem}-rollback.yaml", dump_yaml(result.rollback))
             err.print(f"Canary: {canary}% to {result.revision}, {100 - canary}% to {current}.")
             err.print(f"  promote:  {result.commands['promote']}")
             err.print(f"  rollback: {result.commands['rollback']}")

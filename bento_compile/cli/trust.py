@@ -164,9 +164,9 @@ def tag_command(tag: str, stage: str, remote_url: str, endpoint_url: str | None)
       bento-compile tag churn:3f2a9c01d4e5b6a7 prod --remote s3://models/bentos
       bento-compile pull s3://models/bentos/churn:prod
     """
-    from bento_compile.tools.remote import RemoteStore, split_tag
+    from bento_compile.tools.remote import RemoteStore, parse_remote_tag
 
-    name, ref = split_tag(tag)
+    name, ref = parse_remote_tag(tag)
     remote = RemoteStore.from_url(remote_url, endpoint_url)
     pointer = remote.set_stage(name, ref, stage)
     err.print(f"[green]{name}:{stage}[/] → {name}:{pointer['version']}")

@@ -13,8 +13,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.names import BENTO_NAME_PATTERN
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 DTYPES = ("float32", "float64", "int64", "int32", "string", "bool")
 
 
@@ -181,7 +181,7 @@ TARGET_SCHEMAS.update({"knative": KnativeTarget, "cloudrun": CloudRunTarget})
 class BentoConfig(Strict):
     """The whole of bento.yaml."""
 
-    name: str | None = Field(None, pattern=NAME_PATTERN)
+    name: str | None = Field(None, pattern=BENTO_NAME_PATTERN)
     model: str | None = None
     sample: str | None = None
     inputs: list[InputSpec] | None = None

@@ -28,6 +28,7 @@ from typing import Any
 
 from bento_compile import __version__
 from bento_compile.runtimes.manifest import MANIFEST_NAME, read_manifest, sha256_file
+from bento_compile.runtimes.model_format import model_format_of
 from bento_compile.runtimes.trust import SIGNATURE_NAME
 
 SBOM_NAME = "sbom.cdx.json"
@@ -107,7 +108,7 @@ def build_bom(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[A
             hashes=[HashType(alg=HashAlgorithm.SHA_256, content=wheel.sha256)],
             licenses=_licenses(meta),
         ))
-    model_format = manifest.model.format or "onnx"
+    model_format = model_format_of(manifest)
     for relative, meta in sorted(manifest.files.items()):
         is_model = relative == manifest.model_file
         components.append(_file_component(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import write_atomic
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import MANIFEST_NAME, read_manifest, verify_files
 from bento_compile.runtimes.trust import (
@@ -66,26 +67,10 @@ def generate_keypair(out_dir: Path, name: str = "bento-signing", overwrite: bool
                                     serialization.NoEncryption())
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_private(private_path, private_pem)
-    _write_atomic(public_path, public_pem, 0o644)
+    write_atomic(private_path, private_pem, 0o600)  # created 0600: never readable by others, not even briefly
+    write_atomic(public_path, public_pem, 0o644)
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return KeyPair(private_path, public_path, key_fingerprint(raw))
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Created 0600 from the first byte (never world-readable, not even briefly), then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def load_private_key(source: str | Path | None = None):
@@ -165,7 +150,7 @@ def sign_bento(bento_dir: Path, private_key) -> dict[str, Any]:
         "public_key_fingerprint": key_fingerprint(raw),
         "signature": base64.b64encode(private_key.sign(manifest_bytes)).decode(),
     }
-    _write_atomic(root / SIGNATURE_NAME, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+    write_atomic(root / SIGNATURE_NAME, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o644)
     return record
 
 

@@ -8,9 +8,7 @@ content twice is a no-op.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -19,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import write_atomic
+from bento_compile.core.files import write_json_atomic as write_json_atomic  # the compiler's import
 from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest, read_manifest
-
-TAG_PATTERN = re.compile(r"^(?P<name>[a-z0-9][a-z0-9._-]{0,62})(?::(?P<version>[A-Za-z0-9._-]+))?$")
+from bento_compile.runtimes.names import parse_bento_tag
 
 
 def store_home() -> Path:
@@ -78,10 +77,7 @@ class BentoStore:
         return target, True
 
     def _set_latest(self, name: str, version: str) -> None:
-        pointer = self.root / name / "latest"
-        tmp = pointer.with_suffix(".tmp")
-        tmp.write_text(version + "\n", encoding="utf-8")
-        os.replace(tmp, pointer)
+        write_atomic(self.root / name / "latest", version + "\n")
 
     def list(self, name: str | None = None) -> list[StoredBento]:
         if not self.root.is_dir():
@@ -98,11 +94,11 @@ class BentoStore:
 
     def resolve(self, tag: str) -> StoredBento:
         """`name`, `name:latest` or `name:version` (a unique version prefix is enough)."""
-        match = TAG_PATTERN.match(tag or "")
-        if not match:
+        parsed = parse_bento_tag(tag)
+        if parsed is None:
             raise BentoCompileError(f"'{tag}' is not a Bento tag.",
                                     "Use NAME:VERSION or NAME:latest, e.g. churn:latest.")
-        name, version = match["name"], match["version"] or "latest"
+        name, version = parsed
         candidates = self.list(name)
         if not candidates:
             raise BentoCompileError(f"No Bento named '{name}' in {self.root}.",
@@ -140,9 +136,3 @@ class BentoStore:
                 pointer.unlink()
         return bento
 
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Deterministic JSON (sorted keys), written to a temp file then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

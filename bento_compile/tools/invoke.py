@@ -10,24 +10,24 @@ self-contained.
 
 What the Lambda managed runtime provides (awslambdaric, boto3) is resolved as
 wheels for the zip's platform into a cache folder, never taken from here.
-Caches live under $BENTO_COMPILE_HOME/cache/lambda/.
+Caches live in the `lambda/` folder of the build cache (core/files.py `cache_root`:
+$BENTO_COMPILE_CACHE, else ~/.cache/bento-compile).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform as host_platform
 import shutil
 import subprocess
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.core.files import cache_root, cached_folder
 from bento_compile.targets.bytecode import find_interpreter, interpreter_version
 from bento_compile.targets.lambda_zip import HANDLER, lambda_platform
 from bento_compile.targets.wheel_install import unpack_wheels
@@ -38,9 +38,8 @@ from bento_compile.tools.lambda_rapi import InitError, InvokeResult, RuntimeAPI,
 MANAGED_RUNTIME_REQUIREMENTS = ["awslambdaric", "boto3"]
 
 
-def cache_root() -> Path:
-    home = Path(os.environ.get("BENTO_COMPILE_HOME") or Path.home() / ".bento-compile")
-    return home / "cache" / "lambda"
+def lambda_cache() -> Path:
+    return cache_root() / "lambda"
 
 
 @dataclass(frozen=True)
@@ -50,24 +49,6 @@ class LocalRuntime:
     python: Path  # a venv interpreter with nothing installed
     provided: Path  # awslambdaric + boto3 for the target platform
     version: str
-
-
-def _atomic_dir(final: Path, fill) -> Path:
-    """Create `final` by filling a temporary sibling and renaming it (safe against a crash midway)."""
-    if final.is_dir():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        fill(staging)
-        try:
-            staging.rename(final)
-        except OSError:  # another process won the race
-            if not final.is_dir():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def local_runtime(arch: str, python: str) -> LocalRuntime:
@@ -91,7 +72,7 @@ def local_runtime_for(python_path: Path, arch: str, python: str) -> LocalRuntime
     if found is None or found.rsplit(".", 1)[0] != python:
         raise BentoCompileError(f"{python_path} is Python {found or '(not runnable)'}, but this zip was built for "
                                 f"Python {python}.", f"Pass a Python {python} interpreter with --python.")
-    root = cache_root() / f"runtime-{lambda_platform(arch, python).machine}-{python}"
+    root = lambda_cache() / f"runtime-{lambda_platform(arch, python).machine}-{python}"
 
     def make_provided(folder: Path) -> None:
         wheels = resolve_wheels(MANAGED_RUNTIME_REQUIREMENTS, lambda_platform(arch, python), folder / "wheels")
@@ -106,9 +87,9 @@ def local_runtime_for(python_path: Path, arch: str, python: str) -> LocalRuntime
             raise BentoCompileError(f"Could not create a clean venv with {python_path}: {result.stderr[-500:]}",
                                     "Pass another interpreter with --python.")
 
-    provided = _atomic_dir(root / "provided", make_provided) / "site"
+    provided = cached_folder(root / "provided", make_provided) / "site"
     digest = hashlib.sha256(str(Path(python_path).absolute()).encode()).hexdigest()[:12]
-    venv = _atomic_dir(root / f"venv-{digest}", make_venv)
+    venv = cached_folder(root / f"venv-{digest}", make_venv)
     return LocalRuntime(venv / "bin" / "python", provided, python)
 
 
@@ -140,7 +121,7 @@ def unpack_task(zip_path: Path) -> Path:
             if mode:
                 (folder / info.filename).chmod(mode)
 
-    return _atomic_dir(cache_root() / f"task-{digest}", fill)
+    return cached_folder(lambda_cache() / f"task-{digest}", fill)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bento_compile.core.errors import BentoCompileError
-from bento_compile.core.store import TAG_PATTERN, BentoStore, StoredBento
+from bento_compile.core.store import BentoStore, StoredBento
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import (
     MANIFEST_NAME,
@@ -43,6 +43,7 @@ from bento_compile.runtimes.manifest import (
     sha256_file,
     verify_files,
 )
+from bento_compile.runtimes.names import parse_bento_tag
 from bento_compile.runtimes.trust import SIGNATURE_NAME
 
 MiB = 1024 * 1024
@@ -60,11 +61,12 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return match[1], (match[2] or "").strip("/")
 
 
-def split_tag(tag: str) -> tuple[str, str]:
-    match = TAG_PATTERN.match(tag or "")
-    if not match:
+def parse_remote_tag(tag: str) -> tuple[str, str]:
+    """`NAME[:VERSION|:STAGE|:latest]` → (name, ref), or an error saying how to write one."""
+    parsed = parse_bento_tag(tag)
+    if parsed is None:
         raise BentoCompileError(f"'{tag}' is not a Bento tag.", "Use NAME:VERSION, NAME:STAGE or NAME:latest.")
-    return match["name"], match["version"] or "latest"
+    return parsed
 
 
 def split_ref(url: str) -> tuple[str, str, str]:
@@ -73,7 +75,7 @@ def split_ref(url: str) -> tuple[str, str, str]:
     if not base.startswith("s3://") or base == "s3:/":
         raise BentoCompileError(f"'{url}' does not name a Bento in S3.",
                                 "Use s3://bucket/prefix/NAME:VERSION, e.g. s3://models/bentos/churn:prod.")
-    name, ref = split_tag(last)
+    name, ref = parse_remote_tag(last)
     return base, name, ref
 
 
