@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bento_compile.runtimes.boundary import UnsafeName, check_bento_names
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.records import OMIT_NONE, Record, RecordError
 
@@ -234,6 +235,11 @@ def verify_files(bento_dir: Path, manifest: Manifest) -> None:
     for relative, meta in sorted(manifest.files.items()):
         path = root / relative
         # A link (or a linked folder on the way) would let the hashed name read bytes from elsewhere.
+    try:  # every name it carries becomes a path or a line of a generated file somewhere
+        check_bento_names(manifest.name, manifest.version, manifest.model.file, manifest.files)
+    except UnsafeName as exc:
+        raise IntegrityError(f"{where}: {exc}; refusing this Bento: rebuild it or re-pull it from a good copy") \
+            from None
         if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
             raise IntegrityError(f"{relative} is a symbolic link or lies outside {root}: a Bento holds plain "
                                  "files only; rebuild or re-pull it")

@@ -16,6 +16,7 @@ from bento_compile import __version__
 from bento_compile.cli.console import err, print_parity
 from bento_compile.cli.quantize import print_variants
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.errors import IntegrityError
 
 
 class Group(click.Group):
@@ -34,6 +35,10 @@ class Group(click.Group):
             quantization = getattr(exc, "quantization", None)
             if quantization:
                 print_variants(quantization, err)
+            sys.exit(1)
+        except IntegrityError as exc:  # a Bento folder refused on reading (bad names, damaged manifest)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}")
+            err.print("[bold]fix:[/] Rebuild the Bento (bento-compile build) or pull it again from a good copy.")
             sys.exit(1)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.files import write_atomic
 from bento_compile.core.files import write_json_atomic as write_json_atomic  # the compiler's import
+from bento_compile.runtimes.boundary import UnsafeName, check_name, check_version
 from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest, read_manifest
 from bento_compile.runtimes.names import parse_bento_tag
 
@@ -62,6 +63,12 @@ class BentoStore:
 
     def commit(self, staged: Path, name: str, version: str) -> tuple[Path, bool]:
         """Move a staged Bento into place. Returns (path, created_new)."""
+        try:  # the last line of defence: these two become folder names under the store
+            check_name(name, "Bento name")
+            check_version(version, "Bento version")
+        except UnsafeName as exc:
+            raise BentoCompileError(f"Refusing to store a Bento: {exc}.",
+                                    "Nothing was written; rebuild the Bento or pull it from a good copy.") from None
         target = self.root / name / version
         if (target / MANIFEST_NAME).is_file():
             self._set_latest(name, version)

@@ -34,6 +34,7 @@ from typing import Any
 
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore, StoredBento
+from bento_compile.runtimes.boundary import UnsafeName, check_bento_names, check_version
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import (
     MANIFEST_NAME,
@@ -297,8 +298,28 @@ class RemoteStore:
         return pointer
 
     def read_stage(self, name: str, stage: str) -> dict[str, Any] | None:
-        data = self._get_small(self._key("stages", name, f"{stage}.json"), 64 * 1024)
-        return json.loads(data) if data else None
+        """The stage pointer, checked field by field: its version becomes a folder name in the store."""
+        key = self._key("stages", name, f"{stage}.json")
+        data = self._get_small(key, 64 * 1024)
+        if data is None:
+            return None
+        where = f"the stage pointer s3://{self.bucket}/{key}"
+        try:
+            pointer = json.loads(data)
+        except ValueError as exc:
+            raise _bad_pointer(where, f"it is not JSON ({exc})") from None
+        if not isinstance(pointer, dict):
+            raise _bad_pointer(where, f"it holds a JSON {type(pointer).__name__}, not an object")
+        for field in ("version", "manifest_sha256"):
+            if not isinstance(pointer.get(field), str):
+                raise _bad_pointer(where, f"its '{field}' is missing or not a string")
+        try:
+            check_version(pointer["version"], f"{where}: 'version'")
+        except UnsafeName as exc:
+            raise _bad_pointer(where, str(exc)) from None
+        if not re.fullmatch(r"[0-9a-f]{64}", pointer["manifest_sha256"]):
+            raise _bad_pointer(where, "its 'manifest_sha256' is not 64 lowercase hex digits")
+        return pointer
 
     def set_stage(self, name: str, ref: str, stage: str) -> dict[str, Any]:
         """Promote: NAME:STAGE → the version REF resolves to (checked to exist and be whole)."""
@@ -345,7 +366,11 @@ class RemoteStore:
             raise _refused(source, f"{MANIFEST_NAME} does not match the sha256 recorded by the stage '{ref}'")
         try:
             manifest = Manifest.from_dict(json.loads(manifest_bytes))
-        except (ValueError, KeyError, TypeError) as exc:
+            # Its version names the store folder and its file entries become paths: checked before either.
+            check_bento_names(manifest.name, manifest.version, manifest.model_file, manifest.files)
+        except UnsafeName as exc:
+            raise _refused(source, str(exc)) from None
+        except (ValueError, KeyError, TypeError, IntegrityError) as exc:
             raise _refused(source, f"{MANIFEST_NAME} is damaged ({type(exc).__name__}: {exc})") from None
         if (manifest.name, manifest.version) != (name, version):
             raise _refused(source, f"{MANIFEST_NAME} is for {manifest.tag}, not {name}:{version}: it was changed")
@@ -393,9 +418,11 @@ class RemoteStore:
         stages: dict[tuple[str, str], list[str]] = {}
         stage_prefix = self._key("stages") + "/"
         for key in sorted(k for k in keys if k.startswith(stage_prefix) and k.endswith(".json")):
-            pointer = json.loads(self._get_small(key, 64 * 1024) or b"{}")
-            if pointer.get("version"):
+            try:  # a damaged pointer must not hide the others (pull names what is wrong with it)
+                pointer = json.loads(self._get_small(key, 64 * 1024) or b"{}")
                 stages.setdefault((pointer["name"], pointer["version"]), []).append(pointer["stage"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
         entries = []
         for key in sorted(k for k in keys if k.startswith(prefix) and k.endswith("/" + MANIFEST_NAME)):
             name, version = key[len(prefix):].split("/")[:2]
@@ -407,6 +434,13 @@ class RemoteStore:
                 "stages": sorted(stages.get((name, version), [])),
             })
         return sorted(entries, key=lambda e: (e["name"], e["created"]))
+
+
+def _bad_pointer(where: str, detail: str) -> BentoCompileError:
+    return BentoCompileError(f"Refusing {where}: {detail}. Nothing was written to the local store.",
+                             "Point the stage again at a good version (bento-compile tag NAME:VERSION STAGE "
+                             "--remote …), or pull a version (NAME:VERSION); if it keeps happening, the remote store "
+                             "is being tampered with.")
 
 
 def _refused(source: str, detail: str) -> BentoCompileError:
