@@ -214,6 +214,11 @@ def parse_manifest(data: Any, where: str = MANIFEST_NAME) -> Manifest:
         manifest = Manifest.from_dict(data, where="manifest")
     except RecordError as exc:
         raise IntegrityError(f"{where}: {exc}: rebuild the Bento") from exc
+    try:  # every name it carries becomes a path or a line of a generated file somewhere
+        check_bento_names(manifest.name, manifest.version, manifest.model.file, manifest.files)
+    except UnsafeName as exc:
+        raise IntegrityError(f"{where}: {exc}; refusing this Bento: rebuild it or re-pull it from a good copy") \
+            from None
     return manifest
 
 
@@ -235,11 +240,6 @@ def verify_files(bento_dir: Path, manifest: Manifest) -> None:
     for relative, meta in sorted(manifest.files.items()):
         path = root / relative
         # A link (or a linked folder on the way) would let the hashed name read bytes from elsewhere.
-    try:  # every name it carries becomes a path or a line of a generated file somewhere
-        check_bento_names(manifest.name, manifest.version, manifest.model.file, manifest.files)
-    except UnsafeName as exc:
-        raise IntegrityError(f"{where}: {exc}; refusing this Bento: rebuild it or re-pull it from a good copy") \
-            from None
         if path.is_symlink() or not path.resolve().is_relative_to(root.resolve()):
             raise IntegrityError(f"{relative} is a symbolic link or lies outside {root}: a Bento holds plain "
                                  "files only; rebuild or re-pull it")
