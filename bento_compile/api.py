@@ -384,10 +384,11 @@ def invoke(zip_path: PathLike, event: Any, *, python: PathLike | None = None, en
     path = Path(zip_path)
     if not path.is_file():
         raise BentoCompileError(f"{path} is not a file.", "Pass the zip `target('lambda-zip', …)` returned.")
-    try:
-        json.dumps(event)
+    try:  # the event travels as JSON text, which has no NaN or infinity
+        json.dumps(event, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise BentoCompileError(f"The event is not JSON: {exc}", "Pass dicts, lists, strings and numbers.") from None
+        raise BentoCompileError(f"The event is not JSON: {exc}",
+                                "Pass dicts, lists, strings and numbers; None for a missing value.") from None
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise BentoCompileError("env must map strings to strings.", "Pass e.g. env={'BENTO_COMPILE_LOAD': 'lazy'}.")
     answers, init_seconds = invoke_zip(path, [event], Path(python) if python else None, dict(env or {}), timeout)
