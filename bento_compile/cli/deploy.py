@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from bento_compile.cli.deploy_lambda import deploy_lambda
+from bento_compile.cli.deploy_services import cloudrun, knative
 
 
 @click.group("deploy")
@@ -27,4 +28,4 @@ def deploy() -> None:
 
 
 # Commands of the `deploy` group; cli/__init__.py adds each one to the group.
-COMMANDS: list[click.Command] = [deploy_lambda]
+COMMANDS: list[click.Command] = [deploy_lambda, cloudrun, knative]

@@ -133,7 +133,7 @@ def cloudrun(tag: str, project: str | None, region: str | None, endpoint: str | 
 
     action = _action(canary, promote, rollback)
     bento = BentoStore().resolve(tag)
-    settings = target_settings("cloudrun", CloudRunTarget, config_file, bento.manifest.raw)
+    settings = target_settings("cloudrun", CloudRunTarget, config_file, bento.manifest.targets)
     pinned = _pinned_image(action, image, bento, settings, build)
     with err.status("Updating the Cloud Run service and waiting for the revision…"):
         outcome = deploy_cloudrun(CloudRunRequest(bento.manifest, settings, action, project, region, pinned, canary,
@@ -167,7 +167,7 @@ def knative(tag: str, namespace: str | None, context: str | None, image: str | N
 
     action = _action(canary, promote, rollback)
     bento = BentoStore().resolve(tag)
-    settings = target_settings("knative", KnativeTarget, config_file, bento.manifest.raw)
+    settings = target_settings("knative", KnativeTarget, config_file, bento.manifest.targets)
     pinned = _pinned_image(action, image, bento, settings, build)
     with err.status("Applying the Knative Service and waiting until it is Ready…"):
         outcome = deploy_knative(KnativeRequest(bento.manifest, settings, action, pinned, canary, namespace, context,

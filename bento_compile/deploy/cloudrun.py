@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,7 +157,8 @@ class _Calls:
         from google.auth.exceptions import RefreshError, TransportError
 
         ex = self.exceptions
-        message = getattr(exc, "message", None) or str(exc)
+        # The REST transport prefixes the API's message with "PATCH https://…: "; the resource is named already.
+        message = re.sub(r"^[A-Z]+ \S+: ", "", getattr(exc, "message", None) or str(exc))
         if isinstance(exc, ex.PermissionDenied | ex.Forbidden):
             return BentoCompileError(f"Access denied: {action} on {self.name}: {message}", ROLES_FIX)
         if isinstance(exc, ex.Unauthenticated | ex.Unauthorized | RefreshError):

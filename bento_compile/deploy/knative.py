@@ -165,7 +165,7 @@ class _Calls:
             return self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name,
                                                          _request_timeout=REQUEST_TIMEOUT)
         except self.exception as exc:
-            if exc.status == 404 and "NotFound" in (exc.body or "") and PLURAL in (exc.body or ""):
+            if exc.status == 404 and _names_object(exc, self.name):
                 return None
             raise self.error(exc, "get") from None
         except Exception as exc:
@@ -195,6 +195,16 @@ class _Calls:
                 return service, f"not Ready after {timeout:.0f} s"
             time.sleep(poll)
             poll = min(poll * 1.5, 5.0)
+
+
+def _names_object(exc: Any, name: str) -> bool:
+    """A 404 about this object (it does not exist), not about the resource type (Knative not installed)."""
+    import json
+
+    try:
+        return (json.loads(exc.body).get("details") or {}).get("name") == name
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def _status_message(exc: Any) -> str:

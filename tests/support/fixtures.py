@@ -111,3 +111,16 @@ def mediapipe_models() -> dict[str, Path]:
         for wheel in wheels:
             wheel.unlink()
     return wanted
+
+
+@pytest.fixture
+def stored_example(built_example, store_home) -> str:
+    """The example Bento committed to this test's store (the CLI resolves it as cancer:latest); its tag."""
+    from bento_compile.core.store import BentoStore
+    from bento_compile.runtimes.manifest import read_manifest
+
+    manifest = read_manifest(built_example)
+    staged = store_home.parent / "staged-bento"
+    shutil.copytree(built_example, staged)
+    BentoStore(store_home).commit(staged, manifest.name, manifest.version)
+    return manifest.tag
