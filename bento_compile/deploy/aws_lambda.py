@@ -34,7 +34,7 @@ from bento_compile.deploy.lambda_alias import (
 )
 from bento_compile.deploy.lambda_package import LambdaPackage, code_location
 from bento_compile.deploy.lambda_role import ensure_role
-from bento_compile.deploy.smoke import Invoker, SmokeResult, lambda_invoker, shown, smoke_check
+from bento_compile.deploy.smoke import Invoker, SmokeResult, expected_outputs, lambda_invoker, shown, smoke_check
 from bento_compile.deploy.waiting import (
     Backoff,
     is_conflict,
@@ -227,7 +227,8 @@ class LambdaDeployer:
         return {"version": version, "code_sha256": config.get("CodeSha256"),
                 "image": code.get("ResolvedImageUri") or code.get("ImageUri"),
                 "bento_tag": description[len(DESCRIPTION_PREFIX):] if description.startswith(DESCRIPTION_PREFIX)
-                else None, "last_modified": config.get("LastModified"), "description": description}
+                else None, "last_modified": config.get("LastModified"), "description": description,
+                "configuration": config}
 
     def check_ours(self, existing: dict[str, Any]) -> None:
         tags = existing.get("Tags") or {}
@@ -258,7 +259,10 @@ class LambdaDeployer:
                     "history": [], "bento_tag": (existing.get("Tags") or {}).get(TAG_KEY)}
         versions = []
         for version, share in current.routing().items():
-            versions.append({**self.version_info(version), "weight": share})
+            info = self.version_info(version)
+            # not the configuration: its environment may hold values that a status line must not print
+            versions.append({key: info[key] for key in ("version", "bento_tag", "code_sha256", "image",
+                                                         "last_modified")} | {"weight": share})
         return {"function_arn": arn, "alias": self.alias, "routing": current.routing(), "versions": versions,
                 "history": current.history, "url": self.url_of(),
                 "bento_tag": versions[0]["bento_tag"] if versions else None,
@@ -312,6 +316,11 @@ class LambdaDeployer:
             if (kind == "provisioned" and config.provisioned_concurrency) or (kind == "snapstart" and config.snapstart):
                 self.progress(COSTS[kind].format(n=config.provisioned_concurrency))
 
+        expected = None
+        if options.smoke:  # before anything is uploaded: a package that fails the runtime's checks stops here
+            expected = expected_outputs(source.manifest, None if is_image else source.path,  # type: ignore[union-attr]
+                                        source.bento_dir if is_image else None)  # type: ignore[union-attr]
+
         existing = self.function()
         if existing is not None:
             self.check_ours(existing)
@@ -323,7 +332,7 @@ class LambdaDeployer:
                                         f"Deploy it {how}, or to another --function.")
         current = read_alias(self.lam, self.name, self.alias) if existing else None
         code_id = source.digest if is_image else source.code_sha256  # type: ignore[union-attr]
-        skipped = self._unchanged(current, is_image, code_id)
+        skipped = self._unchanged(current, is_image, code_id, function_settings(source, config, env))
         if skipped is not None:
             return skipped
 
@@ -338,12 +347,10 @@ class LambdaDeployer:
         notes = [role_note] if role_note else []
 
         smoke = None
-        if options.smoke:
+        if expected is not None:
             self.progress(f"Smoke check: invoking version {version} with the Bento's example")
             try:
-                smoke = smoke_check(self.invoker, self.name, version, source.manifest,
-                                    None if is_image else source.path,  # type: ignore[union-attr]
-                                    source.bento_dir if is_image else None)  # type: ignore[union-attr]
+                smoke = smoke_check(self.invoker, self.name, version, source.manifest, expected)
             except BentoCompileError as exc:
                 raise DeployFailed(exc.problem, exc.fix, created) from None
             if not smoke.passed:
@@ -378,8 +385,10 @@ class LambdaDeployer:
         return DeployResult(arn, self.alias, version, moved.routing(), code_id, source.bento_tag, False, url,
                             smoke.summary() if smoke else None, created, notes)
 
-    def _unchanged(self, current: AliasState | None, is_image: bool, code_id: str) -> DeployResult | None:
-        """A result saying "unchanged" when the alias (or its canary) already serves this code."""
+    def _unchanged(self, current: AliasState | None, is_image: bool, code_id: str,
+                   settings: dict[str, Any]) -> DeployResult | None:
+        """A result saying "unchanged" when the alias (or its canary) already serves this code with these
+        settings (a changed memory size or environment is a new version, without a new upload)."""
         if current is None:
             return None
         for version in (current.version, current.candidate):
@@ -387,7 +396,7 @@ class LambdaDeployer:
                 continue
             info = self.version_info(version)
             served = (info["image"] or "").rsplit("@", 1)[-1] if is_image else info["code_sha256"]
-            if served == code_id:
+            if served == code_id and same_settings(info["configuration"], settings):
                 which = "serves" if version == current.version and not current.weights else (
                     "already routes the canary to" if version == current.candidate else "serves")
                 arn = f"{self.lam.get_function(FunctionName=self.name)['Configuration']['FunctionArn']}"
@@ -400,13 +409,7 @@ class LambdaDeployer:
     def _create_or_update(self, existing: dict[str, Any] | None, source: Source, config: Any, env: dict[str, str],
                           options: LambdaOptions, created: list[str]) -> tuple[str, str | None]:
         is_image = isinstance(source, ImageSource)
-        settings = {"MemorySize": config.memory, "Timeout": config.timeout,
-                    "Environment": {"Variables": env}, "Description": DESCRIPTION_PREFIX + source.bento_tag,
-                    **({} if is_image else {"Runtime": f"python{config.python}",
-                                            "Handler": source.handler})}  # type: ignore[union-attr]
-        settings["SnapStart"] = {"ApplyOn": "PublishedVersions" if config.snapstart else "None"}
-        if is_image:
-            settings.pop("SnapStart")
+        settings = function_settings(source, config, env)
         role_note = None
         if existing is None:
             role = options.role
@@ -513,6 +516,30 @@ class LambdaDeployer:
         except BentoCompileError as exc:
             if getattr(exc, "code", None) != "ResourceConflictException":  # the statement is already there
                 raise
+
+
+def function_settings(source: Source, config: Any, env: dict[str, str]) -> dict[str, Any]:
+    """The function configuration the Bento and the options ask for (CreateFunction / Update… arguments)."""
+    settings: dict[str, Any] = {"MemorySize": config.memory, "Timeout": config.timeout,
+                                "Environment": {"Variables": env},
+                                "Description": DESCRIPTION_PREFIX + source.bento_tag}
+    if isinstance(source, LambdaPackage):
+        settings.update({"Runtime": f"python{config.python}", "Handler": source.handler,
+                         "SnapStart": {"ApplyOn": "PublishedVersions" if config.snapstart else "None"}})
+    return settings
+
+
+def same_settings(configuration: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a version's configuration already has every setting asked for."""
+    for key, wanted in settings.items():
+        have = configuration.get(key)
+        if key == "Environment":
+            have = {"Variables": (have or {}).get("Variables") or {}}
+        elif key == "SnapStart":
+            have = {"ApplyOn": (have or {}).get("ApplyOn") or "None"}
+        if have != wanted:
+            return False
+    return True
 
 
 def _zip_has(path: Path, member: str) -> bool:

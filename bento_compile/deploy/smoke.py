@@ -55,18 +55,36 @@ def example_of(manifest: dict[str, Any]) -> dict[str, Any]:
 def expected_outputs(manifest: dict[str, Any], package_zip: Path | None, bento_dir: Path | None = None
                      ) -> dict[str, Any]:
     """The example's outputs: recorded in the manifest, else computed here from the Bento (a folder, or the
-    one inside the zip)."""
+    one inside the zip). The Bento is verified as the runtime verifies it, so a package whose files were
+    changed after the build is refused here, before anything is uploaded."""
+    from bento_compile.runtimes.errors import RuntimeFault
+
     recorded = manifest.get("example_outputs")
     if isinstance(recorded, dict):
         return recorded
+    example = example_of(manifest)
+    try:
+        if package_zip is None:
+            if bento_dir is None:
+                raise BentoCompileError("No Bento to compute the example's outputs from.", "Pass the Bento TAG.")
+            return _predict(bento_dir, example)
+        with tempfile.TemporaryDirectory(prefix="bento-smoke-") as work:
+            return _predict(_unpack_bento(package_zip, Path(work)), example)
+    except RuntimeFault as exc:
+        where = package_zip or bento_dir
+        raise BentoCompileError(f"The Bento in {where} fails the runtime's checks: {exc}. Nothing was uploaded.",
+                                "Rebuild the package (bento-compile target lambda-zip TAG), or pass the TAG.") from None
+
+
+def _predict(bento_dir: Path, example: dict[str, Any]) -> dict[str, Any]:
     from bento_compile.runtimes.model import BentoModel
 
-    if bento_dir is not None or package_zip is None:
-        if bento_dir is None:
-            raise BentoCompileError("No Bento to compute the example's outputs from.", "Pass the Bento TAG.")
-        return BentoModel.load(bento_dir).predict(example_of(manifest))["outputs"]
-    with tempfile.TemporaryDirectory(prefix="bento-smoke-") as work, zipfile.ZipFile(package_zip) as archive:
-        root = Path(work)
+    return BentoModel.load(bento_dir).predict(example)["outputs"]
+
+
+def _unpack_bento(package_zip: Path, root: Path) -> Path:
+    """The zip's bento/ folder, unpacked under `root`."""
+    with zipfile.ZipFile(package_zip) as archive:
         for info in archive.infolist():
             if not info.filename.startswith("bento/") or info.is_dir():
                 continue
@@ -78,7 +96,7 @@ def expected_outputs(manifest: dict[str, Any], package_zip: Path | None, bento_d
             target = root / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(archive.read(info))
-        return BentoModel.load(root / "bento").predict(example_of(manifest))["outputs"]
+    return root / "bento"
 
 
 def tolerances(manifest: dict[str, Any]) -> dict[str, float]:
@@ -134,10 +152,10 @@ def compare(expected: dict[str, Any], answer: Any, tolerance: dict[str, float]) 
 
 
 def smoke_check(invoke: Invoker, function_name: str, qualifier: str, manifest: dict[str, Any],
-                package_zip: Path | None, bento_dir: Path | None = None) -> SmokeResult:
-    """Invoke the version with the recorded example and compare; never raises for a wrong answer."""
+                expected: dict[str, Any]) -> SmokeResult:
+    """Invoke the version with the recorded example and compare with `expected` (from expected_outputs);
+    never raises for a wrong answer."""
     example = example_of(manifest)
-    expected = expected_outputs(manifest, package_zip, bento_dir)
     error, payload = invoke(function_name, qualifier, json.dumps(example).encode())
     try:
         answer: Any = json.loads(payload) if payload else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -64,7 +65,8 @@ def tampered_zip(source: Path, destination: Path) -> Path:
 class LocalInvoker:
     """A double for `lambda:Invoke` only (see the module docstring). `calls` records each invoke."""
 
-    def __init__(self, endpoint: str, zips: list[Path], env: dict[str, str] | None = None):
+    def __init__(self, endpoint: str, zips: list[Path], home: Path, env: dict[str, str] | None = None):
+        self.home = home  # BENTO_COMPILE_HOME for the local runtime's caches (kept for the session)
         self.lam = boto_client("lambda", endpoint)
         self.s3 = boto_client("s3", endpoint)
         self.by_sha = {code_sha256(path): Path(path) for path in zips}
@@ -100,10 +102,21 @@ class LocalInvoker:
         from bento_compile.tools.invoke import invoke_zip
 
         path, origin = self.deployed_package(function_name, qualifier)
-        self.calls.append({"function": function_name, "qualifier": qualifier, "origin": origin, "zip": path})
+        # The version runs with its own configured environment, as Lambda runs it.
+        config = self.lam.get_function_configuration(FunctionName=function_name, Qualifier=qualifier)
+        env = {**((config.get("Environment") or {}).get("Variables") or {}), **self.env}
+        self.calls.append({"function": function_name, "qualifier": qualifier, "origin": origin, "zip": path,
+                           "env": env})
+        saved = os.environ.get("BENTO_COMPILE_HOME")
+        os.environ["BENTO_COMPILE_HOME"] = str(self.home)
         try:
-            answers, _init = invoke_zip(path, [json.loads(payload)], env=self.env, timeout=60)
+            answers, _init = invoke_zip(path, [json.loads(payload)], env=env, timeout=60)
         except BentoCompileError as exc:  # an init error: Lambda answers the invoke with Unhandled
             return "Unhandled", json.dumps({"errorMessage": exc.problem, "errorType": "Runtime.InitError"}).encode()
+        finally:
+            if saved is None:
+                os.environ.pop("BENTO_COMPILE_HOME", None)
+            else:
+                os.environ["BENTO_COMPILE_HOME"] = saved
         result = answers[0].result
         return (None if result.ok else (result.error_type or "Unhandled")), json.dumps(result.body).encode()

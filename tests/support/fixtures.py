@@ -113,6 +113,28 @@ def mediapipe_models() -> dict[str, Path]:
     return wanted
 
 
+@pytest.fixture(scope="session")
+def deploy_zip(built_example, tmp_path_factory) -> Path:
+    """The example Bento as an x86_64 Lambda zip for the deploy tests (Python 3.12 or 3.13, whichever is
+    here), built once for the session."""
+    from bento_compile.targets.bytecode import find_interpreter
+    from bento_compile.targets.lambda_zip import build_lambda_zip
+
+    python = next((v for v in ("3.12", "3.13") if find_interpreter(v)), None)
+    if python is None:
+        pytest.skip("no Python 3.12 or 3.13 interpreter here to run Lambda zips with "
+                    "(pyenv install 3.12, or set BENTO_COMPILE_PYTHON_3_12=/path/to/python3.12)")
+    return build_lambda_zip(built_example, "x86_64", python, tmp_path_factory.mktemp("deploy-dist"),
+                            template=False).path
+
+
+@pytest.fixture(scope="session")
+def lambda_run_home(tmp_path_factory) -> Path:
+    """A BENTO_COMPILE_HOME kept for the session, so the clean interpreter and the unpacked zips
+    that run deployed code are made once, not per test."""
+    return tmp_path_factory.mktemp("lambda-run-home")
+
+
 @pytest.fixture
 def stored_example(built_example, store_home) -> str:
     """The example Bento committed to this test's store (the CLI resolves it as cancer:latest); its tag."""
