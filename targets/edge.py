@@ -289,7 +289,7 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
             Entry("config.env", data=_fill(_template("config.env"), fill).encode()),
             Entry("requirements.txt", data="".join(f"{w.name}=={w.version}\n" for w in wheels).encode()),
         ]
-        entries.append(Entry("sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
+        entries.append(Entry("sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM: what the device runs, for audits
             artifact=f"{bundle_file_name(name, options.arch)}.tar.gz", target="edge", bento_dir=bento_dir,
             wheels=wheels, runtime_files=runtime_package_files()).encode()))
         # The release id names the folder on the device: version + a digest of the payload.

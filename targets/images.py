@@ -285,14 +285,15 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
                                 "Use a base that has it (python:3.X-slim does; with mmdebstrap add "
                                 "--include=python3,libstdc++6).")
     target = TargetPlatform(arch=arch, python=python)
-    if (bento_dir / "signature.json").is_file():  # to verify it when a public key is configured (issue 8)
+    # A signed Bento ships the verifier, so the container can check it when a public key is configured.
+    if (bento_dir / "signature.json").is_file():
         requirements = [*requirements, "cryptography>=42"]
     deps, wheels, compiled = deps_layer(requirements, target, bytecode)
     runtime = runtime_layer(python if bytecode else None)
     model = bento_layer(bento_dir, manifest, bento_dest)
     # The SBOM lists the Bento's files, so it changes with the model: it goes in the model's (last) layer,
     # never in the runtime layer, or a new model version would re-upload that layer too.
-    model.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM (issue 8)
+    model.entries.append(FileEntry(f"{APP_ROOT}/sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM: what the image holds
         artifact=f"{manifest.name}-{kind}-image", target=f"{kind}-image", bento_dir=bento_dir, wheels=wheels,
         runtime_files=runtime_package_files(), bento_prefix=f"{bento_dest}/").encode()))
     epoch = bento_epoch(manifest)

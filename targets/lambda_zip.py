@@ -161,7 +161,7 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
         build_info = _build_info(manifest, platform, wheels, removed, interpreter, requirements)
         (package / "bento-lambda.json").write_text(json.dumps(build_info, indent=2, sort_keys=True) + "\n")
         write_sbom(package, artifact=f"{manifest.name}-lambda.zip", target="lambda-zip", bento_dir=bento_dir,
-                   wheels=wheels, runtime_files=runtime_package_files())  # sbom.cdx.json (issue 8)
+                   wheels=wheels, runtime_files=runtime_package_files())  # sbom.cdx.json: what went in, for audits
 
         entries = tree_files(package)
         unzipped = sum(path.stat().st_size for _, path in entries)

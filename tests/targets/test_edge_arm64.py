@@ -8,7 +8,7 @@ verifies and switches. Predictions (one-shot, JSON lines, HTTP) must equal the
 x86_64 answers. The small model keeps this to a few minutes: emulation is 25–270×
 slower than native. The root file system is built once and cached (tests/support/edge_rootfs.py).
 
-At the end, the arm64 Lambda zip (issue 3) runs in the same root file system with the
+At the end, the arm64 Lambda zip (Graviton) runs in the same root file system with the
 real awslambdaric against the tests' Runtime API server.
 """
 
@@ -130,7 +130,7 @@ def test_install_sh_from_the_unpacked_bundle_inside_the_device(flashed, chroot, 
     assert not (chroot.root / "srv" / "other").exists()
 
 
-# ----------------------------------------------------------------------------- the Lambda zip (issue 3)
+# ----------------------------------------------------------------------------- the Lambda zip (Graviton)
 
 def _stop(proc: subprocess.Popen) -> None:
     """Stop the process group we started (the chroot and what runs in it)."""
