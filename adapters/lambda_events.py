@@ -11,20 +11,33 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import orjson
 
 from bento_compile.adapters.lambda_metrics import log_event
+from bento_compile.adapters.lambda_sinks import Sink
 from bento_compile.runtimes.errors import InputError, PayloadTooLarge
 from bento_compile.runtimes.manifest import Manifest
-from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, split_rows
-
-if TYPE_CHECKING:
-    from bento_compile.adapters.aws_lambda import LambdaRuntime
+from bento_compile.runtimes.model import BentoModel
+from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, split_rows, stack_feeds, stack_key
 
 Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics, EMF properties)
+
+
+class LambdaRuntime(Protocol):
+    """What an event source needs from the execution environment (adapters/aws_lambda.py's
+    `LambdaRuntime` is the one): written here so the sources never import the entry point."""
+
+    manifest: Manifest
+    warm_pings: int
+
+    def model(self) -> BentoModel: ...  # loading it now, or waiting for the background load
+
+    def sink(self) -> Sink: ...  # where SQS results go
+
+    def http(self) -> Any: ...  # Mangum over the shared FastAPI app
 
 
 def lambda_settings(manifest: Manifest) -> dict[str, Any]:
@@ -157,18 +170,23 @@ def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray],
     """
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
-    batchable = model is not None and model.manifest.model.batchable
+    batchable = model is not None and model.manifest.batchable
+    whole = model.manifest.whole_inputs if model is not None else frozenset()
+    # Records stack only with the same key (equal whole-tensor inputs, same trailing axes), in arrival order.
     chunks: list[list[tuple[str, dict[str, np.ndarray], int]]] = []
+    keys: list[tuple] = []
     for item in decoded:
-        if batchable and chunks and sum(r for _, _, r in chunks[-1]) + item[2] <= max_rows:
+        key = stack_key(item[1], whole) if batchable else ()
+        if batchable and chunks and keys[-1] == key and sum(r for _, _, r in chunks[-1]) + item[2] <= max_rows:
             chunks[-1].append(item)
         else:
             chunks.append([item])
+            keys.append(key)
     for chunk in chunks:
         if len(chunk) > 1:
             total = sum(r for _, _, r in chunk)
             try:
-                feeds = {name: np.concatenate([f[name] for _, f, _ in chunk]) for name in chunk[0][1]}
+                feeds = stack_feeds([f for _, f, _ in chunk], whole)
                 outputs = model.backend.run(feeds)
                 if all(np.ndim(v) and len(v) == total for v in outputs.values()):
                     start = 0
@@ -225,7 +243,7 @@ class DirectInvoke(EventSource):
     @staticmethod
     def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
         result = runtime.model().predict(event)
-        first = next(iter(result.get("outputs", {}).values()), [])
+        first: Any = next(iter(result.get("outputs", {}).values()), [])
         return result, {"BatchSize": len(first) if isinstance(first, list) else 1}, {}
 
 

@@ -23,18 +23,25 @@ def _leaf_schema(spec: TensorSpec, allow_missing: bool) -> dict[str, Any]:
 
 
 def _kind(dtype: str) -> str:
-    return {"float32": "f", "float64": "f", "float16": "f", "int64": "i", "int32": "i", "int8": "i",
-            "uint8": "u", "bool": "b"}.get(dtype, "f")
+    if dtype == "bool":
+        return "b"
+    return "u" if dtype.startswith("uint") else "i" if dtype.startswith("int") else "f"
 
 
 def tensor_schema(spec: TensorSpec, allow_missing: bool) -> dict[str, Any]:
-    """Nested array schema for one tensor; fixed axes become minItems/maxItems."""
+    """Nested array schema for one tensor; fixed axes become minItems/maxItems; a scalar is its leaf.
+    `x-batch` says whether the first axis is the batch axis (rows) or the tensor is sent whole."""
     schema = _leaf_schema(spec, allow_missing)
     for size in reversed(spec.shape):
         schema = {"type": "array", "items": schema}
         if size is not None:
             schema["minItems"] = schema["maxItems"] = size
-    return schema
+    shape = " x ".join("N" if d is None else str(d) for d in spec.shape) or "scalar"
+    kind = "rows along the batch axis" if spec.batched else "a whole tensor, sent as it is"
+    about = f"{spec.name}: {spec.dtype}, shape {shape}; {kind}"
+    if "description" in schema:  # a scalar's leaf says how missing values are sent
+        about += f" ({schema['description']})"
+    return {**schema, "description": about, "x-batch": spec.batched}
 
 
 def request_schema(manifest: Manifest) -> dict[str, Any]:
@@ -81,7 +88,7 @@ def predict_openapi_extra(manifest: Manifest) -> dict[str, Any]:
         },
         "responses": {
             "200": {
-                "description": "Predictions, one entry per output, one row per input row",
+                "description": "Predictions, one entry per output (batched outputs: one row per input row)",
                 "content": {"application/json": {"schema": response_schema(manifest)}},
             },
             "413": {"description": "Body or row count over the Bento's limits", **error},

@@ -17,6 +17,11 @@ batch size from what is observed); the shape here is simpler and stricter:
   predicted completion is past `timeout_ms`, is refused at once with `Overloaded`
   (HTTP: 503 + Retry-After); one still queued at its deadline is refused then. Nothing
   waits forever. A request whose caller went away (future cancelled) is dropped.
+- Only batched inputs are stacked. Whole-tensor inputs (a bias, a scalar, a recurrent state:
+  `runtimes.tensors.stack_key`) are never concatenated: requests share a run only when they
+  send the very same whole tensors, and the others run apart. A model whose outputs do not
+  follow the batch axis (stateful models among them) is recorded not batchable and runs one
+  request per run (mode "off").
 - Outputs are split back by row offsets, in order. A model whose outputs do not have one
   row per input row is detected on the first batch and served one request per run from
   then on; a failing batch is retried request by request so one bad request cannot fail
@@ -43,6 +48,7 @@ import numpy as np
 from bento_compile.runtimes.errors import Overloaded
 from bento_compile.runtimes.manifest import BATCHING_MODES as MODES
 from bento_compile.runtimes.manifest import BatchingSettings
+from bento_compile.runtimes.tensors import stack_feeds, stack_key
 
 log = logging.getLogger("bento_compile.runtime")
 
@@ -161,23 +167,25 @@ class _Pending:
     __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "rows", "timing")
 
     def __init__(self, feeds: Feeds, rows: int, future: asyncio.Future, enqueued: float, deadline: float,
-                 timing: dict | None = None):
+                 timing: dict | None = None, key: tuple = ()):
         self.timing = timing
         self.feeds = feeds
         self.rows = rows
         self.future = future
         self.enqueued = enqueued
         self.deadline = deadline
-        # Requests stack only when every input's trailing axes agree (free non-batch axes).
-        self.key = tuple(a.shape[1:] for a in feeds.values())
+        # Requests stack only when the batched inputs' trailing axes agree and the whole tensors are equal.
+        self.key = key
 
 
 class Batcher:
     """Coalesces `submit()` calls on one event loop into batched `run()` calls (see module doc)."""
 
     def __init__(self, run: RunFn, policy: BatchPolicy, executor: Executor, *, workers: int = 1,
-                 observer: BatchObserver | None = None, inline_below_s: float = 0.0002):
+                 observer: BatchObserver | None = None, inline_below_s: float = 0.0002,
+                 whole_inputs: frozenset[str] = frozenset()):
         self._run_fn = run
+        self._whole = whole_inputs
         self.policy = policy
         self._executor = executor
         self._workers = max(1, workers) if policy.mode == "off" else 1
@@ -233,7 +241,8 @@ class Batcher:
         future = self.loop.create_future()
         if timing is not None:
             timing["enqueued_ns"] = time.time_ns()
-        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing))
+        key = stack_key(feeds, self._whole) if policy.mode != "off" else ()
+        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing, key))
         self._queued_rows += rows
         self._observer.queue_depth(self._queued_rows)
         task = self._task
@@ -408,8 +417,7 @@ class Batcher:
         try:
             if len(batch) == 1:
                 return [self._timed(batch[0].feeds, batch[0].rows, batch)], None
-            names = list(batch[0].feeds)
-            feeds = {name: np.concatenate([item.feeds[name] for item in batch]) for name in names}
+            feeds = stack_feeds([item.feeds for item in batch], self._whole)
             total = sum(item.rows for item in batch)
             try:
                 outputs = self._timed(feeds, total, batch)

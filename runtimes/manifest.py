@@ -57,11 +57,24 @@ def sha256_file(path: Path) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec(Record):
-    """One model input or output: its name, numpy dtype name and shape (None = free axis)."""
+    """One model input or output: its name, numpy dtype name and shape (None = free axis).
+
+    `batch`: whether the first axis is the batch axis the batched inputs share (rows: split, counted,
+    stacked with other requests' rows), or the tensor is whole (fixed shape, scalar, or an axis of its
+    own: sent and checked as it is). Bentos built before the field read None, and then a free first
+    axis means batch (what every input was then); `batched` answers either way.
+    """
 
     name: str
     dtype: str
     shape: tuple[int | None, ...]
+    batch: bool | None = field(default=None, metadata=OMIT_NONE)
+
+    @property
+    def batched(self) -> bool:
+        if self.batch is not None:
+            return self.batch
+        return bool(self.shape) and self.shape[0] is None
 
 
 @dataclass(frozen=True)
@@ -192,9 +205,17 @@ class Manifest(Record):
     @property
     def batchable(self) -> bool:
         """Whether rows of several requests may be stacked into one run: the compiler's verdict
-        (`model.batchable`), and never when any input or output has a fixed first axis."""
-        free = all(s.shape and s.shape[0] is None for s in (*self.inputs, *self.outputs))
-        return self.model.batchable and free
+        (`model.batchable`), only with at least one batched input, and never when an output does not
+        follow the batch axis or a batched tensor has a fixed first axis. Whole-tensor inputs do not
+        stop it: the batcher stacks only requests that send the same whole tensors."""
+        batched_inputs = [s for s in self.inputs if s.batched]
+        follow = all(s.batched and s.shape and s.shape[0] is None for s in (*batched_inputs, *self.outputs))
+        return self.model.batchable and bool(batched_inputs) and follow
+
+    @property
+    def whole_inputs(self) -> frozenset[str]:
+        """Names of the inputs sent as whole tensors (never split into rows nor stacked)."""
+        return frozenset(s.name for s in self.inputs if not s.batched)
 
     def content(self) -> dict[str, Any]:
         """What the version hashes: the manifest without `version` and `created`."""

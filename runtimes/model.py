@@ -55,8 +55,10 @@ class BentoModel:
             "tag": self.manifest.tag,
             "name": self.manifest.name,
             "version": self.manifest.version,
-            "inputs": [s.to_dict() for s in self.manifest.inputs],
-            "outputs": [s.to_dict() for s in self.manifest.outputs],
+            # `batch` per tensor: rows along the shared batch axis, or a whole tensor sent as it is.
+            "inputs": [{**s.to_dict(), "batch": s.batched} for s in self.manifest.inputs],
+            "outputs": [{**s.to_dict(), "batch": s.batched} for s in self.manifest.outputs],
+            "batchable": self.manifest.batchable,
             "versions": {**self.manifest.versions, **getattr(self.backend, "runtime_versions", {})},
             "providers": self.backend.providers,
             "parity": self.manifest.parity.passed,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bento_compile.runtimes.errors import InputError
 from bento_compile.runtimes.providers import device_in_use, requested_providers
 
 log = logging.getLogger("bento_compile.runtime")
@@ -43,6 +44,11 @@ class OnnxBackend:
         self.session = ort.InferenceSession(str(model_path), sess_options=options,
                                             providers=self.requested_providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        # What ONNX Runtime raises when the feeds are wrong for the graph (an index out of range, a whole
+        # tensor whose size does not fit the batch): the client's mistake, answered 422 with its message.
+        self._input_faults = (state.InvalidArgument, state.Fail, state.RuntimeException)
         self.runtime_versions = {"onnxruntime_runtime": ort.__version__}
         self.intra_op_threads = intra_op_threads
         used = self.providers
@@ -60,8 +66,17 @@ class OnnxBackend:
         return device_in_use(self.providers)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self.session.run(self.output_names, feeds)
+        try:
+            values = self.session.run(self.output_names, feeds)
+        except self._input_faults as exc:
+            raise InputError(f"the model cannot run on these inputs: {_engine_message(exc)}") from None
         return dict(zip(self.output_names, values, strict=True))
+
+
+def _engine_message(exc: Exception) -> str:
+    """ONNX Runtime's message without its status prefix and source paths, bounded."""
+    text = str(exc).split(" : ", 2)[-1].strip()
+    return text[:500]
 
 
 def _preload_cuda_libraries(ort) -> None:

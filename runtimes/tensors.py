@@ -7,7 +7,7 @@ request is wrong ("inputs[3][5] is a string").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,44 +24,46 @@ def decode_inputs(
 ) -> tuple[dict[str, np.ndarray], int]:
     """Validate a request's `inputs` against the model signature.
 
-    Returns the feeds for the model and the number of rows (the batch size).
-    Raises InputError naming the input and position of the first problem.
+    Returns the feeds for the model and the number of rows (the batch size: the shared first axis of the
+    batched inputs, 1 when every input is a whole tensor). Raises InputError naming the input and position
+    of the first problem.
     """
-    if not isinstance(payload, Mapping) or "inputs" not in payload:
+    if not isinstance(payload, Mapping) or ("inputs" not in payload and specs):
         raise InputError('the body must be a JSON object with an "inputs" field')
-    inputs = payload["inputs"]
+    inputs = payload.get("inputs", {})
+    names = ", ".join(s.name for s in specs)
     if isinstance(inputs, Mapping):
         named = dict(inputs)
         unknown = sorted(set(named) - {s.name for s in specs})
         if unknown:
-            raise InputError(
-                f"unknown input {unknown[0]!r}; this model takes: {', '.join(s.name for s in specs)}"
-            )
-    elif isinstance(inputs, list):
-        if len(specs) != 1:
-            raise InputError(
-                f"this model takes {len(specs)} named inputs ({', '.join(s.name for s in specs)}); "
-                'send {"inputs": {"<name>": [...], ...}}'
-            )
+            raise InputError(f"unknown input {unknown[0]!r}; this model takes: {names or 'no inputs'}")
+    elif len(specs) == 1:  # one input: the tensor itself (rows, a whole tensor or a scalar)
         named = {specs[0].name: inputs}
+    elif not specs:
+        raise InputError('this model takes no inputs: send {"inputs": {}}')
+    elif isinstance(inputs, list):
+        raise InputError(f"this model takes {len(specs)} named inputs ({names}); "
+                         'send {"inputs": {"<name>": [...], ...}}')
     else:
         raise InputError('"inputs" must be a list of rows or an object of named inputs')
 
     feeds: dict[str, np.ndarray] = {}
     rows: int | None = None
+    first_batched = ""
     for spec in specs:
         if spec.name not in named:
-            raise InputError(f"missing input {spec.name!r}; this model takes: {', '.join(s.name for s in specs)}")
+            raise InputError(f"missing input {spec.name!r}; this model takes: {names}")
         array = _to_array(named[spec.name], spec, settings)
-        if rows is None:
-            rows = array.shape[0] if array.ndim else 1
-        elif array.ndim and array.shape[0] != rows:
-            raise InputError(
-                f"input {spec.name!r} has {array.shape[0]} rows but the others have {rows}: "
-                "every input needs the same number of rows"
-            )
+        if spec.batched:
+            if rows is None:
+                rows, first_batched = array.shape[0], spec.name
+            elif array.shape[0] != rows:
+                raise InputError(
+                    f"input {spec.name!r} has {array.shape[0]} rows but {first_batched!r} has {rows}: every "
+                    f"batched input ({', '.join(s.name for s in specs if s.batched)}) needs the same number of rows")
         feeds[spec.name] = array
-    assert rows is not None
+    if rows is None:  # whole tensors only: one model run
+        return feeds, 1
     if rows > settings.max_batch_rows:
         raise PayloadTooLarge(
             f"{rows} rows in one request; this Bento accepts at most {settings.max_batch_rows} "
@@ -74,15 +76,22 @@ def decode_inputs(
 
 def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.ndarray:
     where = f"inputs.{spec.name}" if spec.name else "inputs"
-    if not isinstance(value, list):
-        raise InputError(f"{where} must be a list (of rows), got {type(value).__name__}")
+    if not spec.shape:
+        if isinstance(value, list | dict):
+            raise InputError(f"{where} is a scalar: send one {_wanted(spec.dtype)}, e.g. {_scalar_example(spec)}, "
+                             "not a list")
+    elif not isinstance(value, list):
+        form = "a list (of rows)" if spec.batched else f"a nested list shaped {_shape_text(spec.shape)}"
+        raise InputError(f"{where} must be {form}, got {_json_type(value)}")
     try:
         raw = np.asarray(value)
     except ValueError:
         raise InputError(_describe_ragged(value, where, len(spec.shape))) from None
     target = np.dtype(spec.dtype) if spec.dtype != "string" else np.dtype(object)
     kind = raw.dtype.kind
-    if target.kind in _FLOAT_KINDS:
+    if raw.size == 0 and raw.ndim:  # [] carries no type (it takes the declared one) nor its inner axes
+        array = np.zeros(_empty_shape(raw.shape, spec.shape), dtype=target)
+    elif target.kind in _FLOAT_KINDS:
         if kind in "fiu":
             array = raw.astype(target, copy=False)
         elif kind == "O":  # nulls (missing values), or a ragged / mixed list
@@ -96,9 +105,10 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
                 "values (runtime.allow_missing: false in bento.yaml): send a number"
             )
     elif target.kind in _INT_KINDS:
-        if kind not in _INT_KINDS:
+        # Python ints past int64 (uint64's top half) make numpy choose float64 or object: walk those.
+        if kind not in _INT_KINDS and not (kind in "fO" and all(_is_int(x) for x in _leaves_of(value))):
             raise InputError(_first_bad_element(value, where, "an integer", _is_int))
-        array = raw.astype(target, copy=False)
+        array = _integers(value, raw, target, where)
     elif target.kind == "b":
         if kind != "b":
             raise InputError(_first_bad_element(value, where, "true or false", _is_bool))
@@ -111,12 +121,61 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
     return array
 
 
+def _empty_shape(got: tuple[int, ...], declared: Sequence[int | None]) -> tuple[int, ...]:
+    """JSON writes an empty (2, 0, 4) tensor as [[], []]: the axes after the empty one come from the
+    declared shape when it fixes them all."""
+    rest = declared[len(got):]
+    if got and got[-1] == 0 and len(got) < len(declared) and all(d is not None for d in rest):
+        return (*got, *(int(d) for d in rest if d is not None))
+    return got
+
+
+def _integers(value: Any, raw: np.ndarray, target: np.dtype, where: str) -> np.ndarray:
+    """Integers in the declared type's range, or an error naming the first one outside it."""
+    info = np.iinfo(target)
+    if raw.dtype.kind in _INT_KINDS and raw.size and (raw.min() >= info.min and raw.max() <= info.max):
+        return raw.astype(target, copy=False)
+    for index, item in _indexed_leaves(value, ()):
+        if not info.min <= item <= info.max:
+            return_text = f"{where}{_index_text(index)} is {item}, outside {target.name}'s range {info.min}..{info.max}"
+            raise InputError(return_text + ": send a value the model's input type holds")
+    try:
+        return np.asarray(value, dtype=target)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{where} is ragged or mixes lists and integers: send a rectangular nested list") from None
+
+
+def _indexed_leaves(value: Any, index: tuple[int, ...]):
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _indexed_leaves(item, (*index, i))
+    else:
+        yield index, value
+
+
+def _leaves_of(value: Any):
+    return _leaves(value) if isinstance(value, list) else iter([value])
+
+
+def _wanted(dtype: str) -> str:
+    kind = "U" if dtype == "string" else np.dtype(dtype).kind
+    return {"f": "number", "i": "integer", "u": "integer", "b": "boolean", "U": "string"}.get(kind, "value")
+
+
+def _scalar_example(spec: TensorSpec) -> str:
+    return {"number": "0.5", "integer": "16000", "boolean": "true", "string": '"text"'}[_wanted(spec.dtype)]
+
+
+def _shape_text(shape: Sequence[int | None]) -> str:
+    return " x ".join("N" if d is None else str(d) for d in shape) if shape else "() (a scalar)"
+
+
 def _floats_with_nulls(
     value: list, raw: np.ndarray, target: np.dtype, where: str, ndim: int
 ) -> np.ndarray:
     if raw.ndim != ndim:  # numpy made an object array of lists: the rows are ragged
         raise InputError(_describe_ragged(value, where, ndim))
-    if not all(_is_number_or_null(x) for x in _leaves(value)):
+    if not all(_is_number_or_null(x) for x in _leaves_of(value)):
         raise InputError(_first_bad_element(value, where, "a number or null", _is_number_or_null))
     try:
         return np.asarray(value, dtype=target)
@@ -126,15 +185,22 @@ def _floats_with_nulls(
 
 def _check_shape(array: np.ndarray, spec: TensorSpec, where: str) -> None:
     if array.ndim != len(spec.shape):
-        expected = " x ".join("N" if d is None else str(d) for d in spec.shape)
+        expected = _shape_text(spec.shape)
+        if not spec.batched:
+            raise InputError(f"{where} has {array.ndim} dimension(s) but the model takes it whole with shape "
+                             f"{expected}: send a nested list of exactly that shape" if spec.shape else
+                             f"{where} must be a scalar (a single value), not a list")
         raise InputError(
             f"{where} has {array.ndim} dimension(s) but the model expects {len(spec.shape)} ({expected}); "
             + ("send a list of rows, e.g. [[...], [...]]" if len(spec.shape) == 2 else "check the nesting")
         )
     for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
         if want is not None and got != want:
-            if axis == 1 and len(spec.shape) == 2:
+            if axis == 1 and len(spec.shape) == 2 and spec.batched:
                 raise InputError(f"{where}: each row must have {want} features, got {got}")
+            if not spec.batched:
+                raise InputError(f"{where} must have shape {_shape_text(spec.shape)} (a whole tensor, not rows), "
+                                 f"got {_shape_text(array.shape)}")
             raise InputError(f"{where}: axis {axis} must have size {want}, got {got}")
 
 
@@ -163,7 +229,7 @@ def _first_bad_element(value: Any, where: str, wanted: str, ok: Callable[[Any], 
     return f"{where} does not hold {wanted} values of one type"
 
 
-def _leaves(value: Any):
+def _leaves(value: list) -> Iterator[Any]:
     """Every non-list element of a nested list, in order."""
     for item in value:
         if isinstance(item, list):
@@ -212,3 +278,23 @@ def encode_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
 def split_rows(outputs: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
     """The rows [start, stop) of every output: how a batch is split back to its requests."""
     return {name: value[start:stop] for name, value in outputs.items()}
+
+
+def stack_key(feeds: Mapping[str, np.ndarray], whole: frozenset[str]) -> tuple:
+    """Requests with equal keys may share one run: the batched inputs' trailing axes agree and every
+    whole-tensor input is the same tensor (a request that differs in one runs apart, never stacked)."""
+    return tuple((name, value.shape, value.dtype.str, _content(value)) if name in whole else value.shape[1:]
+                 for name, value in feeds.items())
+
+
+def _content(value: np.ndarray) -> object:
+    # An object (string) array's bytes are pointers, not its text.
+    return tuple(value.ravel().tolist()) if value.dtype.kind == "O" else value.tobytes()
+
+
+def stack_feeds(parts: Sequence[Mapping[str, np.ndarray]], whole: frozenset[str]) -> dict[str, np.ndarray]:
+    """One run's feeds from requests of one `stack_key`: batched inputs concatenated along the batch axis,
+    whole-tensor inputs taken once."""
+    first = parts[0]
+    return {name: value if name in whole else np.concatenate([p[name] for p in parts])
+            for name, value in first.items()}

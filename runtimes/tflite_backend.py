@@ -7,7 +7,9 @@ device image can carry whichever wheel exists for its Python and CPU.
 Batching: a TFLite model has a fixed batch size unless its shape signature
 marks the batch axis -1. With a free axis the input is resized to the request's
 rows and run once; with a batch axis of 1 the rows are run one by one. Either
-way the HTTP contract is the one ONNX models have: rows in, rows out.
+way the HTTP contract is the one ONNX models have: rows in, rows out. A model
+whose inputs are neither (a fixed first axis other than 1, a scalar) takes whole
+tensors: each input exactly as the model declares it, one invocation a request.
 
 Quantized tensors (int8/uint8 with a scale and zero point) are converted at
 the edges, so clients always send and receive real numbers.
@@ -72,7 +74,8 @@ class TFLiteBackend:
         self.input_names = [name for name, _ in self._inputs]
         self.output_names = [name for name, _ in self._outputs]
         self._batch_rows = {d["index"]: int(d["shape"][0]) if len(d["shape"]) else 1 for _, d in self._inputs}
-        self.free_batch = all(len(d["shape_signature"]) and d["shape_signature"][0] == -1 for _, d in self._inputs)
+        self.free_batch = bool(self._inputs) and all(
+            len(d["shape_signature"]) and d["shape_signature"][0] == -1 for _, d in self._inputs)
 
     def _tensor_names(self) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
         """Pairs of (public name, tensor details), from the first signature or else the tensors' own names."""
@@ -94,16 +97,20 @@ class TFLiteBackend:
     def specs(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The signature as the manifest records it (batch axis free when rows can be stacked or looped)."""
 
+        rows = self.free_batch or self._loopable()
+
         def spec(name: str, d: dict) -> dict[str, Any]:
             shape = [None if s == -1 else int(s) for s in d["shape_signature"]] or [int(s) for s in d["shape"]]
-            if shape and shape[0] in (1, None) and (self.free_batch or self._loopable()):
+            batch = bool(rows and shape and shape[0] in (1, None))
+            if batch:
                 shape[0] = None
-            return {"name": name, "dtype": _public_dtype(d), "shape": shape}
+            return {"name": name, "dtype": _public_dtype(d), "shape": shape, "batch": batch}
 
         return [spec(n, d) for n, d in self._inputs], [spec(n, d) for n, d in self._outputs]
 
     def _loopable(self) -> bool:
-        return all(rows == 1 for rows in self._batch_rows.values()) and all(
+        return bool(self._inputs) and all(len(d["shape"]) and rows == 1 for (_, d), rows in
+                                          zip(self._inputs, self._batch_rows.values(), strict=True)) and all(
             len(d["shape"]) and d["shape"][0] == 1 for _, d in self._outputs)
 
     @property
@@ -111,10 +118,10 @@ class TFLiteBackend:
         return [f"{next(iter(self.runtime_versions))} (CPU)"]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = len(next(iter(feeds.values())))
         with self._lock:
             if self.free_batch or not self._loopable():
                 return self._invoke(feeds, resize=self.free_batch)
+            rows = len(next(iter(feeds.values())))
             parts = [self._invoke({k: v[i : i + 1] for k, v in feeds.items()}, resize=False) for i in range(rows)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
