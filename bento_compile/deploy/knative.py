@@ -173,11 +173,13 @@ class _Calls:
 
     def apply(self, document: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.api.patch_namespaced_custom_object(
+            applied = self.api.patch_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, self.name, document, field_manager=FIELD_MANAGER,
                 force=True, _content_type="application/apply-patch+yaml", _request_timeout=REQUEST_TIMEOUT)
         except Exception as exc:
             raise self.error(exc, "patch (server-side apply)") from None
+        # An apply that creates answers 201, which the generated client does not decode (it returns None).
+        return applied or self.get() or {}
 
     def wait_ready(self, generation: int, timeout: float, poll: float) -> tuple[dict[str, Any], str | None]:
         """The Service once the controller has judged `generation`: (service, None) when Ready, or
