@@ -9,6 +9,7 @@ the REAL ONNX Runtime session's run with a gate (the model still computes every 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -81,6 +82,50 @@ async def wait_for(event: threading.Event) -> None:
 
 def client_for(app) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bento")
+
+
+def test_probes_answer_alike_from_the_server_app_the_fastapi_app_and_its_routes(built_example, tmp_path):
+    """/healthz, /readyz and /metrics come from one place (adapters/probes.py): the raw server app, the
+    FastAPI app (before routing) and its documented routes (reached under a root_path) answer alike."""
+    from bento_compile.adapters.asgi import ServingApp
+
+    broken = tmp_path / "broken"
+    shutil.copytree(built_example, broken)
+    (broken / "model.onnx").write_bytes(b"not the model the manifest names")
+    kinds = {"server": (lambda bento: ServingApp(bento, load_mode="lazy", prebuild=False), ""),
+             "fastapi": (lambda bento: create_app(bento, load_mode="lazy"), ""),
+             "routes": (lambda bento: create_app(bento, load_mode="lazy"), "/api")}
+
+    async def get(app, root: str, path: str):
+        transport = httpx.ASGITransport(app=app, root_path=root)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bento") as client:
+            response = await client.get(root + path)
+        return response.status_code, response.content, response.headers.get("content-type"), \
+            response.headers.get("retry-after")
+
+    async def answers(make, root: str):
+        loading_app, broken_app = make(built_example), make(broken)
+        holder = broken_app.holder if isinstance(broken_app, ServingApp) else broken_app.state.holder
+        with contextlib.suppress(Exception):
+            holder.get()  # a lazy load, attempted and failed
+        probes = [await get(loading_app, root, path) for path in ("/healthz", "/readyz")]
+        probes.append(await get(broken_app, root, "/readyz"))
+        return probes, await get(loading_app, root, "/metrics")
+
+    seen = {name: asyncio.run(answers(make, root)) for name, (make, root) in kinds.items()}
+    probes, metrics = seen["server"]
+    assert probes[:2] == [(200, b'{"status":"ok"}', "application/json", None),
+                          (503, b'{"error":"model is loading"}', "application/json", "1")]
+    assert probes[2][0] == 503 and b"model failed to load" in probes[2][1] and b"model.onnx" in probes[2][1]
+    assert metrics[0] == 200 and metrics[2].startswith("text/plain")
+    for name in ("server", "fastapi"):  # answered before routing, and counted by route like any request
+        assert b'bento_request_total{route="/readyz",status="503"} 1.0' in seen[name][1][1], name
+    assert b'route="/readyz"' not in seen["routes"][1][1]  # under the root_path the FastAPI routes answered
+    for name in ("fastapi", "routes"):
+        assert seen[name][0] == probes, name
+        assert seen[name][1][0] == 200 and seen[name][1][2] == metrics[2], name
+    paths = create_app(built_example, load_mode="lazy").openapi()["paths"]
+    assert {"/healthz", "/readyz", "/metrics"} <= set(paths)
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(built_example, rows):
