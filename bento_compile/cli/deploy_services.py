@@ -45,9 +45,9 @@ def _pinned_image(action: str, image: str | None, bento: Any, settings: Any, opt
     if "@" in image:
         from bento_compile.targets.registry import Reference
 
-        reference = Reference.parse(image)
-        err.print(f"Deploying the pushed image {reference} (not rebuilt).")
-        return str(reference)
+        pushed = Reference.parse(image)
+        err.print(f"Deploying the pushed image {pushed} (not rebuilt).")
+        return str(pushed)
     reference = _image_reference(image, bento.manifest.version)
     _plan, built = build_image("http", bento.path, reference, options["base_image"], options["arch"],
                                options["python"], options["builder"], True, options["out_dir"] / "image",

@@ -4,7 +4,8 @@ TEST DOUBLE: no Cloud Run emulator exists and none can run here. This HTTP serve
 answers the three calls `deploy cloudrun` makes (GetService, UpdateService with allow_missing
 and updateMask, GetOperation), plus an OAuth token endpoint, so the real google-auth
 Application Default Credentials chain runs end to end: a service account key file, and every
-call's bearer token checked (a JWT signed by that key, or the access token traded for one). It is strict where the API is:
+call's bearer token checked (a JWT signed by that key, or the access token traded for one).
+It is strict where the API is:
 
 - every request body is validated against the real schema, the Cloud Run v2 discovery
   document that google-api-python-client ships (`run.v2.json`), converted to JSON Schema:
