@@ -146,3 +146,27 @@ def stored_example(built_example, store_home) -> str:
     shutil.copytree(built_example, staged)
     BentoStore(store_home).commit(staged, manifest.name, manifest.version)
     return manifest.tag
+
+
+@pytest.fixture(scope="session")
+def container_base_layout(tmp_path_factory) -> str:
+    """The bookworm + python3 base as an OCI layout reference (DIR:TAG), for daemonless image builds.
+    Skips when the root file system cannot be made here (needs root and mmdebstrap)."""
+    import os
+
+    from tests.support import container_infra as infra
+
+    if infra.missing("mmdebstrap") or os.geteuid() != 0:
+        pytest.skip("needs root and mmdebstrap (apt-get install mmdebstrap) to make the base image")
+    return f"{infra.make_base_layout(tmp_path_factory.mktemp('base') / 'python')}:python"
+
+
+@pytest.fixture(scope="session")
+def local_registry(tmp_path_factory):
+    """A real `docker-registry` on 127.0.0.1 for the session; yields HOST:PORT."""
+    from tests.support import container_infra as infra
+
+    if infra.missing("docker-registry"):
+        pytest.skip("needs docker-registry (apt-get install docker-registry)")
+    with infra.registry(tmp_path_factory.mktemp("registry")) as address:
+        yield address
