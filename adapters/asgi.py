@@ -15,13 +15,12 @@ import asyncio
 import gc
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from bento_compile.adapters.fastpath import JSON_HEADERS, PredictService, error_body
+from bento_compile.adapters.fastpath import PredictService
+from bento_compile.adapters.probes import PROBE_PATHS, send_probe
 from bento_compile.runtimes.manifest import read_manifest
-from bento_compile.runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import ModelHolder
 
@@ -78,34 +77,14 @@ class ServingApp:
             if path == "/predict" and method == "POST":
                 await self.service.asgi(scope, receive, send)
                 return
-            if method == "GET" and path in ("/healthz", "/readyz", "/metrics"):
-                await self._simple(path, send)
+            if method == "GET" and path in PROBE_PATHS:
+                await send_probe(path, self.holder, self.metrics, send)
                 return
         elif kind == "lifespan":
             await self._lifespan(receive, send)
             return
         app = await self._fastapi_app()
         await app(scope, receive, send)
-
-    async def _simple(self, path: str, send) -> None:
-        started = time.perf_counter()
-        headers = JSON_HEADERS
-        if path == "/healthz":
-            status, body = 200, b'{"status":"ok"}'
-        elif path == "/metrics":
-            status, body = 200, self.metrics.render()
-            headers = [(b"content-type", METRICS_CONTENT_TYPE.encode())]
-        elif self.holder.ready:
-            status, body = 200, b'{"status":"ready"}'
-        elif self.holder.error is not None:
-            status, body = 503, error_body(f"model failed to load: {self.holder.error}")
-        else:
-            status, body = 503, error_body("model is loading")
-            headers = [*JSON_HEADERS, (b"retry-after", b"1")]
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-        self.metrics.request(path, status, time.perf_counter() - started)
 
     async def _lifespan(self, receive, send) -> None:
         while True:

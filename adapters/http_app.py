@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bento_compile import __version__
 from bento_compile.adapters.fastpath import PredictService
 from bento_compile.adapters.openapi import predict_openapi_extra
+from bento_compile.adapters.probes import PROBE_PATHS, probe_answer, send_probe
 from bento_compile.runtimes.manifest import read_manifest
-from bento_compile.runtimes.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import ModelHolder
 from bento_compile.runtimes.providers import device_in_use
@@ -83,6 +84,9 @@ class BentoApp(FastAPI):
         if path == "/predict" and scope["method"] == "POST":
             await self.predict_service.asgi(scope, receive, send)
             return
+        if path in PROBE_PATHS and scope["method"] == "GET":
+            await send_probe(path, self.predict_service.holder, self.predict_service.metrics, send)
+            return
         started = time.perf_counter()
         status = [500]
 
@@ -95,7 +99,7 @@ class BentoApp(FastAPI):
             await super().__call__(scope, receive, send_counted)
         finally:
             route = path if path in _ROUTES else "other"
-            self.metrics.request(route, status[0], time.perf_counter() - started)
+            self.predict_service.metrics.request(route, status[0], time.perf_counter() - started)
 
 
 def create_app(bento_dir: str | Path, load_mode: str = "background", holder: ModelHolder | None = None, *,
@@ -144,21 +148,18 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
         extra = {k.decode(): v.decode() for k, v in headers or [] if k != b"content-type"}
         return Response(content, status_code=status, media_type="application/json", headers=extra)
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics_route() -> Response:
-        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+    # The probes are answered before routing (BentoApp.__call__, adapters/probes.py); these routes put
+    # them in the OpenAPI document and answer the same way when that is bypassed (e.g. under a root_path).
+    def probe_route(path: str) -> Callable[[], Awaitable[Response]]:
+        async def probe() -> Response:
+            status, body, headers = probe_answer(path, holder, metrics)
+            return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
-    @app.get("/healthz", summary="Process is up")
-    async def healthz() -> Response:
-        return json_response({"status": "ok"})
+        return probe
 
-    @app.get("/readyz", summary="Model is loaded")
-    async def readyz() -> Response:
-        if holder.ready:
-            return json_response({"status": "ready"})
-        if holder.error is not None:
-            return error_response(503, f"model failed to load: {holder.error}")
-        return error_response(503, "model is loading", {"Retry-After": "1"})
+    app.get("/metrics", summary="Prometheus metrics")(probe_route("/metrics"))
+    app.get("/healthz", summary="Process is up")(probe_route("/healthz"))
+    app.get("/readyz", summary="Model is loaded")(probe_route("/readyz"))
 
     @app.get("/metadata", summary="Tag, signature and versions")
     async def metadata() -> Response:
