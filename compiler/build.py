@@ -7,75 +7,38 @@ so building the same inputs twice gives the same version and no duplicate.
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
-import os
-import platform
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from bento_compile import __version__
 from bento_compile.compiler import parity, passes
+from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
+from bento_compile.compiler.parity import ParityError
+from bento_compile.compiler.request import BuildRequest, resolve_path
 from bento_compile.compiler.samples import example_payload, load_sample, synthesize
 from bento_compile.compiler.signature import has_free_batch_axis, model_signature
 from bento_compile.core.config import BentoConfig
 from bento_compile.core.errors import BentoCompileError
-from bento_compile.core.store import BentoStore, write_json_atomic
-from bento_compile.runtimes.manifest import MANIFEST_NAME, SCHEMA_VERSION, TensorSpec
+from bento_compile.core.store import BentoStore
+from bento_compile.runtimes.manifest import ModelInfo, TensorSpec
 from bento_compile.runtimes.names import is_bento_name
 
 MODEL_FILE = "model.onnx"
 Progress = Callable[[str], None]
 
 
-class ParityError(BentoCompileError):
-    """The compiled model disagrees with the original past the tolerance."""
-
-    def __init__(self, report: dict[str, Any]):
-        failing = [name for name, entry in report["outputs"].items() if not entry["passed"]]
-        super().__init__(
-            f"Parity check failed on {', '.join(failing)}: the compiled model does not agree with the original "
-            f"on the {report['rows']} sample rows; nothing was stored.",
-            "Check the sample is representative; if the difference is acceptable, raise --tolerance "
-            "(or parity.tolerance / parity.label_agreement in bento.yaml).")
-        self.report = report
-
-
-@dataclass
-class BuildRequest:
-    model_path: Path | None
-    config: BentoConfig
-    config_dir: Path | None = None
-    name: str | None = None
-    sample_path: Path | None = None
-    tolerance: float | None = None
-    quantize: str | None = None  # overrides quantize.method (CLI --quantize)
-    format: str | None = None  # overrides format (CLI --format)
-
-
-@dataclass
-class BuildResult:
-    tag: str
-    path: Path
-    created_new: bool
-    manifest: dict[str, Any]
-
-    @property
-    def parity(self) -> dict[str, Any]:
-        return self.manifest["parity"]
+# BuildRequest, BuildResult and ParityError are imported here so callers keep one entry point.
+__all__ = ["BuildRequest", "BuildResult", "ParityError", "build"]
 
 
 def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda _msg: None) -> BuildResult:
     config = request.config
-    model_path = _resolve(request.model_path, config.model, request.config_dir, "model")
+    model_path = resolve_path(request.model_path, config.model, request.config_dir)
     if model_path is None:
         raise BentoCompileError("No model given.", "Pass the model file: bento-compile build model.joblib.")
     name = request.name or config.name or _name_from(model_path)
@@ -88,12 +51,11 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     if request.quantize or request.format:
         config = _with_overrides(config, request)
     progress(f"Converting {model_path.name}")
-    source = load_source(model_path, override, _resolve(request.sample_path, config.sample, request.config_dir,
-                                                        "sample"))
+    source = load_source(model_path, override, resolve_path(request.sample_path, config.sample, request.config_dir))
     if getattr(source, "artifact_format", "onnx") != "onnx":  # .tflite / .ort inputs, Keras → TFLite
-        from bento_compile.compiler.formats_build import build_edge
+        from bento_compile.compiler.formats_build import build_native
 
-        return build_edge(request, config, source, name, store, progress)
+        return build_native(request, config, source, name, store, progress)
     progress(f"Checking and optimizing the ONNX graph ({source.description})")
     checked = passes.check_and_infer(source.model)
     opsets = passes.check_opsets(checked)
@@ -101,7 +63,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     _, outputs = model_signature(onnx.load_from_string(optimized))
     inputs = source.inputs
 
-    sample_path = _resolve(request.sample_path, config.sample, request.config_dir, "sample")
+    sample_path = resolve_path(request.sample_path, config.sample, request.config_dir)
     if sample_path is not None:
         feeds, sample_source = load_sample(sample_path, inputs), f"file:{sample_path.name}"
     else:
@@ -117,7 +79,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     if config.quantize.method != "none":
         from bento_compile.compiler.quantize import quantize_onnx
 
-        calibration = _resolve(None, config.quantize.calibration, request.config_dir, "calibration")
+        calibration = resolve_path(None, config.quantize.calibration, request.config_dir)
         shipped, quantization, report = quantize_onnx(config, source, optimized, feeds, outputs, inputs,
                                                       calibration, report, sample_source, progress)
     files = {MODEL_FILE: shipped}
@@ -128,23 +90,8 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         files = to_ort_checked(shipped, feeds, outputs)
 
     progress("Writing the Bento")
-    with store.staging() as staged:
-        for file_name, data in files.items():
-            (staged / file_name).write_bytes(data)
-        manifest = _manifest(name, source, inputs, outputs, opsets, files, report, feeds, config,
-                             quantization=quantization)
-        write_json_atomic(staged / MANIFEST_NAME, manifest)
-        path, created_new = store.commit(staged, name, manifest["version"])
-    stored = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
-    return BuildResult(tag=f"{name}:{manifest['version']}", path=path, created_new=created_new, manifest=stored)
-
-
-def _resolve(cli: Path | None, from_config: str | None, config_dir: Path | None, what: str) -> Path | None:
-    if cli is not None:
-        return Path(cli)
-    if from_config:
-        return (config_dir or Path.cwd()) / from_config
-    return None
+    return write_bento(store, _draft(name, source, inputs, outputs, opsets, files, report, feeds, config,
+                                     quantization=quantization), files)
 
 
 def _name_from(path: Path) -> str:
@@ -185,62 +132,15 @@ def _with_overrides(config: BentoConfig, request: BuildRequest) -> BentoConfig:
     return BentoConfig.model_validate(data)
 
 
-def _manifest(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int] | None,
-              files: dict[str, bytes], report: dict[str, Any], feeds, config: BentoConfig,
-              quantization: dict[str, Any] | None = None, model_file: str | None = None,
-              model_format: str | None = None) -> dict[str, Any]:
-    import onnxruntime
-
-    model_file = model_file or next(iter(files))
-    model_format = model_format or Path(model_file).suffix.lstrip(".")
-    content: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "name": name,
-        "model": {
-            "file": model_file,
-            "format": model_format,
-            "inputs": [s.to_dict() for s in inputs],
-            "outputs": [s.to_dict() for s in outputs],
-            "opsets": opsets,
-            "batchable": has_free_batch_axis(inputs),
-        },
-        "files": {file_name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-                  for file_name, data in sorted(files.items())},
-        "source": {"kind": source.kind, "description": source.description, "sha256": source.file_sha256},
-        "parity": report,
-        "example": example_payload(feeds),
-        "runtime": config.runtime.model_dump(),
-        "targets": config.targets,  # per-target settings (e.g. targets.lambda) travel with the Bento
-        "config_sha256": hashlib.sha256(config.model_dump_json().encode()).hexdigest(),
-        "versions": {
-            "bento_compile": __version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(),
-            **source.converter_versions,
-        },
-    }
-    if quantization is not None:
-        content["quantization"] = quantization
-    if opsets is None:
-        del content["model"]["opsets"]
-    digest = hashlib.sha256(json.dumps(_hashable(content), sort_keys=True, separators=(",", ":")).encode()
-                            ).hexdigest()
-    return {**content, "version": digest[:16], "created": _created()}
-
-
-def _hashable(content: dict[str, Any]) -> dict[str, Any]:
-    """The manifest without measured latencies: they vary run to run, the Bento's content does not."""
-    if "quantization" not in content:
-        return content
-    variants = [{k: v for k, v in row.items() if not k.startswith("latency_")}
-                for row in content["quantization"]["variants"]]
-    return {**content, "quantization": {**content["quantization"], "variants": variants}}
-
-
-def _created() -> str:
-    """Build time, or SOURCE_DATE_EPOCH for reproducible builds."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch
-              else _dt.datetime.now(_dt.timezone.utc))
-    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def _draft(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int] | None,
+           files: dict[str, bytes], report: dict[str, Any], feeds, config: BentoConfig,
+           quantization: dict[str, Any] | None = None):
+    """The manifest of an ONNX-path Bento; the first of `files` is the model (.onnx or .ort)."""
+    model_file = next(iter(files))
+    verdict = has_free_batch_axis(inputs)
+    model = ModelInfo(file=model_file, format=Path(model_file).suffix.lstrip("."), inputs=tuple(inputs),
+                      outputs=tuple(outputs), opsets=opsets, batchable=verdict,
+                      feature_names=source.feature_names or None)
+    return manifest_draft(name=name, source=source, model=model, parity=report,
+                          example=example_payload(feeds), config=config,
+                          quantization=quantization)

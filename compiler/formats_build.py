@@ -3,6 +3,9 @@
 Same stages as the ONNX build (sample → parity → quantization gate → manifest
 → atomic commit), with the model run through the runtime's own backend (LiteRT
 for `.tflite`, ONNX Runtime for `.ort`), so what is checked is what serves.
+The sources come from compiler/native_frontend.py (ready files) and
+compiler/tf_frontend.py (Keras / SavedModel); compiler/bento_writer.py writes
+the Bento, as for the ONNX build.
 
 A `.tflite` or `.ort` file given as input has no original to compare with:
 the report says "passthrough", the sample is still run through it (a model
@@ -12,110 +15,31 @@ explanation (quantize with the tool that made it, or build the original).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bento_compile.compiler import gate as gates
 from bento_compile.compiler import parity
-from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Runner, Variant, run_rows, select, split_rows
+from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
+from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Variant, run_rows, select, split_rows
+from bento_compile.compiler.request import BuildRequest, resolve_path
+from bento_compile.compiler.samples import example_payload, load_sample, synthesize
+from bento_compile.compiler.signature import has_free_batch_axis
+from bento_compile.compiler.source import NativeSource
+from bento_compile.core.config import BentoConfig
 from bento_compile.core.errors import BentoCompileError
-from bento_compile.runtimes.manifest import MANIFEST_NAME, TensorSpec, sha256_file
+from bento_compile.core.store import BentoStore
+from bento_compile.runtimes.manifest import ModelInfo
 
 EXAMPLE_MAX_VALUES = 4096
+Progress = Callable[[str], None]
 
 
-@dataclass
-class EdgeSource:
-    """A model that ships in its own format (the ONNX path's `Source`, for .tflite / .ort)."""
-
-    kind: str
-    artifact_format: str  # "tflite" | "ort"
-    data: bytes
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    runner_factory: Callable[[bytes], Runner]
-    description: str
-    file_sha256: str
-    reference: Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]] | None = None
-    variant_factory: Callable[[Any, dict[str, np.ndarray]], list[Variant]] | None = None
-    converter_versions: dict[str, str] = field(default_factory=dict)
-    extra_files: dict[str, bytes] = field(default_factory=dict)  # shipped beside the model
-    keep_alive: Any = None  # e.g. the temporary folder a converter wrote into
-
-
-def tflite_runner(data: bytes) -> Runner:
-    from bento_compile.runtimes.tflite_backend import TFLiteBackend
-
-    return TFLiteBackend(model_content=data).run
-
-
-def ort_runner(data: bytes) -> Runner:
-    from bento_compile.compiler.quantize import onnx_runner
-
-    return onnx_runner(data)
-
-
-def load_tflite(path: Path, input_override: list[TensorSpec] | None) -> EdgeSource:
-    from bento_compile.runtimes.errors import IntegrityError
-    from bento_compile.runtimes.tflite_backend import TFLiteBackend
-
-    data = path.read_bytes()
-    try:
-        backend = TFLiteBackend(model_content=data)
-    except IntegrityError as exc:
-        raise BentoCompileError(str(exc), "pip install ai-edge-litert") from None
-    except Exception as exc:
-        raise BentoCompileError(f"{path.name} is not a loadable TFLite model ({type(exc).__name__}: {exc}).",
-                                "Convert it again with TensorFlow's TFLiteConverter.") from None
-    ins, outs = backend.specs()
-    inputs = [TensorSpec.from_dict(s) for s in ins]
-    _check_override(input_override, inputs, path)
-    return EdgeSource(kind="tflite", artifact_format="tflite", data=data, inputs=inputs,
-                      outputs=[TensorSpec.from_dict(s) for s in outs], runner_factory=tflite_runner,
-                      description=f"TFLite model as it is ({path.name})", file_sha256=sha256_file(path),
-                      converter_versions=dict(backend.runtime_versions))
-
-
-def load_ort(path: Path, input_override: list[TensorSpec] | None) -> EdgeSource:
-    from bento_compile.compiler.model_formats import OPS_CONFIG_FILE, ops_config_for_ort, ort_signature
-
-    data = path.read_bytes()
-    try:
-        inputs, outputs = ort_signature(data)
-    except BentoCompileError:
-        raise
-    except Exception as exc:
-        raise BentoCompileError(f"{path.name} is not a loadable ONNX Runtime (.ort) model ({exc}).",
-                                "Convert it again with python -m onnxruntime.tools.convert_onnx_models_to_ort."
-                                ) from None
-    _check_override(input_override, inputs, path)
-    config = ops_config_for_ort(data)
-    return EdgeSource(kind="ort", artifact_format="ort", data=data, inputs=inputs, outputs=outputs,
-                      runner_factory=ort_runner, description=f"ONNX Runtime format model as it is ({path.name})",
-                      file_sha256=sha256_file(path), extra_files={OPS_CONFIG_FILE: config} if config else {})
-
-
-def _check_override(override: list[TensorSpec] | None, actual: list[TensorSpec], path: Path) -> None:
-    if not override:
-        return
-    if [(s.name, s.dtype) for s in override] != [(s.name, s.dtype) for s in actual]:
-        have = ", ".join(f"{s.name} ({s.dtype}, {list(s.shape)})" for s in actual)
-        raise BentoCompileError(f"bento.yaml `inputs:` does not match {path.name}, which takes: {have}.",
-                                "Remove `inputs:` (the file's own signature is used) or make it match.")
-
-
-def build_edge(request, config, source: EdgeSource, name: str, store, progress):
+def build_native(request: BuildRequest, config: BentoConfig, source: NativeSource, name: str, store: BentoStore,
+                 progress: Progress) -> BuildResult:
     """The non-ONNX build: check on the sample, gate variants, write the Bento."""
-    from bento_compile.compiler import build as build_module
-    from bento_compile.compiler.samples import load_sample, synthesize
-    from bento_compile.compiler.signature import has_free_batch_axis
-    from bento_compile.core.store import write_json_atomic
-
     if config.format == "ort" and source.artifact_format != "ort":
         raise BentoCompileError(
             f"format: ort converts ONNX models; this model ships as .{source.artifact_format}.",
@@ -123,7 +47,7 @@ def build_edge(request, config, source: EdgeSource, name: str, store, progress):
     inputs, outputs = source.inputs, source.outputs
     names = [o.name for o in outputs]
     batchable = has_free_batch_axis(inputs)
-    sample_path = build_module._resolve(request.sample_path, config.sample, request.config_dir, "sample")
+    sample_path = resolve_path(request.sample_path, config.sample, request.config_dir)
     if sample_path is not None:
         feeds, sample_source = load_sample(sample_path, inputs), f"file:{sample_path.name}"
     else:
@@ -145,7 +69,7 @@ def build_edge(request, config, source: EdgeSource, name: str, store, progress):
         report = parity.compare(reference_all, compiled, tolerance, config.parity.label_agreement, rows,
                                 sample_source)
         if not report["passed"]:
-            raise build_module.ParityError(report)
+            raise parity.ParityError(report)
     else:
         report = {"passed": True, "rows": rows, "sample": sample_source, "outputs": {}, "not_compared": names,
                   "passthrough": True}
@@ -163,33 +87,24 @@ def build_edge(request, config, source: EdgeSource, name: str, store, progress):
 
     model_file = f"model.{source.artifact_format}"
     progress("Writing the Bento")
-    files = {model_file: data, **source.extra_files}
-    with store.staging() as staged:
-        for file_name, content in files.items():
-            (staged / file_name).write_bytes(content)
-        manifest = build_module._manifest(name, source, inputs, outputs, None, files, report, feeds, config,
-                                          quantization=quantization, model_file=model_file,
-                                          model_format=source.artifact_format)
-        if _values_per_row(feeds) > EXAMPLE_MAX_VALUES:
-            manifest["example"] = None  # too large to embed; /docs shows the signature instead
-        write_json_atomic(staged / MANIFEST_NAME, manifest)
-        path, created_new = store.commit(staged, name, manifest["version"])
-    stored = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
-    return build_module.BuildResult(tag=f"{name}:{manifest['version']}", path=path, created_new=created_new,
-                                    manifest=stored)
+    model = ModelInfo(file=model_file, format=source.artifact_format, inputs=tuple(inputs), outputs=tuple(outputs),
+                      batchable=batchable, feature_names=source.feature_names)
+    # Too large to embed: /docs shows the signature instead.
+    example = example_payload(feeds) if _values_per_row(feeds) <= EXAMPLE_MAX_VALUES else None
+    draft = manifest_draft(name=name, source=source, model=model, parity=report, example=example, config=config,
+                           quantization=quantization)
+    return write_bento(store, draft, {model_file: data, **source.extra_files})
 
 
 def _values_per_row(feeds: dict[str, np.ndarray]) -> int:
     return sum(int(np.prod(v.shape[1:])) for v in feeds.values())
 
 
-def _quantize(config, source: EdgeSource, feeds, reference_all, fp32_report, batchable, sample_source, request,
-              progress) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
-    from bento_compile.compiler import build as build_module
-    from bento_compile.compiler.samples import load_sample
-
+def _quantize(config: BentoConfig, source: NativeSource, feeds, reference_all, fp32_report, batchable: bool,
+              sample_source: str, request: BuildRequest, progress: Progress
+              ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
     qconfig = config.quantize
-    calibration_path = build_module._resolve(None, qconfig.calibration, request.config_dir, "calibration")
+    calibration_path = resolve_path(None, qconfig.calibration, request.config_dir)
     calibration = load_sample(calibration_path, source.inputs) if calibration_path is not None else None
     calib, held_out = split_rows(feeds, calibration)
     rows = len(next(iter(feeds.values())))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bento_compile.compiler.frontends import Feeds, Source
+from bento_compile.compiler.source import Feeds, Source
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bento_compile.core.errors import BentoCompileError
+
 
 def compare(reference: dict[str, np.ndarray], compiled: dict[str, np.ndarray], tolerance: float,
             label_agreement: float, rows: int, sample_source: str) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def compare(reference: dict[str, np.ndarray], compiled: dict[str, np.ndarray], t
             both_nan = np.isnan(a) & np.isnan(b)
             diff = np.where(both_nan, 0.0, np.abs(a - b))
             bound = tolerance * np.maximum(1.0, np.abs(a))
-            ok = bool(np.all(diff <= bound))
+            ok = bool(np.all(both_nan | (diff <= bound)))  # NaN on both sides agrees (|NaN| is no bound)
             report_outputs[name] = {"kind": "continuous", "max_abs_diff": float(np.nanmax(diff)) if diff.size else 0.0,
                                     "tolerance": tolerance, "passed": ok}
         passed = passed and ok
@@ -66,3 +68,16 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     for name in report.get("not_compared", []):
         rows.append((name, "not compared", why, "-"))
     return rows
+
+
+class ParityError(BentoCompileError):
+    """The compiled model disagrees with the original past the tolerance."""
+
+    def __init__(self, report: dict[str, Any]):
+        failing = [name for name, entry in report["outputs"].items() if not entry["passed"]]
+        super().__init__(
+            f"Parity check failed on {', '.join(failing)}: the compiled model does not agree with the original "
+            f"on the {report['rows']} sample rows; nothing was stored.",
+            "Check the sample is representative; if the difference is acceptable, raise --tolerance "
+            "(or parity.tolerance / parity.label_agreement in bento.yaml).")
+        self.report = report

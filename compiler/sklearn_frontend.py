@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from bento_compile.compiler.frontends import Feeds, Source, describe
+from bento_compile.compiler.source import Feeds, Source, describe
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 SUPPORTED_FAMILIES = (
     "linear models (LogisticRegression, LinearRegression, Ridge, SGD*), trees and forests, "
     "GradientBoosting and HistGradientBoosting, MLP, SVC/SVR, k-NN, and Pipelines of StandardScaler, "

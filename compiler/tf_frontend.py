@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from bento_compile.compiler.formats_build import EdgeSource, _check_override, tflite_runner
+from bento_compile.compiler.native_frontend import tflite_runner
 from bento_compile.compiler.quantize import Variant
+from bento_compile.compiler.source import NativeSource, check_signature_override
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
@@ -96,7 +97,7 @@ def run_worker(job: dict[str, Any], work: Path) -> None:
                                 "using only layers TFLite's builtin operators support (or convert it to ONNX).")
 
 
-def load_keras(path: Path, input_override: list[TensorSpec] | None) -> EdgeSource:
+def load_keras(path: Path, input_override: list[TensorSpec] | None) -> NativeSource:
     """A `.keras` / `.h5` file or a SavedModel folder: convert to fp32 TFLite and read its signature."""
     work = tempfile.TemporaryDirectory(prefix="bento-tf-")
     root = Path(work.name)
@@ -109,7 +110,7 @@ def load_keras(path: Path, input_override: list[TensorSpec] | None) -> EdgeSourc
     backend = TFLiteBackend(model_content=data)
     ins, outs = backend.specs()
     inputs = [TensorSpec.from_dict(s) for s in ins]
-    _check_override(input_override, inputs, path)
+    check_signature_override(input_override, inputs, path)
     file_sha = _tree_sha256(path)
 
     def reference(feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -142,12 +143,12 @@ def load_keras(path: Path, input_override: list[TensorSpec] | None) -> EdgeSourc
                 built.append(Variant(n, model_file.read_bytes(), tflite_runner, note=notes[n]))
         return built
 
-    return EdgeSource(kind="keras" if path.is_file() else "tf-savedmodel", artifact_format="tflite", data=data,
-                      inputs=inputs, outputs=[TensorSpec.from_dict(s) for s in outs], runner_factory=tflite_runner,
-                      description=f"{'Keras model' if path.is_file() else 'TensorFlow SavedModel'} ({path.name}) → "
-                                  "TFLite", file_sha256=file_sha, reference=reference, variant_factory=variants,
-                      converter_versions={**signature.get("versions", {}), **backend.runtime_versions},
-                      keep_alive=work)
+    return NativeSource(kind="keras" if path.is_file() else "tf-savedmodel", artifact_format="tflite", data=data,
+                        inputs=inputs, outputs=[TensorSpec.from_dict(s) for s in outs], runner_factory=tflite_runner,
+                        description=f"{'Keras model' if path.is_file() else 'TensorFlow SavedModel'} ({path.name}) → "
+                                    "TFLite", file_sha256=file_sha, reference=reference, variant_factory=variants,
+                        converter_versions={**signature.get("versions", {}), **backend.runtime_versions},
+                        keep_alive=work)
 
 
 def _tree_sha256(path: Path) -> str:
