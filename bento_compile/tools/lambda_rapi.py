@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import threading
 import time
@@ -321,12 +320,6 @@ class RuntimeAPI:
                                       time.monotonic() - pending.queued_at)
         pending.done.set()
         return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_ric(python: str | Path, handler: str, task_root: str | Path, api: RuntimeAPI,

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bento_compile.adapters.http_app import create_app
-from tests.support.helpers import free_port, run_cli, wait_http
+from tests.support.helpers import free_port, run_cli, stop_process, wait_http
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_health_ready_metadata(client):
     assert client.get("/readyz").status_code == 200
     meta = client.get("/metadata").json()
     assert meta["tag"].startswith("cancer:")
-    assert meta["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 30]}]
+    assert meta["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 30], "batch": True}]
     assert {o["name"] for o in meta["outputs"]} == {"label", "probabilities"}
     assert meta["providers"] == ["CPUExecutionProvider"]
     assert {"onnxruntime", "skl2onnx", "bento_compile"} <= set(meta["versions"])
@@ -180,5 +180,4 @@ def test_bento_compile_serve_real_server(example_model):
             urllib.request.urlopen(bad, timeout=5)
         assert info.value.code == 422
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop_process(server)

@@ -20,7 +20,7 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.model import BentoModel
-from tests.support.helpers import TEST_CACHE, free_port, wait_http
+from tests.support.helpers import TEST_CACHE, free_port, stop_process, wait_http
 
 litert = pytest.importorskip("ai_edge_litert.interpreter", reason="the [tflite] extra (ai-edge-litert) is missing")
 
@@ -77,8 +77,7 @@ def test_tflite_served_over_http_through_the_tflite_backend(mediapipe_models, tm
             urllib.request.urlopen(bad, timeout=10)
         assert info.value.code == 422 and "input" in json.loads(info.value.read())["error"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_process(server, timeout=30)
 
 
 def test_second_real_model_and_tampering(mediapipe_models, tmp_path):

@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -24,7 +23,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.helpers import free_port
+from tests.support.helpers import free_port, stop_process
 
 BASE_RECIPE = ["mmdebstrap", "--variant=essential", "--include=python3,libstdc++6", "--mode=root", "--format=tar",
                "bookworm"]
@@ -81,12 +80,7 @@ def dockerd(root: Path):
         yield host
     finally:
         subprocess.run(["docker", "-H", host, "rm", "-f", *_containers(host)], capture_output=True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
         netns = root / "exec" / "netns" / "default"
         if netns.exists():
             subprocess.run(["umount", str(netns)], capture_output=True)
@@ -123,11 +117,7 @@ def registry(root: Path):
                 time.sleep(0.1)
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 

@@ -10,8 +10,7 @@ from bento_compile.tools.lambda_rapi import (
     InitError,
     InvokeResult,
     RuntimeAPI,
-    free_port,
     start_ric,
 )
 
-__all__ = ["FUNCTION_ARN", "InitError", "InvokeResult", "RuntimeAPI", "free_port", "start_ric"]
+__all__ = ["FUNCTION_ARN", "InitError", "InvokeResult", "RuntimeAPI", "start_ric"]

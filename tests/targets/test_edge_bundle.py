@@ -22,7 +22,7 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.targets.edge import EdgeOptions, build_edge_bundle, plan_runtime, resolve_plan_wheels
 from bento_compile.targets.wheels import TargetPlatform
 from tests.support import edge_support as es
-from tests.support.helpers import free_port, run_cli, wait_http
+from tests.support.helpers import free_port, run_cli, stop_process, wait_http
 
 PY = es.system_python_version()
 needs_system_python = pytest.mark.skipif(PY is None, reason="/usr/bin/python3 with venv is needed "
@@ -251,12 +251,9 @@ def test_serves_the_http_contract_natively(installed):
         with pytest.raises(urllib.error.HTTPError) as exc:
             urllib.request.urlopen(bad, timeout=10)
         assert exc.value.code == 422 and "error" in json.loads(exc.value.read())
-        proc.terminate()  # what `systemctl stop` sends: drain, then a clean exit
-        assert proc.wait(timeout=30) == 0
+        assert stop_process(proc, timeout=30) == 0  # SIGTERM, what `systemctl stop` sends: drain, clean exit
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @needs_system_python

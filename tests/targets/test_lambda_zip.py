@@ -27,7 +27,7 @@ from bento_compile.targets.lambda_zip import build_lambda_zip, lambda_requiremen
 from bento_compile.targets.reproducible_zip import zip_date
 from bento_compile.targets.sam import sam_template
 from bento_compile.tools.invoke import local_runtime
-from tests.support.helpers import run_cli
+from tests.support.helpers import run_cli, stop_process
 from tests.support.lambda_rapi import InitError, RuntimeAPI, start_ric
 from tests.support.lambda_support import (
     as_predict_request,
@@ -99,8 +99,7 @@ def function(task_dir, runtime_env, tmp_path_factory):
             api.wait_ready(60, proc)
             yield api, proc, log
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -207,8 +206,7 @@ def test_lazy_mode_from_the_zip(task_dir, runtime_env, tmp_path, example, expect
             api.wait_ready(60, proc)
             assert api.invoke(example, 30, proc).body == expected
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
     text = (tmp_path / "lazy.log").read_text()
     cold = log_lines(text, "cold start")[0]
     assert cold["load_mode"] == "lazy" and cold["model_ready"] is False
@@ -417,8 +415,7 @@ def test_python_3_11_zip_runs_on_onnxruntime_1_16_and_numpy_1(tmp_path, lambda_h
             api.wait_ready(60, proc)
             answer = api.invoke(request, 30, proc)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
     assert answer.ok, (answer.body, (tmp_path / "311.log").read_text()[-2000:])
     assert answer.body["outputs"]["label"] == BentoModel.load(bento).predict(request)["outputs"]["label"]
 
@@ -446,8 +443,7 @@ def test_signed_bento_is_verified_inside_lambda(built_example, tmp_path, lambda_
             api.wait_ready(60, proc)
             assert api.invoke(example, 30, proc).body == expected
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
 
     stranger = generate_keypair(tmp_path / "other-keys")
     with RuntimeAPI() as api:

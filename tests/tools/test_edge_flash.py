@@ -15,7 +15,7 @@ import pytest
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.tools.flash import SshDestination, flash, inspect_bundle, parse_destination
 from tests.support import edge_support as es
-from tests.support.helpers import free_port, run_cli
+from tests.support.helpers import free_port, run_cli, stop_process
 
 SSHD = Path("/usr/sbin/sshd")
 PY = es.system_python_version()
@@ -189,8 +189,7 @@ def sshd(tmp_path_factory):
     else:
         pytest.fail("sshd did not accept the test key")
     yield port, work / "client_key"
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_process(proc)
 
 
 def ssh_args(port: int, key: Path) -> list[str]:
