@@ -193,3 +193,35 @@ def test_example_workflow_compiles_every_push_and_signs_and_pushes_on_tags():
     for step in steps:
         if "run" in step:
             assert "${{" not in step["run"]
+
+
+IMAGE = "127.0.0.1:5000/cancer@sha256:" + "a" * 64
+
+
+@pytest.mark.slow
+def test_deploy_lines_run_after_the_build_and_give_the_version_and_url(workspace, tmp_path):
+    # The platforms are the API doubles of tests/deploy (no Cloud Run or Kubernetes API server can run
+    # here); the Action's own plumbing (lines, options, outputs) runs for real.
+    from tests.support.cloudrun_api import adc_environment, cloudrun_api
+    from tests.support.knative_api import knative_api
+
+    with knative_api() as kube, cloudrun_api() as gcp:
+        env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")), **adc_environment(gcp, tmp_path)}
+        result = run_action({"config": "bento.yaml", "deploy": (
+            f"knative --image {IMAGE} --namespace prod   # the cluster\n\n"
+            f"cloudrun --image {IMAGE} --project acme --region europe-west1\n")}, workspace, env=env)
+        assert kube.refused == [] and gcp.refused == []
+    out = result["outputs"]
+    deployed = json.loads(out["deploy-json"])
+    assert list(deployed) == ["knative", "cloudrun"]
+    assert deployed["knative"]["resource"] == "prod/cancer" and deployed["knative"]["bento_tag"] == out["tag"]
+    assert kube.services[("prod", "cancer")]["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+    service = gcp.services["projects/acme/locations/europe-west1/services/cancer"]
+    # the outputs are the last deploy's: the Cloud Run revision and URL
+    assert out["version"] == deployed["cloudrun"]["revision"] == service["template"]["revision"]
+    assert out["url"] == service["uri"] and out["function-arn"] == ""
+
+
+def test_an_unknown_deploy_platform_is_refused_before_anything_is_built(workspace):
+    with pytest.raises(AssertionError, match=r"(?s)step 'Install bento-compile' failed:.*platform 'heroku'"):
+        run_action({"config": "bento.yaml", "deploy": "lambda --function churn\nheroku --app churn"}, workspace)
