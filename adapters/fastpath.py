@@ -7,8 +7,8 @@ Why: one model run is 4–20 µs and JSON in/out another 10, but a FastAPI route
 FastAPI route, which stays registered for the OpenAPI schema and calls the same
 `PredictService.answer`. Errors, statuses and bodies are identical either way.
 
-Order of checks, cheapest first: in-flight limit (503) → declared body size (413) →
-bounded read (413) → JSON (422) → model ready (503) → signature (422/413) → batcher
+Order of checks: declared body size (413) → bounded read (413) → in-flight limit (503; counted
+only once the body is whole) → JSON (422) → model ready (503) → signature (422/413) → batcher
 admission (503 + Retry-After) → run → split → JSON.
 """
 
@@ -89,29 +89,37 @@ class PredictService:
     async def asgi(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                    send: Callable[[dict], Awaitable[None]]) -> None:
         started = time.perf_counter()
-        if self.limit and self.in_flight >= self.limit:
-            status, body, headers = self._overloaded(Overloaded(
-                f"over {self.limit} requests in flight (BENTO_COMPILE_MAX_CONCURRENCY / runtime.max_concurrency); "
-                "retry shortly", 1, "concurrency"))
-        else:
-            self.in_flight += 1
-            try:
-                answer = await self._asgi_answer(scope, receive)
-            except Exception:  # never a stack trace to the client, never a non-JSON 500
-                log.exception("unexpected error")
-                answer = 500, error_body("internal error while predicting; see the server log"), None
-            finally:
-                self.in_flight -= 1
-            if answer is None:  # the client went away; nobody to answer
-                self.metrics.request("/predict", 499, time.perf_counter() - started)
-                return
-            status, body, headers = answer
+        answer: Answer | None
+        try:
+            # The body first, then the slot: only a whole request counts against the in-flight limit, so
+            # clients that send slowly (held to a deadline by adapters/http_guard.py) lock nobody out.
+            request = await self._read_body(scope, receive)
+            if not isinstance(request, bytes):
+                answer = request
+            elif self.limit and self.in_flight >= self.limit:
+                answer = self._overloaded(Overloaded(
+                    f"over {self.limit} requests in flight (BENTO_COMPILE_MAX_CONCURRENCY / "
+                    "runtime.max_concurrency); retry shortly", 1, "concurrency"))
+            else:
+                self.in_flight += 1
+                try:
+                    answer = await self.answer(request, receive)
+                finally:
+                    self.in_flight -= 1
+        except Exception:  # never a stack trace to the client, never a non-JSON 500
+            log.exception("unexpected error")
+            answer = 500, error_body("internal error while predicting; see the server log"), None
+        if answer is None:  # the client went away; nobody to answer
+            self.metrics.request("/predict", 499, time.perf_counter() - started)
+            return
+        status, body, headers = answer
         response_headers = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.request("/predict", status, time.perf_counter() - started)
 
-    async def _asgi_answer(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> Answer | None:
+    async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes | Answer | None:
+        """The whole body, or the answer instead of one (413 over the bound, None when the client left)."""
         limit = self.settings.max_body_bytes
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -137,7 +145,7 @@ class PredictService:
             body = b"".join(chunks)
         if len(body) > limit:
             return self._too_large()
-        return await self.answer(body, receive)
+        return body
 
     def _too_large(self) -> Answer:
         return 413, error_body(

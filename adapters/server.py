@@ -3,7 +3,9 @@
 Configured by environment, the way platforms configure containers:
 BENTO_COMPILE_BENTO (the Bento folder), PORT (Cloud Run / Knative set it),
 HOST (default 127.0.0.1; containers pass 0.0.0.0), BENTO_COMPILE_LOAD (background),
-BENTO_COMPILE_GRACE_SECONDS (how long SIGTERM waits for in-flight requests; default: until done).
+BENTO_COMPILE_GRACE_SECONDS (how long SIGTERM waits for in-flight requests; default: until done),
+BENTO_COMPILE_HEADER_TIMEOUT_S / _BODY_TIMEOUT_S / _MAX_HEADER_BYTES (slow and oversized clients,
+adapters/http_guard.py), BENTO_COMPILE_HTTP (auto | httptools | h11).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 
 from bento_compile.adapters.asgi import create_server_app
+from bento_compile.adapters.http_guard import GuardSettings, http_protocol
 
 
 def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: str = "background",
@@ -23,8 +26,12 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
     _log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
     # uvicorn annotates the grace period as int, but waits with asyncio.timeout, which takes any float.
+    guard = GuardSettings.from_env()
+    # h11 buffers a header up to its own limit before the guard sees the bytes: keep that limit above the
+    # guard's by more than one read, so an oversized header gets the guard's 431, not h11's plain 400.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=grace_seconds)  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=grace_seconds, http=http_protocol(guard),
+                            h11_max_incomplete_event_size=guard.max_header_bytes + (1 << 20))  # type: ignore[arg-type]
     _graceful_server_class()(config).run()
 
 

@@ -1,0 +1,208 @@
+"""Slow and oversized clients: deadlines for a request's headers and body, and a bound on header size.
+
+uvicorn has a keep-alive timeout and nothing else: a client that sends half a header (or a
+body at a byte every few seconds) holds its connection, its memory and, if the app counted
+it, an in-flight slot for as long as it likes, and httptools buffers a header of any size.
+These protocol subclasses (one over httptools, one over h11; same rules for both) add:
+
+- a header deadline (from the connection's start, or from the end of the previous response on
+  a kept-alive connection): past it a request that has begun gets `408` and the connection is
+  closed; an idle connection that sent nothing is closed without an answer;
+- a body deadline from the end of the headers: past it `408`, closed (the app, waiting for the
+  body, sees a disconnect and counts nothing);
+- a header-size bound: past it `431`, closed, before the parser buffers more;
+- uvicorn's own `400` for a malformed request as `{"error": ...}` JSON, like every other answer.
+
+The in-flight limit is the app's (adapters/fastpath.py takes a slot only once the body is read),
+so a slow client can hold a connection until its deadline, never a slot.
+Configured by env (see `GuardSettings.from_env`); ships inside every HTTP artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("bento_compile.http")
+
+_HEADERS, _BODY, _DONE = "headers", "body", "done"
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 32 * 1024
+
+    @classmethod
+    def from_env(cls) -> GuardSettings:
+        """BENTO_COMPILE_HEADER_TIMEOUT_S, BENTO_COMPILE_BODY_TIMEOUT_S, BENTO_COMPILE_MAX_HEADER_BYTES."""
+        return cls(header_timeout_s=_positive("BENTO_COMPILE_HEADER_TIMEOUT_S", cls.header_timeout_s),
+                   body_timeout_s=_positive("BENTO_COMPILE_BODY_TIMEOUT_S", cls.body_timeout_s),
+                   max_header_bytes=int(_positive("BENTO_COMPILE_MAX_HEADER_BYTES", cls.max_header_bytes)))
+
+
+def _positive(key: str, default: float) -> float:
+    text = os.environ.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"{key} must be a number above 0, got {text!r}")
+    return value
+
+
+def json_response(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response that closes the connection: status line, JSON headers, body."""
+    body = json.dumps({"error": message}).encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, _REASONS[status], len(body))) + body
+
+
+class _Guard:
+    """Mixed in before a uvicorn HTTP protocol class; `_phase()` is the one thing each parser answers
+    differently (headers still arriving, body arriving, or the request complete)."""
+
+    guard: GuardSettings = GuardSettings()
+    transport: Any
+    loop: Any
+    cycle: Any
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._guard_bytes = 0
+        self._guard_timer: Any = None
+        self._guard_armed: str | None = None
+        self._guard_arm(_HEADERS)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._guard_arm(_DONE)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self.transport.is_closing():
+            return
+        phase = self._phase()
+        if phase == _HEADERS:
+            # Counted after parsing: when this chunk also finished the headers, its bytes were body.
+            self._guard_bytes += len(data)
+            if self._guard_bytes > self.guard.max_header_bytes:
+                self._refuse(431, f"the request headers are over {self.guard.max_header_bytes} bytes "
+                                  "(BENTO_COMPILE_MAX_HEADER_BYTES)")
+                return
+        if phase != self._guard_armed:
+            self._guard_arm(phase)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if self._phase() == _HEADERS:  # a kept-alive connection waits for its next request
+            self._guard_bytes = 0
+            self._guard_arm(_HEADERS)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, f"malformed HTTP request: {msg}")
+
+    def _phase(self) -> str:
+        raise NotImplementedError
+
+    def _guard_arm(self, phase: str) -> None:
+        if self._guard_timer is not None:
+            self._guard_timer.cancel()
+            self._guard_timer = None
+        self._guard_armed = phase
+        if phase == _HEADERS:
+            self._guard_timer = self.loop.call_later(self.guard.header_timeout_s, self._guard_expired, phase)
+        elif phase == _BODY:
+            self._guard_timer = self.loop.call_later(self.guard.body_timeout_s, self._guard_expired, phase)
+
+    def _guard_expired(self, phase: str) -> None:
+        self._guard_timer = None
+        if self.transport.is_closing() or self._phase() != phase:
+            return
+        answered = self.cycle is not None and getattr(self.cycle, "response_started", False)
+        if answered or (phase == _HEADERS and self._guard_bytes == 0):
+            self.transport.close()  # idle, or already answered (e.g. a 413 before the body): nobody to tell
+            return
+        if phase == _HEADERS:
+            self._refuse(408, f"the request headers did not arrive within {self.guard.header_timeout_s:g} s "
+                              "(BENTO_COMPILE_HEADER_TIMEOUT_S)")
+        else:
+            self._refuse(408, f"the request body did not arrive within {self.guard.body_timeout_s:g} s "
+                              "(BENTO_COMPILE_BODY_TIMEOUT_S)")
+
+    def _refuse(self, status: int, message: str) -> None:
+        log.info("refused a client: %d %s", status, message)
+        self._guard_arm(_DONE)
+        self.transport.write(json_response(status, message))
+        self.transport.close()
+
+
+def guarded_protocol(kind: str, settings: GuardSettings) -> type:
+    """The uvicorn protocol class for `kind` ('httptools' or 'h11') with the guard mixed in."""
+    if kind == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        class GuardedHttpTools(_Guard, HttpToolsProtocol):
+            """httptools tells the protocol each step through parser callbacks."""
+
+            guard = settings
+            _guard_state = _HEADERS
+
+            def on_message_begin(self) -> None:
+                self._guard_state = _HEADERS
+                super().on_message_begin()
+
+            def on_headers_complete(self) -> None:
+                self._guard_state = _BODY
+                super().on_headers_complete()
+
+            def on_message_complete(self) -> None:
+                self._guard_state = _DONE
+                super().on_message_complete()
+
+            def on_response_complete(self) -> None:
+                if self._guard_state == _DONE and not self.pipeline:
+                    self._guard_state = _HEADERS
+                super().on_response_complete()
+
+            def _phase(self) -> str:
+                return self._guard_state
+
+        return GuardedHttpTools
+    if kind == "h11":
+        import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        class GuardedH11(_Guard, H11Protocol):
+            """h11 keeps the client's side as a state: IDLE until the headers are whole, SEND_BODY, DONE."""
+
+            guard = settings
+
+            def _phase(self) -> str:
+                state = self.conn.their_state
+                if state is h11.IDLE:
+                    return _HEADERS
+                return _BODY if state is h11.SEND_BODY else _DONE
+
+        return GuardedH11
+    raise ValueError(f"BENTO_COMPILE_HTTP must be auto, httptools or h11, got {kind!r}")
+
+
+def http_protocol(settings: GuardSettings | None = None) -> type:
+    """BENTO_COMPILE_HTTP (auto | httptools | h11): httptools when it is installed (the fast path), else h11."""
+    kind = os.environ.get("BENTO_COMPILE_HTTP", "auto").strip() or "auto"
+    if kind == "auto":
+        try:
+            import httptools  # noqa: F401
+            kind = "httptools"
+        except ImportError:
+            kind = "h11"
+    return guarded_protocol(kind, settings or GuardSettings.from_env())
