@@ -6,100 +6,38 @@ manifest pins (`repo@sha256:…`), for scripts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import click
-from pydantic import BaseModel, ValidationError
 
 from bento_compile.cli.console import err
-from bento_compile.core.config import CloudRunTarget, KnativeTarget, describe_validation_error, load_config
-from bento_compile.core.errors import BentoCompileError
-from bento_compile.core.files import write_atomic
 from bento_compile.core.store import BentoStore
+from bento_compile.targets.images import BuiltImage, ImagePlan
+from bento_compile.targets.services import (
+    DEFAULT_HTTP_BASE,
+    SERVICES,
+    pinned_existing,
+    target_settings,
+    write_service,
+)
+from bento_compile.targets.services import build_image as build_and_record
+from bento_compile.targets.services import image_reference as _image_reference
 
-DEFAULT_HTTP_BASE = "docker.io/library/python:3.12-slim"
-
-
-def target_settings(section: str, model: type[BaseModel], config_file: Path | None,
-                    recorded: dict[str, Any]) -> Any:
-    """`targets.<section>` from -f bento.yaml, else as recorded in the Bento's manifest, else defaults."""
-    data: Any = None
-    if config_file is not None:
-        config, _ = load_config(config_file)
-        data = config.targets.get(section)
-        where = f"{config_file}: targets.{section}"
-    else:
-        data = recorded.get(section)
-        where = f"the Bento's targets.{section}"
-    try:
-        return model.model_validate(data or {})
-    except ValidationError as exc:
-        raise BentoCompileError(f"{where} is not valid: {describe_validation_error(exc)}",
-                                f"See the targets.{section} reference in the README.") from None
-
-
-def _image_reference(image: str, version: str) -> str:
-    """`--image REGISTRY/churn` gets the Bento version as its tag; an explicit tag or digest is kept."""
-    if "@" in image:
-        return image
-    last = image.rsplit("/", 1)[-1]
-    return image if ":" in last else f"{image}:{version}"
-
-
-def pinned_existing(reference: str) -> str:
-    """For --manifest-only: the image's digest, from the reference or by asking its registry."""
-    from bento_compile.targets.registry import Reference, RegistryClient
-
-    ref = Reference.parse(reference)
-    if ref.digest:
-        return f"{ref.name}@{ref.digest}"
-    digest = RegistryClient(ref, timeout=15).head_manifest(ref.tag or "latest")
-    if digest is None:
-        raise BentoCompileError(f"{reference} does not exist in its registry.",
-                                "Build and push it first (drop --manifest-only, add --push), or pass "
-                                "--image REPO@sha256:DIGEST.")
-    return f"{ref.name}@{digest}"
+# Also imported from here by the deploy commands and the tests.
+__all__ = ["COMMANDS", "DEFAULT_HTTP_BASE", "_image_reference", "build_image", "pinned_existing", "target_settings"]
 
 
 def build_image(kind: str, bento_path: Path, reference: str, base: str, arch: str, python: str | None,
                 builder_name: str, push: bool, out_dir: Path, max_concurrency: int = 0, grace: int = 25,
-                load_mode: str = "eager"):
-    """Plan, build (and push) one image; returns (plan, BuiltImage)."""
-    from bento_compile.targets.image_builders import choose_builder
-    from bento_compile.targets.images import plan_http_image
-    from bento_compile.targets.lambda_image import plan_lambda_image
+                load_mode: str = "eager") -> tuple[ImagePlan, BuiltImage]:
+    """Plan, build (and push) one image (targets/services.py), saying each step on stderr."""
+    with err.status("Building the image…") as status:
+        def progress(message: str) -> None:
+            status.update(message + "…")
+            err.print(f"[dim]•[/] {message}")
 
-    builder = choose_builder(builder_name)
-    with err.status(f"Resolving the base image and the {arch} wheels…"):
-        if kind == "http":
-            plan = plan_http_image(bento_path, base, arch, python, max_concurrency, grace)
-        else:
-            plan = plan_lambda_image(bento_path, base, arch, python, load_mode)
-    err.print(f"Base {base} (Python {plan.python}, {arch}); {len(plan.wheels)} wheels; {plan.bytecode}")
-    if kind == "lambda" and builder.name != "docker":  # the Docker builder writes (and builds) its own
-        from bento_compile.targets.docker_builder import write_context
-        from bento_compile.targets.oci_layout import is_layout_reference
-
-        from_ref = base
-        if is_layout_reference(base):  # a Dockerfile cannot name a folder: load the layout under a name first
-            from_ref = "bento-compile-base"
-            err.print(f"The context's FROM is {from_ref}: load the base first, e.g. "
-                      f"`skopeo copy oci:{base} docker-daemon:{from_ref}:latest`.")
-        context = write_context(plan, out_dir / "context", from_ref)
-        err.print(f"Build context: {context} (docker build {context})")
-    with err.status(f"Building the image with the {builder.name} builder…"):
-        built = builder.build(plan, out_dir, reference)
-    if push:
-        with err.status(f"Pushing {reference}…"):
-            built = builder.push(built)
-    summary = {"reference": reference, "pinned": built.pinned, "digest": built.digest, "builder": built.builder,
-               "pushed": built.pushed, "layout": str(built.layout) if built.layout else None,
-               "layers": built.layer_digests, "size": built.size, "arch": arch, "python": plan.python,
-               "base": base, "bytecode": plan.bytecode,
-               "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256} for w in plan.wheels]}
-    write_atomic(out_dir / "image.json", json.dumps(summary, indent=2) + "\n")
+        plan, built = build_and_record(kind, bento_path, reference, base, arch, python, builder_name, push,
+                                       out_dir, max_concurrency, grace, load_mode, progress)
     where = f"OCI layout {built.layout}" if built.layout else "the Docker engine"
     err.print(f"[green]Built[/] {reference} in {where} ({built.size / 1e6:.1f} MB compressed)")
     if not built.pushed and built.layout:
@@ -131,8 +69,7 @@ def container_options(func):
 
 
 def service_command(flavour: str):
-    section, model, filename = (("knative", KnativeTarget, "knative.yaml") if flavour == "knative"
-                                else ("cloudrun", CloudRunTarget, "service.yaml"))
+    section, model, filename = SERVICES[flavour]
 
     @click.command(flavour)
     @click.argument("tag")
@@ -148,7 +85,7 @@ def service_command(flavour: str):
     def command(tag: str, out_dir: Path, builder: str, push: bool, arch: str, python: str | None,
                 config_file: Path | None, image: str, base_image: str, manifest_only: bool, canary: int | None,
                 current_revision: str | None) -> None:
-        from bento_compile.targets.knative import dump_yaml, knative_manifests, previous_revision
+        from bento_compile.targets.knative import previous_revision
 
         bento = BentoStore().resolve(tag)
         manifest = bento.manifest
@@ -164,23 +101,12 @@ def service_command(flavour: str):
                 err.print("[yellow]warning:[/] the Docker engine knows no registry digest before a push, so the "
                           "manifest names the tag; add --push to pin the image by digest.")
         current = current_revision or previous_revision(out_dir / filename)
-        if flavour == "knative":
-            result = knative_manifests(manifest, pinned, settings, canary, current, out_dir)
-        else:
-            from bento_compile.targets.cloudrun import cloudrun_manifests
-
-            result = cloudrun_manifests(manifest, pinned, settings, canary, current, out_dir)
-        stem = filename.rsplit(".", 1)[0]
-        write_atomic(out_dir / filename, dump_yaml(result.service))
-        err.print(f"[green]Wrote[/] {out_dir / filename} (revision {result.revision}, image {pinned})")
-        if result.promote is not None:
-            # canary() fills promote, rollback and commands together, from a percentage and a current revision.
-            assert result.rollback is not None and result.commands is not None and canary is not None
-            write_atomic(out_dir / f"{stem}-promote.yaml", dump_yaml(result.promote))
-            write_atomic(out_dir / f"{stem}-rollback.yaml", dump_yaml(result.rollback))
-            err.print(f"Canary: {canary}% to {result.revision}, {100 - canary}% to {current}.")
-            err.print(f"  promote:  {result.commands['promote']}")
-            err.print(f"  rollback: {result.commands['rollback']}")
+        written = write_service(flavour, manifest, pinned, settings, canary, current, out_dir)
+        err.print(f"[green]Wrote[/] {written.service} (revision {written.revision}, image {pinned})")
+        if canary is not None and written.commands:
+            err.print(f"Canary: {canary}% to {written.revision}, {100 - canary}% to {current}.")
+            err.print(f"  promote:  {written.commands['promote']}")
+            err.print(f"  rollback: {written.commands['rollback']}")
         deploy = (f"kubectl apply -f {out_dir / filename}" if flavour == "knative"
                   else f"gcloud run services replace {out_dir / filename}"
                   + (f" --region {settings.region}" if getattr(settings, "region", None) else ""))
