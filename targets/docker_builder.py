@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path
@@ -33,6 +34,19 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n") + '"'
 
 
+def _comment(text: str) -> str:
+    """A comment stays one line: a newline in a layer's name (it holds the Bento tag) would start an instruction."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)
+
+
+def _env_key(key: str) -> str:
+    """ENV names are bare words in a Dockerfile, so only names a shell could set are written."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
+        raise BentoCompileError(f"The environment variable name {key[:80]!r} cannot go into an image.",
+                                "Use letters, digits and '_' (not starting with a digit) in targets env in bento.yaml.")
+    return key
+
+
 def dockerfile(plan: ImagePlan, base_tag: str) -> str:
     """The Dockerfile for a plan: FROM the base, one COPY per layer, then the runtime config."""
     config = plan.config
@@ -40,12 +54,12 @@ def dockerfile(plan: ImagePlan, base_tag: str) -> str:
              "# Nothing is RUN: every layer is a folder of this context, copied as it is.",
              f"FROM --platform=linux/{OCI_ARCH[plan.arch]} {base_tag}"]
     for index, layer in enumerate(plan.layers):
-        lines.append(f"# {layer.name[:200]}")
+        lines.append(f"# {_comment(layer.name[:200])}")
         lines.append(f"COPY layers/{index}/ /")
     for key, value in config.env.items():
-        lines.append(f"ENV {key}={_quote(value)}")
+        lines.append(f"ENV {_env_key(key)}={_quote(value)}")
     for key, value in sorted(config.labels.items()):
-        lines.append(f"LABEL {key}={_quote(value)}")
+        lines.append(f"LABEL {_quote(key)}={_quote(value)}")
     for port in config.exposed_ports:
         lines.append(f"EXPOSE {port}")
     lines += [f"WORKDIR {config.workdir}", f"USER {config.user}", f"STOPSIGNAL {config.stop_signal}",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,14 +35,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from bento_compile import __version__
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.sbom import sbom_json
+from bento_compile.runtimes.boundary import UnsafeName, check_prefix
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import read_manifest, verify_files
 from bento_compile.runtimes.model_format import MODEL_FORMATS, ONNX_RUNTIME_FORMATS, model_format_of
+from bento_compile.targets import render
 from bento_compile.targets.bundle_tar import Entry, write_tar_gz
+from bento_compile.targets.render import shell_assign
 from bento_compile.targets.runtime_files import runtime_package_files
 from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
 
@@ -67,6 +72,7 @@ class EdgeOptions:
     memory_max: str | None = None  # None: from the measured footprint
     cpu_quota: str = "100%"
     measure: bool = True  # measure peak RSS here (printed only; never in the bundle)
+    sign_key: str | None = None  # private key file: sign SHA256SUMS (flash and install.sh check it against a key)
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,7 @@ class EdgeBundle:
     memory_max: str
     release_id: str
     plan: RuntimePlan
+    signed: bool
     wheels: list[Wheel]
     target: TargetPlatform
     model_format: str
@@ -101,6 +108,7 @@ class EdgeBundle:
         return {"path": str(self.path), "sha256": self.sha256, "size": self.size, "tag": self.tag,
                 "installed_size": self.installed_size, "memory_bytes": self.memory_bytes,
                 "measured_memory": self.measured_memory, "memory_max": self.memory_max, "release_id": self.release_id,
+                "signed": self.signed,
                 "arch": self.target.arch, "machine": self.target.machine, "python": self.target.python,
                 "format": self.model_format, "runtime": asdict(self.plan),
                 "wheels": [{"name": w.name, "version": w.version, "file": w.filename, "sha256": w.sha256}
@@ -253,9 +261,10 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
     name = manifest.name
     service = service_name(name)
     prefix = options.prefix or f"/opt/{name}"
-    if not prefix.startswith("/"):
-        raise BentoCompileError(f"--prefix must be an absolute path on the device, got '{prefix}'.",
-                                f"e.g. --prefix /opt/{name}")
+    try:  # it lands in bundle.env, bundle.json and (through install.sh) the unit's Exec lines
+        check_prefix(prefix, "--prefix")
+    except UnsafeName as exc:
+        raise BentoCompileError(f"{exc}.", f"e.g. --prefix /opt/{name}") from None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,13 +289,11 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
             progress("Measuring the memory footprint on this machine")
             measured = measure_memory(bento_dir, options.http)
 
-        fill = {"@TAG@": manifest.tag, "@SERVICE@": service, "@MEMORY_MAX@": memory_max,
-                "@CPU_QUOTA@": options.cpu_quota, "@HOST@": options.host, "@PORT@": str(options.port)}
         entries += [
             Entry("install.sh", data=_template("install.sh").encode(), executable=True),
             Entry("run", data=_template("run").encode(), executable=True),
-            Entry(f"{service}.service", data=_fill(_template("unit.service"), fill).encode()),
-            Entry("config.env", data=_fill(_template("config.env"), fill).encode()),
+            Entry(f"{service}.service", data=render_unit(manifest.tag, service, memory_max, options.cpu_quota)),
+            Entry("config.env", data=render_config_env(manifest.tag, options.host, options.port)),
             Entry("requirements.txt", data="".join(f"{w.name}=={w.version}\n" for w in wheels).encode()),
         ]
         entries.append(Entry("sbom.cdx.json", data=sbom_json(  # CycloneDX SBOM: what the device runs, for audits
@@ -302,7 +309,7 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
         installed = sum(size for n, (_s, size) in sums.items() if not n.startswith("wheels/"))
         installed += sum(_wheel_installed_size(w.path) for w in wheels) + 12 * _MIB  # + the venv's own pip
 
-        bundle_env = "".join(f"{key}={_shell_quote(value)}\n" for key, value in (
+        bundle_env = "".join(shell_assign(key, value) for key, value in (
             ("NAME", name), ("TAG", manifest.tag), ("SERVICE_NAME", service), ("PREFIX_DEFAULT", prefix),
             ("PY_VERSION", target.python), ("MACHINE", target.machine), ("RELEASE_ID", release_id),
             ("SYSTEM_MODULES", " ".join(plan.system_modules)), ("ENGINE", plan.engine)))
@@ -323,7 +330,13 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
         entries.append(Entry("bundle.json", data=bundle_json))
         sums["bundle.env"] = Entry("", data=bundle_env.encode()).sha256_and_size()
         sums["bundle.json"] = Entry("", data=bundle_json).sha256_and_size()
-        entries.append(Entry("SHA256SUMS", data="".join(f"{s}  {n}\n" for n, (s, _z) in sorted(sums.items())).encode()))
+        sums_bytes = "".join(f"{s}  {n}\n" for n, (s, _z) in sorted(sums.items())).encode()
+        entries.append(Entry("SHA256SUMS", data=sums_bytes))
+        signing_key = _signing_key(options, bento_dir)
+        if signing_key is not None:
+            # Detached, raw Ed25519 over SHA256SUMS (which lists every other file): what flash and
+            # `openssl pkeyutl -verify -rawin` on the device check against a key the user holds.
+            entries.append(Entry("SHA256SUMS.sig", data=signing_key.sign(sums_bytes)))
 
         top = bundle_file_name(name, options.arch)
         path = out_dir / f"{top}.tar.gz"
@@ -335,14 +348,33 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
     tmp.replace(sidecar)
     return EdgeBundle(path=path, sha256=digest, size=path.stat().st_size, installed_size=installed,
                       memory_bytes=memory, measured_memory=measured, memory_max=memory_max, release_id=release_id,
-                      plan=plan, wheels=wheels, target=target, model_format=model_format, tag=manifest.tag)
+                      plan=plan, signed=signing_key is not None, wheels=wheels, target=target,
+                      model_format=model_format, tag=manifest.tag)
 
 
-def _fill(text: str, values: dict[str, str]) -> str:
-    for key, value in values.items():
-        text = text.replace(key, value)
-    return text
+def _signing_key(options: EdgeOptions, bento_dir: Path) -> Any:
+    """--sign-key, else $BENTO_COMPILE_SIGNING_KEY when the Bento itself is signed (its maker signs releases),
+    else None: an unsigned bundle, which flash refuses wherever a public key is configured."""
+    from bento_compile.core.signing import PRIVATE_KEY_ENV, load_private_key
+
+    if options.sign_key:
+        return load_private_key(options.sign_key)
+    if (bento_dir / "signature.json").is_file() and os.environ.get(PRIVATE_KEY_ENV, "").strip():
+        return load_private_key(None)
+    return None
 
 
-def _shell_quote(value: str) -> str:
-    return "'" + value.replace("'", "'\\''") + "'"
+def render_unit(tag: str, service: str, memory_max: str, cpu_quota: str) -> bytes:
+    """The systemd unit, each value by systemd's rules (one line, `%` doubled); @PREFIX@ is install.sh's."""
+    return render.fill(_template("unit.service"), {
+        "TAG": render.systemd_text(tag, "the Bento tag"), "SERVICE": render.systemd_text(service, "the service"),
+        "MEMORY_MAX": render.memory_max(memory_max), "CPU_QUOTA": render.cpu_quota(cpu_quota)}).encode()
+
+
+def render_config_env(tag: str, host: str, port: int) -> bytes:
+    """config.env: read by systemd (EnvironmentFile) and by `run`, so values are plain words both read alike."""
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise BentoCompileError(f"--port {port!r} is not a TCP port.", "Use a number from 1 to 65535.")
+    return render.fill(_template("config.env"), {
+        "TAG": render.one_line(tag, "the Bento tag"), "HOST": render.env_file_value(host, "--host"),
+        "PORT": str(port)}).encode()

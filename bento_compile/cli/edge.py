@@ -51,10 +51,13 @@ def _glibc(value: str) -> tuple[int, int]:
 @click.option("--cpu-quota", default="100%", show_default=True, help="systemd CPUQuota (100% = one core).")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Folder for NAME-edge-ARCH.tar.gz and its .sha256.")
+@click.option("--sign-key", type=click.Path(path_type=Path),
+              help="Private key (bento-compile keygen) to sign the bundle with; default $BENTO_COMPILE_SIGNING_KEY "
+                   "when the Bento is signed. flash --pub and the device's trusted-key.pub.pem check it.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (path, sha256, sizes, wheels).")
 def edge(tag: str, arch: str, python_version: str, model_format: str | None, glibc: str, tflite_runtime: str,
          no_http: bool, prefix: str | None, host: str, port: int, memory_max: str | None, cpu_quota: str,
-         out_dir: Path, as_json: bool) -> None:
+         sign_key: Path | None, out_dir: Path, as_json: bool) -> None:
     """Build an offline-installable bundle of TAG for an edge device (Raspberry Pi, Jetson, any Linux board).
 
     \b
@@ -65,13 +68,14 @@ def edge(tag: str, arch: str, python_version: str, model_format: str | None, gli
     \b
     Example:
       bento-compile target edge churn:latest --arch arm64 --python 3.11 -o dist/
+      bento-compile target edge churn:latest --sign-key keys/bento-signing.key -o dist/
       bento-compile flash dist/churn-edge-arm64.tar.gz --to ssh://pi@raspberrypi.local:/opt/churn
     """
     from bento_compile.targets.edge import EdgeOptions, build_edge_bundle
 
     options = EdgeOptions(arch=arch, python=python_version, format=model_format, glibc=_glibc(glibc),
                           http=not no_http, tflite_runtime=tflite_runtime, prefix=prefix, host=host, port=port,
-                          memory_max=memory_max, cpu_quota=cpu_quota)
+                          memory_max=memory_max, cpu_quota=cpu_quota, sign_key=str(sign_key) if sign_key else None)
     bento_dir = _resolve_bento(tag)
     with err.status("Building the edge bundle…") as status:
         def progress(message: str) -> None:
@@ -99,6 +103,8 @@ def edge(tag: str, arch: str, python_version: str, model_format: str | None, gli
         memory += f"; {human_size(bundle.measured_memory)} peak measured here (load + one prediction)"
     table.add_row("memory", memory)
     table.add_row("limits", f"MemoryMax={bundle.memory_max}, CPUQuota={options.cpu_quota}")
+    table.add_row("signed", "yes (SHA256SUMS.sig)" if bundle.signed else "no (flash refuses it where a public key is "
+                  "configured; sign with --sign-key)")
     err.print(table)
     err.print(f"[green]Wrote[/] {bundle.path}  (flash it: bento-compile flash {bundle.path} --to ssh://user@host:"
               f"{options.prefix or '/opt/' + bundle.tag.split(':')[0]})")
@@ -116,8 +122,11 @@ def edge(tag: str, arch: str, python_version: str, model_format: str | None, gli
 @click.option("--sudo", is_flag=True, help="Run install.sh with sudo -n on the device (for /opt as a normal user).")
 @click.option("--no-service", is_flag=True, help="Do not install or start the systemd unit.")
 @click.option("--python", "python_path", help="Over ssh: the device's Python to make the venv with (default python3).")
+@click.option("--pub", "public_key", help="Public key (*.pub.pem) the bundle must be signed by; default "
+                                          "$BENTO_COMPILE_PUBLIC_KEY, else the device's PREFIX/trusted-key.pub.pem.")
 def flash_command(bundle: Path, destination: str, prefix: str | None, identity: Path | None,
-                  ssh_options: tuple[str, ...], sudo: bool, no_service: bool, python_path: str | None) -> None:
+                  ssh_options: tuple[str, ...], sudo: bool, no_service: bool, python_path: str | None,
+                  public_key: str | None) -> None:
     """Install an edge BUNDLE on a device over ssh, or into a mounted root file system.
 
     \b
@@ -129,6 +138,13 @@ def flash_command(bundle: Path, destination: str, prefix: str | None, identity: 
     Example:
       bento-compile flash dist/churn-edge-arm64.tar.gz --to ssh://pi@raspberrypi.local:/opt/churn
       bento-compile flash dist/churn-edge-arm64.tar.gz --to /media/sdcard/rootfs
+      bento-compile flash dist/churn-edge-arm64.tar.gz --to /media/sdcard/rootfs --pub keys/bento-signing.pub.pem
+    \b
+    Trust: the bundle is read and checked here first (only regular files and folders, every file
+    in SHA256SUMS). With a public key (--pub, $BENTO_COMPILE_PUBLIC_KEY, or trusted-key.pub.pem in
+    the device's prefix) an unsigned or wrongly signed bundle is refused; without one, only the
+    bundle's own checksums are checked, and the command says so. Into a root file system nothing
+    from the bundle runs on this machine.
     """
     from bento_compile.tools.flash import flash
 
@@ -138,7 +154,8 @@ def flash_command(bundle: Path, destination: str, prefix: str | None, identity: 
             err.print(f"[dim]•[/] {message}")
 
         result = flash(bundle, destination, prefix=prefix, service=not no_service, identity=identity,
-                       ssh_options=ssh_options, sudo=sudo, python=python_path, progress=progress)
+                       ssh_options=ssh_options, sudo=sudo, python=python_path, public_key=public_key,
+                       progress=progress)
     for line in result.log.strip().splitlines():
         err.print(f"[dim]{line}[/]")
     err.print(f"[green]Installed[/] on {result.destination}: {result.release}")

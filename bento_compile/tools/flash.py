@@ -19,20 +19,22 @@ once a release is complete: nothing is ever half-installed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bento_compile.core.errors import BentoCompileError
+from bento_compile.runtimes.boundary import UnsafeName, check_prefix
+from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.runtimes.trust import configured_public_key, load_public_key
+from bento_compile.tools.bundle_check import DEVICE_KEY_NAME, SIGNATURE_NAME, SUMS_NAME, CheckedBundle, check_bundle
+from bento_compile.tools.root_install import install_into_root
 
 _SSH_URL = re.compile(
     r"^ssh://(?:(?P<user>[^@/:]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:/\[\]]+)(?::(?P<port>\d+))?:?(?P<path>/.*)$")
@@ -63,6 +65,7 @@ class BundleInfo:
     top: str
     sha256: str
     manifest: dict
+    checked: CheckedBundle
 
 
 @dataclass(frozen=True)
@@ -89,66 +92,64 @@ def parse_destination(text: str) -> SshDestination | Path:
     return Path(text)
 
 
-def inspect_bundle(bundle: Path) -> BundleInfo:
-    """Open the tar.gz, find its bundle.json, and check the `.sha256` beside it when there is one."""
-    if not bundle.is_file():
-        raise BentoCompileError(f"{bundle} does not exist.",
-                                "Build one first: bento-compile target edge NAME:latest --arch arm64 -o dist/")
-    digest = hashlib.sha256()
-    with open(bundle, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    sha256 = digest.hexdigest()
+def inspect_bundle(bundle: Path, public_key: bytes | None = None, extract_to: Path | None = None) -> BundleInfo:
+    """Read and check the whole tar.gz (bundle_check.check_bundle), and the `.sha256` beside it when there is one.
+
+    With `public_key`, the bundle must carry a valid signature by that key."""
+    checked = check_bundle(Path(bundle), public_key, extract_to)
     sidecar = bundle.with_name(bundle.name + ".sha256")
     if sidecar.is_file():
-        expected = sidecar.read_text(encoding="utf-8").split()[0]
-        if expected != sha256:
-            raise BentoCompileError(f"{bundle} has sha256 {sha256} but {sidecar.name} says {expected}: "
+        expected = sidecar.read_text(encoding="utf-8").split()[0] if sidecar.stat().st_size < 4096 else ""
+        if expected != checked.sha256:
+            raise BentoCompileError(f"{bundle} has sha256 {checked.sha256} but {sidecar.name} says {expected}: "
                                     "the bundle was changed or truncated.", "Rebuild or copy the bundle again.")
-    try:
-        with tarfile.open(bundle, "r:gz") as tar:
-            names = tar.getnames()
-            tops = {name.split("/", 1)[0] for name in names}
-            if len(tops) != 1:
-                raise BentoCompileError(f"{bundle} is not an edge bundle (it has {len(tops)} top folders).",
-                                        "Pass the tar.gz that `bento-compile target edge` wrote.")
-            top = tops.pop()
-            member = tar.extractfile(f"{top}/bundle.json")
-            if member is None or f"{top}/install.sh" not in names:
-                raise KeyError("bundle.json")
-            manifest = json.loads(member.read())
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BentoCompileError(f"{bundle} cannot be read as a tar.gz: {exc}",
-                                "Pass the tar.gz that `bento-compile target edge` wrote.") from exc
-    except (KeyError, ValueError) as exc:
-        raise BentoCompileError(f"{bundle} is not an edge bundle (no bundle.json / install.sh in it).",
-                                "Pass the tar.gz that `bento-compile target edge` wrote.") from exc
-    if manifest.get("kind") != "bento-compile-edge-bundle":
-        raise BentoCompileError(f"{bundle} is not an edge bundle.", "Pass the tar.gz that `target edge` wrote.")
-    return BundleInfo(bundle, top, sha256, manifest)
+    return BundleInfo(Path(bundle), checked.top, checked.sha256, checked.info, checked)
 
 
 def flash(bundle: Path, destination: str, *, prefix: str | None = None, service: bool = True,
           identity: Path | None = None, ssh_options: tuple[str, ...] = (), sudo: bool = False,
-          python: str | None = None, progress: Callable[[str], None] = lambda _m: None) -> FlashResult:
-    info = inspect_bundle(Path(bundle))
+          python: str | None = None, public_key: str | Path | bytes | None = None,
+          progress: Callable[[str], None] = lambda _m: None) -> FlashResult:
+    """Flash a bundle. `public_key` (or $BENTO_COMPILE_PUBLIC_KEY) makes a valid signature by that key required."""
     target = parse_destination(destination)
+    if prefix is not None:
+        try:
+            check_prefix(prefix, "--prefix")
+        except UnsafeName as exc:
+            raise BentoCompileError(f"{exc}.", "e.g. --prefix /opt/churn") from None
+    try:
+        key = configured_public_key(public_key if isinstance(public_key, bytes) else
+                                    (str(public_key) if public_key else None))
+    except IntegrityError as exc:
+        raise BentoCompileError(str(exc), "Pass the *.pub.pem written by `bento-compile keygen`.") from None
     if isinstance(target, SshDestination):
         if prefix is not None:
             raise BentoCompileError("--prefix is for local root file systems.",
                                     f"Put the path in the URL: ssh://{target.login}:{prefix}")
+        info = inspect_bundle(Path(bundle), key)
+        _say_trust(info, key, progress)
         return flash_ssh(info, target, service=service, identity=identity, ssh_options=ssh_options, sudo=sudo,
                          python=python, progress=progress)
     if python is not None:
         raise BentoCompileError("--python is for ssh destinations.",
                                 "A root file system's venv is made on the device's first boot with its python3.")
-    return flash_local(info, target, prefix=prefix, service=service, progress=progress)
+    return flash_local(Path(bundle), target, prefix=prefix, service=service, public_key=key, progress=progress)
+
+
+def _say_trust(info: BundleInfo, key: bytes | None, progress: Callable[[str], None]) -> None:
+    if key is not None:
+        progress(f"Signature verified (key {info.checked.signed_by})")
+    else:
+        progress("No public key configured (--pub, $BENTO_COMPILE_PUBLIC_KEY, or trusted-key.pub.pem on the "
+                 "device): the bundle's signature is not checked, only its own checksums")
 
 
 # ------------------------------------------------------------------------------------- local root
 
-def flash_local(info: BundleInfo, root: Path, *, prefix: str | None, service: bool,
-                progress: Callable[[str], None]) -> FlashResult:
+def flash_local(bundle: Path, root: Path, *, prefix: str | None, service: bool, public_key: bytes | None = None,
+                progress: Callable[[str], None] = lambda _m: None) -> FlashResult:
+    """Check the bundle here, then install it under ROOT in Python (tools/root_install.py): no code from the
+    bundle runs on this machine."""
     root = root.resolve()
     if not root.is_dir():
         raise BentoCompileError(f"{root} is not a folder.",
@@ -157,30 +158,32 @@ def flash_local(info: BundleInfo, root: Path, *, prefix: str | None, service: bo
         raise BentoCompileError(f"{root} does not look like a root file system (no etc/ and usr/).",
                                 "Pass the mount point of the root partition (the one with etc/ and usr/), "
                                 "or use ssh://user@host:/path for a running device.")
-    wanted = info.manifest["target"]["machine"]
-    found = root_machine(root)
-    if found is not None and found != wanted and not (wanted == "armv7l" and found == "aarch64"):
-        raise BentoCompileError(
-            f"{root} is a root file system for {found}, but the bundle is for {wanted}.",
-            f"Build one for it: bento-compile target edge {info.manifest['tag']} --arch "
-            f"{ {'aarch64': 'arm64', 'armv7l': 'armv7'}.get(found, found)}")
-    _check_writable(root)
-    prefix = prefix or info.manifest["prefix"]
-    progress(f"Installing {info.manifest['tag']} into {root}{prefix}")
     with tempfile.TemporaryDirectory(prefix="bento-flash-") as scratch:
-        with tarfile.open(info.path, "r:gz") as tar:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(scratch, filter="data")
-            else:  # Python < 3.11.4: the archive was checked to have one top folder
-                tar.extractall(scratch)
-        command = ["sh", str(Path(scratch) / info.top / "install.sh"), "--root", str(root), "--prefix", prefix]
-        if not service:
-            command.append("--no-service")
-        result = subprocess.run(command, capture_output=True, text=True)
-    log = result.stderr
-    if result.returncode != 0:
-        _raise_install_error(result.returncode, log, str(root))
-    return FlashResult(str(root), _last_line(result.stdout), log)
+        info = inspect_bundle(bundle, public_key, extract_to=Path(scratch))
+        wanted = info.manifest["target"]["machine"]
+        found = root_machine(root)
+        if found is not None and found != wanted and not (wanted == "armv7l" and found == "aarch64"):
+            raise BentoCompileError(
+                f"{root} is a root file system for {found}, but the bundle is for {wanted}.",
+                f"Build one for it: bento-compile target edge {info.manifest['tag']} --arch "
+                f"{ {'aarch64': 'arm64', 'armv7l': 'armv7'}.get(found, found)}")
+        _check_writable(root)
+        prefix = prefix or info.manifest["prefix"]
+        device_key = root / prefix.lstrip("/") / DEVICE_KEY_NAME
+        if public_key is None and device_key.is_file():
+            try:
+                public_key = load_public_key(device_key)
+            except IntegrityError as exc:
+                raise BentoCompileError(f"The device's {device_key}: {exc}", "Replace it with a *.pub.pem.") from None
+            info.checked.require_signature(public_key, bundle)
+        _say_trust(info, public_key, progress)
+        progress(f"Installing {info.manifest['tag']} into {root}{prefix}")
+        try:
+            release = install_into_root(info.checked, Path(scratch) / info.top, root, prefix, service)
+        except OSError as exc:
+            raise BentoCompileError(f"Installing into {root}{prefix} failed: {exc}",
+                                    "Nothing was switched: the previous release is still current.") from None
+    return FlashResult(str(root), release, "")
 
 
 _ELF_MACHINES = {(2, 0x3E): "x86_64", (2, 0xB7): "aarch64", (1, 0x28): "armv7l"}
@@ -235,6 +238,10 @@ def _ssh_base(target: SshDestination, identity: Path | None, ssh_options: tuple[
 def flash_ssh(info: BundleInfo, target: SshDestination, *, service: bool, identity: Path | None,
               ssh_options: tuple[str, ...], sudo: bool, progress: Callable[[str], None],
               python: str | None = None) -> FlashResult:
+    try:
+        check_prefix(target.path, "the ssh destination's path")
+    except UnsafeName as exc:
+        raise BentoCompileError(f"{exc}.", f"e.g. ssh://{target.login}:/opt/{info.manifest['name']}") from None
     base = _ssh_base(target, identity, ssh_options)
     progress(f"Connecting to {target.login}")
     probe = subprocess.run([*base, "uname -m"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
@@ -270,6 +277,7 @@ def flash_ssh(info: BundleInfo, target: SshDestination, *, service: bool, identi
         f'echo "{info.sha256}  $t/bundle.tar.gz" | sha256sum -c --quiet >&2 '
         f'|| {{ echo "install.sh: error: the bundle arrived damaged (sha256 mismatch)" >&2; exit {_EXIT_VERIFY}; }}; '
         'tar -xzf "$t/bundle.tar.gz" -C "$t" || exit 1; '
+        f'{_device_key_check(info.top, target.path)}'
         f'{" ".join(install)}'
     )
     size = info.path.stat().st_size
@@ -282,6 +290,24 @@ def flash_ssh(info: BundleInfo, target: SshDestination, *, service: bool, identi
     if result.returncode != 0:
         _raise_install_error(result.returncode, result.stderr, str(target))
     return FlashResult(str(target), _last_line(result.stdout), result.stderr)
+
+
+def _device_key_check(top: str, prefix: str) -> str:
+    """Shell (ours, not the bundle's) that runs on the device before install.sh: with a key in the device's
+    prefix, the bundle must carry a signature by it. The bytes are the ones checked here (same sha256)."""
+    key = shlex.quote(f"{prefix.rstrip('/')}/{DEVICE_KEY_NAME}")
+    folder = f'"$t"/{shlex.quote(top)}'
+    fail = f'>&2; exit {_EXIT_VERIFY}; }}; '
+    return (
+        f'if [ -f {key} ]; then '
+        f'command -v openssl >/dev/null 2>&1 || {{ echo "install.sh: error: {DEVICE_KEY_NAME} on the device '
+        f'requires signed bundles, but openssl is not installed there to check one" {fail}'
+        f'[ -f {folder}/{SIGNATURE_NAME} ] || {{ echo "install.sh: error: the bundle is not signed, and '
+        f'{DEVICE_KEY_NAME} on the device requires a signature" {fail}'
+        f'openssl pkeyutl -verify -pubin -inkey {key} -rawin -in {folder}/{SUMS_NAME} -sigfile '
+        f'{folder}/{SIGNATURE_NAME} >/dev/null 2>&1 || {{ echo "install.sh: error: the bundle signature does not '
+        f'verify with {DEVICE_KEY_NAME} on the device" {fail}'
+        'fi; ')
 
 
 def _raise_install_error(code: int, log: str, where: str) -> None:

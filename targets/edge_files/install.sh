@@ -77,13 +77,22 @@ $(echo "$report" | head -n 5)" "download or copy the bundle again and compare it
 }
 verify_listed
 if [ "$FINISH" = 0 ]; then
-    [ -z "$(find . -type l)" ] || die "the bundle contains symbolic links, which it never should" "rebuild the bundle" 4
+    # Only listed regular files, and folders that hold one: no links, FIFOs, device nodes, sockets or
+    # empty folders, which a sha256 list cannot vouch for and which `cp`/`tar` would install as they are.
+    odd=$(find . ! -type f ! -type d | head -n 5 | tr '\n' ' ')
+    [ -z "$odd" ] || die "the bundle holds what is not a regular file or a folder: $odd" "rebuild the bundle" 4
     scratch=$(mktemp -d)
     cut -c67- SHA256SUMS | sort > "$scratch/listed"
-    find . -type f ! -path ./SHA256SUMS | sed 's|^\./||' | sort > "$scratch/found"
+    find . -type f ! -path ./SHA256SUMS ! -path ./SHA256SUMS.sig | sed 's|^\./||' | sort > "$scratch/found"
     unlisted=$(comm -23 "$scratch/found" "$scratch/listed")
+    awk -F/ '{ p = $1; for (i = 2; i <= NF; i++) { print p; p = p "/" $i } }' "$scratch/listed" | sort -u \
+        > "$scratch/folders"
+    find . -mindepth 1 -type d | sed 's|^\./||' | sort > "$scratch/found-folders"
+    empty=$(comm -23 "$scratch/found-folders" "$scratch/folders")
     rm -rf "$scratch"
     [ -z "$unlisted" ] || die "files that SHA256SUMS does not list: $(echo "$unlisted" | head -n 5 | tr '\n' ' ')" \
+        "unpack the bundle into an empty folder" 4
+    [ -z "$empty" ] || die "folders that hold no listed file: $(echo "$empty" | head -n 5 | tr '\n' ' ')" \
         "unpack the bundle into an empty folder" 4
 fi
 # shellcheck disable=SC1091
@@ -171,6 +180,9 @@ PREFIX=${PREFIX:-$PREFIX_DEFAULT}
 case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got '$PREFIX'" "e.g. --prefix /opt/$NAME" 2 ;; esac
 case "$PREFIX$ROOT" in *[!A-Za-z0-9/._+@:-]*) die "--prefix/--root may hold only letters, digits and / . _ + @ : -" \
     "pick a path without spaces or shell characters, e.g. /opt/$NAME" 2 ;; esac
+# No "." or ".." part (the release would land outside PREFIX, or outside ROOT), no empty part.
+case "$PREFIX/" in */./*|*/../*|*//*) die "--prefix may not hold '.', '..' or empty parts, got '$PREFIX'" \
+    "e.g. --prefix /opt/$NAME" 2 ;; esac
 case "$ROOT" in /*) ;; *) ROOT=$(cd "$ROOT" 2>/dev/null && pwd -P) || die "--root $ROOT does not exist" "" 2 ;; esac
 ROOT=${ROOT%/}
 DEST=$ROOT$PREFIX
@@ -186,6 +198,22 @@ if ! mkdir "$DEST/.install.lock" 2>/dev/null; then
         "wait for it, or remove $DEST/.install.lock if no install.sh runs" 1
 fi
 LOCK=$DEST/.install.lock
+
+# A public key on the device (PREFIX/trusted-key.pub.pem, or $BENTO_COMPILE_PUBLIC_KEY naming a key file)
+# means every bundle installed here must be signed by it (SHA256SUMS.sig over SHA256SUMS, Ed25519).
+KEY=${BENTO_COMPILE_PUBLIC_KEY:-}
+[ -n "$KEY" ] || [ ! -f "$DEST/trusted-key.pub.pem" ] || KEY=$DEST/trusted-key.pub.pem
+if [ -n "$KEY" ]; then
+    [ -f "$KEY" ] || die "the public key $KEY does not exist" "set BENTO_COMPILE_PUBLIC_KEY to a *.pub.pem file" 4
+    command -v openssl >/dev/null 2>&1 || die "a public key is configured ($KEY) but openssl is not installed to check the bundle's signature" \
+        "apt-get install openssl" 4
+    [ -f SHA256SUMS.sig ] || die "this bundle is not signed, and this device requires a signature by $KEY" \
+        "build it with: bento-compile target edge $TAG --sign-key KEY" 4
+    openssl pkeyutl -verify -pubin -inkey "$KEY" -rawin -in SHA256SUMS -sigfile SHA256SUMS.sig >/dev/null 2>&1 \
+        || die "this bundle's signature does not verify with $KEY (signed by another key, or changed)" \
+               "flash a bundle signed with the matching private key" 4
+    say "signature verified with $KEY"
+fi
 
 REL=$DEST/releases/$RELEASE_ID
 if [ -f "$REL/.installed" ] || { [ -n "$ROOT" ] && [ -f "$REL/.pending" ]; }; then
