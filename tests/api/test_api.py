@@ -10,12 +10,14 @@ import sys
 import joblib
 import numpy as np
 import pytest
+import yaml
 from sklearn.linear_model import LogisticRegression
 
 import bento_compile
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.errors import InputError, PayloadTooLarge
 from bento_compile.targets.bytecode import find_interpreter
+from tests.support.knative_schema import assert_valid
 
 HEAVY = ("numpy", "onnx", "onnxruntime", "sklearn", "pydantic", "yaml", "click", "rich", "fastapi")
 
@@ -109,6 +111,22 @@ def test_bad_arguments_name_the_problem_and_the_fix(call, problem, fix):
     with pytest.raises(BentoCompileError) as caught:
         call()
     assert problem in caught.value.problem and fix in caught.value.fix
+
+
+def test_knative_target_for_an_image_pinned_by_digest(built_example, crd_schema, tmp_path):
+    image = "127.0.0.1:5000/cancer@sha256:" + "ab" * 32  # pinned: no registry is asked
+    files = bento_compile.target("knative", built_example, image=image, manifest_only=True, output=tmp_path)
+    assert files == [tmp_path / "knative.yaml"]
+    service = yaml.safe_load(files[0].read_text())
+    assert_valid(service, crd_schema)
+    assert service["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    revision = service["spec"]["template"]["metadata"]["name"]
+
+    canary = bento_compile.target("knative", built_example, image=image, manifest_only=True, output=tmp_path,
+                                  canary=10, current_revision="cancer-old")
+    assert [p.name for p in canary] == ["knative.yaml", "knative-promote.yaml", "knative-rollback.yaml"]
+    traffic = yaml.safe_load(canary[0].read_text())["spec"]["traffic"]
+    assert {(t["revisionName"], t["percent"]) for t in traffic} == {(revision, 10), ("cancer-old", 90)}
 
 
 @pytest.mark.slow
