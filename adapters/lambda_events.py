@@ -9,8 +9,10 @@ platform serves, so routes, status codes and errors are identical everywhere.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -21,7 +23,8 @@ from bento_compile.adapters.lambda_sinks import Sink
 from bento_compile.runtimes.errors import InputError, PayloadTooLarge
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.runtimes.model import BentoModel
-from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, split_rows, stack_feeds, stack_key
+from bento_compile.runtimes.stacking import run_alone, run_stacked, take_next
+from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, stack_key
 
 Answer = tuple[Any, dict[str, float], dict[str, Any]]  # (response, EMF metrics, EMF properties)
 
@@ -131,7 +134,8 @@ class SqsBatch(EventSource):
         predict_ms = (time.perf_counter() - started) * 1000
         failed.update(predict_failed)
         if fifo:
-            groups = {m: r.get("attributes", {}).get("MessageGroupId") for m, r in zip(ids, records, strict=True)}
+            # `attributes` may be null in a malformed record: that record fails alone, never the whole batch.
+            groups = {m: _attributes(r).get("MessageGroupId") for m, r in zip(ids, records, strict=True)}
             for message_id, result in results.items():
                 if groups.get(message_id):
                     result["messageGroupId"] = groups[message_id]
@@ -147,6 +151,11 @@ class SqsBatch(EventSource):
         metrics = {"BatchSize": rows, "Records": len(records), "FailedRecords": len(failures),
                    "PredictLatency": round(predict_ms, 3)}
         return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}, metrics, {}
+
+
+def _attributes(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    attributes = record.get("attributes")
+    return attributes if isinstance(attributes, Mapping) else {}
 
 
 def _decode_record(record: Mapping[str, Any], manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
@@ -165,43 +174,40 @@ def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray],
                      max_rows: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Run the records as few model batches as the row bound allows; split outputs back per record.
 
-    A batch whose run fails (or whose outputs are not per-row) falls back to one
-    run per record, so one poisonous record fails alone.
+    Batches form and run by the same rules as the HTTP batcher's (runtimes/stacking.py): records
+    stack only when the Bento is batchable and their stack keys agree, a batch whose run fails (or
+    whose outputs are not per-row) falls back to one run per record, so one poisonous record fails alone.
     """
     results: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
-    batchable = model is not None and model.manifest.batchable
-    whole = model.manifest.whole_inputs if model is not None else frozenset()
-    # Records stack only with the same key (equal whole-tensor inputs, same trailing axes), in arrival order.
-    chunks: list[list[tuple[str, dict[str, np.ndarray], int]]] = []
-    keys: list[tuple] = []
-    for item in decoded:
-        key = stack_key(item[1], whole) if batchable else ()
-        if batchable and chunks and keys[-1] == key and sum(r for _, _, r in chunks[-1]) + item[2] <= max_rows:
-            chunks[-1].append(item)
+    if model is None:
+        return results, failed
+    manifest = model.manifest
+    whole = manifest.whole_inputs
+    limit = max_rows if manifest.batchable else 0
+    pending = [(stack_key(item[1], whole) if manifest.batchable else (), item) for item in decoded]
+
+    def run(feeds: dict[str, np.ndarray], _members: Sequence[int]) -> dict[str, np.ndarray]:
+        return model.backend.run(feeds)
+
+    while pending:
+        chosen = take_next([(key, item[2]) for key, item in pending], limit)
+        batch = [pending[i][1] for i in chosen]
+        if len(batch) > 1:
+            answers, outcome = run_stacked(run, [f for _, f, _ in batch], [r for _, _, r in batch], whole)
+            if outcome == "run_failed":
+                log_event("batch run failed; running records one by one", "WARNING")
         else:
-            chunks.append([item])
-            keys.append(key)
-    for chunk in chunks:
-        if len(chunk) > 1:
-            total = sum(r for _, _, r in chunk)
-            try:
-                feeds = stack_feeds([f for _, f, _ in chunk], whole)
-                outputs = model.backend.run(feeds)
-                if all(np.ndim(v) and len(v) == total for v in outputs.values()):
-                    start = 0
-                    for message_id, _, rows in chunk:
-                        results[message_id] = {"outputs": encode_outputs(split_rows(outputs, start, start + rows))}
-                        start += rows
-                    continue
-            except Exception as exc:  # fall back to one run per record below
-                log_event("batch run failed; running records one by one", "WARNING", error=str(exc))
-        for message_id, feeds, _ in chunk:
-            try:
-                results[message_id] = {"outputs": encode_outputs(model.backend.run(feeds))}
-            except Exception as exc:
-                log_event("record failed", "ERROR", messageId=message_id, error=f"{type(exc).__name__}: {exc}")
+            answers = [run_alone(run, batch[0][1])]
+        for (message_id, _, _), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):
+                log_event("record failed", "ERROR", messageId=message_id,
+                          error=f"{type(answer).__name__}: {answer}")
                 failed.append(message_id)
+            else:
+                results[message_id] = {"outputs": encode_outputs(answer)}
+        taken = set(chosen)
+        pending = [entry for index, entry in enumerate(pending) if index not in taken]
     return results, failed
 
 
@@ -223,8 +229,41 @@ class HttpRequest(EventSource):
 
     @staticmethod
     def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
-        response = runtime.http()(event, context)
+        event, problem = _well_formed_http_event(event)
+        if problem is None:
+            try:
+                response = runtime.http()(event, context)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:  # Mangum on an event it cannot read
+                problem = f"the {type(exc).__name__} {exc} reading the event"
+        if problem is not None:
+            log_event("malformed HTTP event", "WARNING", error=problem)
+            response = {"statusCode": 400, "headers": {"content-type": "application/json"},
+                        "body": orjson.dumps({"error": f"malformed request: {problem}"}).decode(),
+                        "isBase64Encoded": False}
         return response, {}, {"StatusCode": response.get("statusCode")}
+
+
+def _well_formed_http_event(event: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The event with what AWS may send as null (headers, multiValueHeaders, query strings) made empty, and the
+    reason it cannot be answered as a request (a body flagged base64 that is not), for a 400 instead of a
+    function error."""
+    fixed = dict(event)
+    for key in ("headers", "multiValueHeaders", "queryStringParameters", "multiValueQueryStringParameters"):
+        if key in fixed and not isinstance(fixed[key], Mapping):
+            if fixed[key] is not None:
+                return fixed, f"'{key}' is a {type(fixed[key]).__name__}, not an object"
+            fixed.pop(key)
+    if "headers" not in fixed and "multiValueHeaders" not in fixed:
+        fixed["headers"] = {}  # ALB without headers; Mangum reads them unconditionally
+    body = fixed.get("body")
+    if body is not None and not isinstance(body, str):
+        return fixed, f"'body' is a {type(body).__name__}, not a string"
+    if fixed.get("isBase64Encoded") and body:
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            return fixed, "'isBase64Encoded' is true but 'body' is not base64"
+    return fixed, None
 
 
 class DirectInvoke(EventSource):

@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,7 +48,8 @@ import numpy as np
 from bento_compile.runtimes.errors import Overloaded
 from bento_compile.runtimes.manifest import BATCHING_MODES as MODES
 from bento_compile.runtimes.manifest import BatchingSettings
-from bento_compile.runtimes.tensors import stack_feeds, stack_key
+from bento_compile.runtimes.stacking import run_stacked
+from bento_compile.runtimes.tensors import stack_key
 
 log = logging.getLogger("bento_compile.runtime")
 
@@ -417,31 +418,19 @@ class Batcher:
         try:
             if len(batch) == 1:
                 return [self._timed(batch[0].feeds, batch[0].rows, batch)], None
-            feeds = stack_feeds([item.feeds for item in batch], self._whole)
-            total = sum(item.rows for item in batch)
-            try:
-                outputs = self._timed(feeds, total, batch)
-            except Exception:  # isolate the request that fails: run each alone
-                return [self._one(item) for item in batch], None
-            if any(value.ndim == 0 or value.shape[0] != total for value in outputs.values()):
+
+            def run(feeds: Feeds, members: Sequence[int]) -> Feeds:
+                items = [batch[i] for i in members]
+                return self._timed(feeds, sum(item.rows for item in items), items)
+
+            results, outcome = run_stacked(run, [item.feeds for item in batch], [item.rows for item in batch],
+                                           self._whole)
+            if outcome == "not_per_row":
                 log.warning("the model's outputs do not have one row per input row; batching is off for it")
                 self._split_ok = False
-                return [self._one(item) for item in batch], None
-            results: list[Any] = []
-            start = 0
-            for item in batch:
-                stop = start + item.rows
-                results.append({name: value[start:stop] for name, value in outputs.items()})
-                start = stop
-            return results, None
+            return list(results), None
         except BaseException as exc:
             return None, exc
-
-    def _one(self, item: _Pending) -> Any:
-        try:
-            return self._timed(item.feeds, item.rows, [item])
-        except Exception as exc:
-            return exc
 
     def _timed(self, feeds: Feeds, rows: int, items: list[_Pending]) -> Feeds:
         started = time.perf_counter()
