@@ -25,13 +25,14 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
 
     _log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
-    # uvicorn annotates the grace period as int, but waits with asyncio.timeout, which takes any float.
     guard = GuardSettings.from_env()
     # h11 buffers a header up to its own limit before the guard sees the bytes: keep that limit above the
     # guard's by more than one read, so an oversized header gets the guard's 431, not h11's plain 400.
+    # uvicorn annotates the grace period as int, but waits with asyncio.timeout, which takes any float.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            timeout_graceful_shutdown=grace_seconds, http=http_protocol(guard),
-                            h11_max_incomplete_event_size=guard.max_header_bytes + (1 << 20))  # type: ignore[arg-type]
+                            timeout_graceful_shutdown=grace_seconds,  # type: ignore[arg-type]
+                            http=http_protocol(guard),
+                            h11_max_incomplete_event_size=guard.max_header_bytes + (1 << 20))
     _graceful_server_class()(config).run()
 
 
