@@ -9,6 +9,7 @@ without it is fine; asking for a client says how to install it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -81,18 +82,29 @@ def connect(region: str | None = None, profile: str | None = None) -> Aws:
     return Aws(session, resolved, {})
 
 
+_XML_FIELD = re.compile(r"<(Code|Message)>([^<]{0,2000})</\1>")
+
+
+def _inner_xml(error: dict[str, Any]) -> dict[str, str]:
+    """An error answered as XML to a JSON API (some gateways and emulators do): its own Code and Message."""
+    message = str(error.get("Message") or "")
+    return dict(_XML_FIELD.findall(message)) if message.lstrip().startswith("<") else {}
+
+
 def error_code(exc: BaseException) -> str | None:
     """AWS's error code of a botocore ClientError (None for anything else)."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        return (response.get("Error") or {}).get("Code")
+        error = response.get("Error") or {}
+        return _inner_xml(error).get("Code") or error.get("Code")
     return None
 
 
 def error_message(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        return str((response.get("Error") or {}).get("Message") or exc)
+        error = response.get("Error") or {}
+        return str(_inner_xml(error).get("Message") or error.get("Message") or exc)
     return str(exc)
 
 
@@ -106,7 +118,8 @@ def aws_call(action: str, resource: str, fix: str = "") -> Iterator[None]:
     except botocore.exceptions.ClientError as exc:
         code = error_code(exc) or "Error"
         message = error_message(exc)
-        if code in ACCESS_DENIED:
+        status = (getattr(exc, "response", {}).get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if code in ACCESS_DENIED or (status == 403 and code == "403"):
             raise AwsCallError(f"AWS refused {action} on {resource} ({code}): {message}",
                                f"Allow {action} on {resource} for the identity deploying (its IAM policy), "
                                "or deploy with credentials that have it.", code, action) from None
