@@ -148,6 +148,7 @@ def cmd_lines(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: T
         line = stdin.readline(limit + 2)
         if not line:
             return EXIT_OK
+        answer: dict[str, Any]
         if not line.endswith("\n") and len(line) > limit:
             # Over the bound: answer once, then skip the rest of that line without holding it.
             while (rest := stdin.readline(1 << 16)) and not rest.endswith("\n"):
