@@ -109,13 +109,13 @@ def build_bom(*, artifact: str, target: str, bento_dir: Path, wheels: Sequence[A
             licenses=_licenses(meta),
         ))
     model_format = model_format_of(manifest)
-    for relative, meta in sorted(manifest.files.items()):
+    for relative, entry in sorted(manifest.files.items()):
         is_model = relative == manifest.model_file
         components.append(_file_component(
-            f"{bento_prefix}{relative}", meta.sha256,
+            f"{bento_prefix}{relative}", entry.sha256,
             ComponentType.MACHINE_LEARNING_MODEL if is_model else ComponentType.DATA,
             f"{manifest.tag} model ({model_format})" if is_model else f"{manifest.tag} file",
-            {"bento-compile:size": str(meta.size)}))
+            {"bento-compile:size": str(entry.size)}))
     for extra in (MANIFEST_NAME, SIGNATURE_NAME):
         if (bento_dir / extra).is_file():
             components.append(_file_component(f"{bento_prefix}{extra}", sha256_file(bento_dir / extra),
