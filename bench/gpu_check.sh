@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of the runtime's execution providers (issue 5). Two steps, under 5 minutes together:
+# GPU check of the runtime's execution providers. Two steps, under 5 minutes together:
 #
 #   bench/gpu_check.sh prepare   HERE, with the project's .venv: builds a Bento of an MLP with four
 #                                1024-wide layers and downloads the runtime's Python 3.12 wheels into
