@@ -260,8 +260,8 @@ class PredictService:
         """One batcher per event loop (TestClient may run several loops over an app's life)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.plan.inference_workers, thread_name_prefix="bento-infer")
-        self._batcher = Batcher(model.backend.run, self.policy, self._executor,
-                                workers=self.plan.inference_workers, observer=self.metrics)
+        self._batcher = Batcher(model.backend.run, self.policy, self._executor, workers=self.plan.inference_workers,
+                                observer=self.metrics, whole_inputs=self.manifest.whole_inputs)
         return self._batcher
 
     def record_when_loaded(self) -> None:

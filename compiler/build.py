@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,15 @@ import numpy as np
 import onnx
 
 from bento_compile.compiler import parity, passes
+from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.parity import ParityError
 from bento_compile.compiler.request import BuildRequest, resolve_path
-from bento_compile.compiler.samples import example_payload, load_sample, synthesize
+from bento_compile.compiler.samples import example_payload, load_sample, sample_rows, whole_names
 from bento_compile.compiler.signature import has_free_batch_axis, model_signature
+from bento_compile.compiler.source import NativeSource
+from bento_compile.compiler.synthetic import synthesize
 from bento_compile.core.config import BentoConfig
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
@@ -46,13 +50,14 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         raise BentoCompileError(f"'{name}' is not a valid Bento name.",
                                 "Use lowercase letters, digits, '.', '_' or '-' (e.g. --name churn).")
     tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance
-    override = [TensorSpec(s.name, s.dtype, tuple(s.shape)) for s in config.inputs] if config.inputs else None
+    override = ([TensorSpec(s.name, s.dtype, tuple(s.shape), batch=s.batch) for s in config.inputs]
+                if config.inputs else None)
 
     if request.quantize or request.format:
         config = _with_overrides(config, request)
     progress(f"Converting {model_path.name}")
     source = load_source(model_path, override, resolve_path(request.sample_path, config.sample, request.config_dir))
-    if getattr(source, "artifact_format", "onnx") != "onnx":  # .tflite / .ort inputs, Keras → TFLite
+    if isinstance(source, NativeSource):  # .tflite / .ort inputs, Keras → TFLite
         from bento_compile.compiler.formats_build import build_native
 
         return build_native(request, config, source, name, store, progress)
@@ -61,19 +66,24 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     opsets = passes.check_opsets(checked)
     optimized = passes.optimize(checked)
     _, outputs = model_signature(onnx.load_from_string(optimized))
-    inputs = source.inputs
+    inputs = [replace(s, batch=s.batched) for s in source.inputs]  # recorded either way in the manifest
 
     sample_path = resolve_path(request.sample_path, config.sample, request.config_dir)
     if sample_path is not None:
         feeds, sample_source = load_sample(sample_path, inputs), f"file:{sample_path.name}"
     else:
-        feeds, sample_source = synthesize(inputs), "synthetic"
-        progress("No --sample given: checking parity on synthetic standard-normal rows derived from the "
-                 "input signature (pass real rows with --sample for a meaningful check)")
-    progress(f"Checking parity on {_rows(feeds)} rows")
-    report = _parity(source, optimized, feeds, outputs, tolerance, config.parity.label_agreement, sample_source)
+        feeds, sample_source = synthesize(inputs, source.model), "synthetic"
+        progress("No --sample given: checking parity on synthetic inputs derived from the graph's shapes and "
+                 "types (pass real inputs with --sample for a meaningful check)")
+    progress(f"Checking parity on {_rows(feeds, inputs)} rows")
+    report = _parity(source, optimized, feeds, outputs, tolerance, config.parity.label_agreement, sample_source,
+                     inputs)
+    compiled = report.pop("_compiled")
     if not report["passed"]:
         raise ParityError(report)
+    verdict = probe_batching(_session_runner(optimized, outputs), feeds, inputs, outputs, compiled)
+    outputs = verdict.outputs
+    progress(f"Batching: {verdict.reason}")
 
     shipped, quantization = optimized, None
     if config.quantize.method != "none":
@@ -91,7 +101,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
 
     progress("Writing the Bento")
     return write_bento(store, _draft(name, source, inputs, outputs, opsets, files, report, feeds, config,
-                                     quantization=quantization), files)
+                                     quantization=quantization, batchable=verdict.batchable), files)
 
 
 def _name_from(path: Path) -> str:
@@ -99,27 +109,38 @@ def _name_from(path: Path) -> str:
     return name or "model"
 
 
-def _rows(feeds: dict[str, np.ndarray]) -> int:
-    return len(next(iter(feeds.values())))
+def _rows(feeds: dict[str, np.ndarray], inputs: list[TensorSpec] | None = None) -> int:
+    return sample_rows(feeds, inputs if inputs is not None else
+                       [TensorSpec(name, str(v.dtype), v.shape, batch=v.ndim > 0) for name, v in feeds.items()])
 
 
-def _parity(source, optimized: bytes, feeds, outputs: list[TensorSpec], tolerance: float,
-            label_agreement: float, sample_source: str) -> dict[str, Any]:
+def _session_runner(model: bytes, outputs: list[TensorSpec]):
     import onnxruntime as ort
 
     names = [o.name for o in outputs]
-    session = ort.InferenceSession(optimized, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return lambda feeds: dict(zip(names, session.run(names, feeds), strict=True))
+
+
+def _parity(source, optimized: bytes, feeds, outputs: list[TensorSpec], tolerance: float,
+            label_agreement: float, sample_source: str, inputs: list[TensorSpec] | None = None) -> dict[str, Any]:
+    """The parity report, with the compiled model's answer under "_compiled" (for the batching probe)."""
+    names = [o.name for o in outputs]
     try:
-        compiled = dict(zip(names, session.run(names, feeds), strict=True))
+        compiled = _session_runner(optimized, outputs)(feeds)
     except Exception as exc:
-        raise BentoCompileError(f"The compiled model fails on the sample: {exc}",
-                                "Check the sample's columns and dtypes match the model's inputs.") from None
+        fix = ("Check the sample's columns and dtypes match the model's inputs." if sample_source != "synthetic"
+               else "Inputs synthesized from the graph's shapes do not suit this model: give a sample with "
+               "--sample (an .npz with one array per input: "
+               f"{', '.join(feeds) or 'none'}, or a .json request body).")
+        raise BentoCompileError(f"The compiled model fails on the {sample_source} sample: {exc}", fix) from None
     try:
         reference = source.reference(feeds, names)
     except Exception as exc:
         raise BentoCompileError(f"The original model fails on the sample: {type(exc).__name__}: {exc}",
                                 "Check the sample holds rows like the training data.") from None
-    return parity.compare(reference, compiled, tolerance, label_agreement, _rows(feeds), sample_source)
+    report = parity.compare(reference, compiled, tolerance, label_agreement, _rows(feeds, inputs), sample_source)
+    return {**report, "_compiled": compiled}
 
 
 def _with_overrides(config: BentoConfig, request: BuildRequest) -> BentoConfig:
@@ -134,13 +155,13 @@ def _with_overrides(config: BentoConfig, request: BuildRequest) -> BentoConfig:
 
 def _draft(name: str, source, inputs: list[TensorSpec], outputs: list[TensorSpec], opsets: dict[str, int] | None,
            files: dict[str, bytes], report: dict[str, Any], feeds, config: BentoConfig,
-           quantization: dict[str, Any] | None = None):
+           quantization: dict[str, Any] | None = None, batchable: bool | None = None):
     """The manifest of an ONNX-path Bento; the first of `files` is the model (.onnx or .ort)."""
     model_file = next(iter(files))
-    verdict = has_free_batch_axis(inputs)
+    verdict = has_free_batch_axis(inputs) if batchable is None else batchable
     model = ModelInfo(file=model_file, format=Path(model_file).suffix.lstrip("."), inputs=tuple(inputs),
                       outputs=tuple(outputs), opsets=opsets, batchable=verdict,
                       feature_names=source.feature_names or None)
     return manifest_draft(name=name, source=source, model=model, parity=report,
-                          example=example_payload(feeds), config=config,
+                          example=example_payload(feeds, whole=whole_names(inputs)), config=config,
                           quantization=quantization)

@@ -18,16 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from bento_compile.compiler import gate as gates
 from bento_compile.compiler import parity
+from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Variant, run_rows, select, split_rows
 from bento_compile.compiler.request import BuildRequest, resolve_path
-from bento_compile.compiler.samples import example_payload, load_sample, synthesize
+from bento_compile.compiler.samples import example_payload, example_values, load_sample, sample_rows, whole_names
 from bento_compile.compiler.signature import has_free_batch_axis
 from bento_compile.compiler.source import NativeSource
+from bento_compile.compiler.synthetic import synthesize
 from bento_compile.core.config import BentoConfig
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
@@ -52,15 +52,19 @@ def build_native(request: BuildRequest, config: BentoConfig, source: NativeSourc
         feeds, sample_source = load_sample(sample_path, inputs), f"file:{sample_path.name}"
     else:
         feeds, sample_source = synthesize(inputs, rows=16), "synthetic"
-        progress("No --sample given: running synthetic standard-normal rows derived from the input signature "
-                 "(pass real rows with --sample for a meaningful check)")
-    rows = len(next(iter(feeds.values())))
+        progress("No --sample given: running synthetic inputs derived from the model's shapes and types "
+                 "(pass real inputs with --sample for a meaningful check)")
+    rows = sample_rows(feeds, inputs)
     progress(f"Running {rows} sample rows through the {source.artifact_format} model")
     try:
         compiled = run_rows(source.runner_factory(source.data), feeds, batchable)
     except Exception as exc:
         raise BentoCompileError(f"The {source.artifact_format} model fails on the sample: {type(exc).__name__}: "
-                                f"{exc}", "Check the sample's shape and dtype match the model's inputs.") from None
+                                f"{exc}", "Check the sample's shape and dtype match the model's inputs (an .npz "
+                                f"with one array per input: {', '.join(feeds) or 'none'}).") from None
+    verdict = probe_batching(source.runner_factory(source.data), feeds, inputs, outputs, compiled)
+    outputs = verdict.outputs
+    progress(f"Batching: {verdict.reason}")
     reference_all = None
     if source.reference is not None:
         progress(f"Checking parity against the original on {rows} rows")
@@ -88,16 +92,13 @@ def build_native(request: BuildRequest, config: BentoConfig, source: NativeSourc
     model_file = f"model.{source.artifact_format}"
     progress("Writing the Bento")
     model = ModelInfo(file=model_file, format=source.artifact_format, inputs=tuple(inputs), outputs=tuple(outputs),
-                      batchable=batchable, feature_names=source.feature_names)
+                      batchable=verdict.batchable, feature_names=source.feature_names)
     # Too large to embed: /docs shows the signature instead.
-    example = example_payload(feeds) if _values_per_row(feeds) <= EXAMPLE_MAX_VALUES else None
+    example = (example_payload(feeds, whole=whole_names(inputs)) if example_values(feeds, inputs) <= EXAMPLE_MAX_VALUES
+               else None)
     draft = manifest_draft(name=name, source=source, model=model, parity=report, example=example, config=config,
                            quantization=quantization)
     return write_bento(store, draft, {model_file: data, **source.extra_files})
-
-
-def _values_per_row(feeds: dict[str, np.ndarray]) -> int:
-    return sum(int(np.prod(v.shape[1:])) for v in feeds.values())
 
 
 def _quantize(config: BentoConfig, source: NativeSource, feeds, reference_all, fp32_report, batchable: bool,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from bento_compile.compiler.signature import model_signature
+from bento_compile.compiler.signature import model_signature, with_overrides
 from bento_compile.compiler.source import Feeds, Source
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
@@ -26,9 +26,9 @@ def load_onnx(path: Path, input_override: list[TensorSpec] | None) -> Source:
         inputs, _ = model_signature(model)
     except ValueError as exc:
         raise BentoCompileError(f"{path}: {exc}", "") from None
-    if input_override:
+    if input_override:  # bento.yaml `inputs:` replaces the entries it names; the graph's others stay
         _check_override_names(input_override, inputs, path)
-        inputs = input_override
+        inputs = with_overrides(inputs, input_override)
     raw = model.SerializeToString()
 
     def reference(feeds: Feeds, output_names: list[str]) -> dict[str, np.ndarray]:

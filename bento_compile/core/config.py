@@ -16,6 +16,8 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.names import BENTO_NAME_PATTERN
 
 DTYPES = ("float32", "float64", "int64", "int32", "string", "bool")
+InputDtype = Literal["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                     "uint64", "string", "bool"]
 
 
 class Strict(BaseModel):
@@ -26,15 +28,21 @@ class InputSpec(Strict):
     """Overrides the input signature the frontend would infer."""
 
     name: str
-    dtype: Literal["float32", "float64", "int64", "int32", "string", "bool"] = "float32"
-    shape: list[int | None] = Field(description="null (or -1) marks a free axis; the first is the batch axis")
+    dtype: InputDtype = "float32"
+    shape: list[int | None] = Field(description="null (or -1) marks a free axis; [] is a scalar")
+    batch: bool | None = Field(None, description="true: the first axis is the batch axis (rows); false: a whole "
+                               "tensor sent as it is; unset: the batch axis when the first axis is free")
 
     @field_validator("shape")
     @classmethod
     def _free_axes(cls, shape: list[int | None]) -> list[int | None]:
-        if not shape:
-            raise ValueError("shape needs at least one axis (the batch axis)")
         return [None if d is None or d < 0 else d for d in shape]
+
+    @model_validator(mode="after")
+    def _batch_needs_a_free_axis(self) -> InputSpec:
+        if self.batch and not (self.shape and self.shape[0] is None):
+            raise ValueError(f"input '{self.name}': batch: true needs a free first axis (shape: [null, ...])")
+        return self
 
 
 class ParityConfig(Strict):

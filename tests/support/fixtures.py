@@ -149,6 +149,44 @@ def stored_example(built_example, store_home) -> str:
 
 
 @pytest.fixture(scope="session")
+def onnx_node_tests() -> Path:
+    """ONNX's backend node tests (from the onnx 1.17 wheel, downloaded once, never installed)."""
+    from tests.support.onnx_node_corpus import node_tests_root
+
+    root = node_tests_root()
+    if isinstance(root, str):
+        pytest.skip(root)
+    return root
+
+
+SILERO_VAD = "silero-vad==6.2.3"
+SILERO_MEMBER = "silero_vad/data/silero_vad.onnx"
+
+
+@pytest.fixture(scope="session")
+def silero_vad_onnx() -> Path:
+    """silero-vad's ONNX model (2.3 MB), unzipped from its PyPI wheel (downloaded once, never installed)."""
+    folder = TEST_CACHE / SILERO_VAD.replace("==", "-")
+    model = folder / "silero_vad.onnx"
+    if not model.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        download = folder / "wheel"
+        result = subprocess.run([sys.executable, "-m", "pip", "download", SILERO_VAD, "--no-deps",
+                                 "--only-binary=:all:", "-d", str(download), "-q"],
+                                capture_output=True, text=True, timeout=600)
+        wheels = list(download.glob("silero_vad-*.whl"))
+        if result.returncode != 0 or not wheels:
+            pytest.skip(f"cannot download {SILERO_VAD} for its ONNX model: {result.stderr.strip()[-300:]}")
+        with zipfile.ZipFile(wheels[0]) as archive:
+            part = model.with_suffix(".part")
+            part.write_bytes(archive.read(SILERO_MEMBER))
+            part.replace(model)
+        for wheel in wheels:
+            wheel.unlink()
+    return model
+
+
+@pytest.fixture(scope="session")
 def container_base_layout(tmp_path_factory) -> str:
     """The bookworm + python3 base as an OCI layout reference (DIR:TAG), for daemonless image builds.
     Skips when the root file system cannot be made here (needs root and mmdebstrap)."""
