@@ -225,3 +225,18 @@ def test_deploy_lines_run_after_the_build_and_give_the_version_and_url(workspace
 def test_an_unknown_deploy_platform_is_refused_before_anything_is_built(workspace):
     with pytest.raises(AssertionError, match=r"(?s)step 'Install bento-compile' failed:.*platform 'heroku'"):
         run_action({"config": "bento.yaml", "deploy": "lambda --function churn\nheroku --app churn"}, workspace)
+
+
+@pytest.mark.slow
+def test_a_lambda_deploy_line_gives_the_function_arn_version_and_url(workspace, moto_endpoint):
+    # moto_server is the real Lambda control plane here; it cannot run code, so the smoke check is skipped
+    # (tests/deploy/test_lambda_deploy.py runs the deployed code).
+    from tests.support.deploy_support import aws_environment, boto_client
+
+    result = run_action({"config": "bento.yaml", "deploy": "lambda --function action-cancer --no-smoke --url public"},
+                        workspace, env=aws_environment(moto_endpoint))
+    out = result["outputs"]
+    function = boto_client("lambda", moto_endpoint).get_function(FunctionName="action-cancer")["Configuration"]
+    assert out["function-arn"] == function["FunctionArn"]
+    assert out["version"] == json.loads(out["deploy-json"])["lambda"]["version"] == "1"
+    assert out["url"].startswith("http")
