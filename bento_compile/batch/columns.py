@@ -282,7 +282,8 @@ def _parse_text(column: pa.Array, spec: TensorSpec) -> tuple[pa.Array, np.ndarra
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     parse = int if arrow_target == pa.int64() else float
-    values, bad = [], np.zeros(len(column), dtype=bool)
+    values: list[int | float | None] = []
+    bad = np.zeros(len(column), dtype=bool)
     for index, text in enumerate(stripped.to_pylist()):
         if text is None or text == "":
             values.append(None)
@@ -308,14 +309,14 @@ def _list_feed(column: pa.Array, binding: Binding, allow_missing: bool, errors: 
         column = column.combine_chunks()
     nulls = _null_mask(column)
     lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    inner = tuple(spec.shape[1:])
-    fixed = all(d is not None for d in inner)
-    if fixed:
+    declared = tuple(spec.shape[1:])
+    inner: tuple[int, ...] = tuple(d for d in declared if d is not None)
+    if len(inner) == len(declared):  # every axis after the rows is fixed
         width = math.prod(inner)
     else:
         valid_lengths = lengths[~nulls]
         width = int(valid_lengths[0]) if len(valid_lengths) else 0
-        inner = tuple(width if d is None else d for d in inner)
+        inner = tuple(width if d is None else d for d in declared)
         if math.prod(inner) != width:
             inner = (width,)
     errors.mark(nulls, lambda _i: f"column '{name}' is null, expected a list of {width} values")
