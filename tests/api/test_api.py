@@ -3,9 +3,11 @@ example, real predictions, a real Lambda zip run through the Runtime API emulato
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import tarfile
 
 import joblib
 import numpy as np
@@ -127,6 +129,20 @@ def test_knative_target_for_an_image_pinned_by_digest(built_example, crd_schema,
     assert [p.name for p in canary] == ["knative.yaml", "knative-promote.yaml", "knative-rollback.yaml"]
     traffic = yaml.safe_load(canary[0].read_text())["spec"]["traffic"]
     assert {(t["revisionName"], t["percent"]) for t in traffic} == {(revision, 10), ("cancer-old", 90)}
+
+
+@pytest.mark.slow
+def test_edge_target_writes_the_bundle_and_its_checksum(built_example, tmp_path):
+    bundle, checksum = bento_compile.target("edge", built_example, arch="x86_64", python="3.11", http=False,
+                                            output=tmp_path)
+    assert bundle.name == "cancer-edge-x86_64.tar.gz"
+    assert checksum.read_text().split()[0] == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    with tarfile.open(bundle) as archive:
+        manifests = [m for m in archive.getnames() if m.endswith("bento/manifest.json")]
+        shipped = json.load(archive.extractfile(manifests[0]))
+    assert shipped["version"] == json.loads((built_example / "manifest.json").read_text())["version"]
+    with pytest.raises(BentoCompileError, match=r"is not MAJOR\.MINOR"):
+        bento_compile.target("edge", built_example, glibc="2", output=tmp_path)
 
 
 @pytest.mark.slow
