@@ -126,6 +126,16 @@ def _sources(artifact: Path) -> Iterator[list[Callable[[], Iterator[tuple[str, i
                             "Pass a stored TAG, a Bento folder, or the file/folder a `bento-compile target` wrote.")
 
 
+def _runtime_folder(artifact: Path, found: str) -> str | None:
+    """Where the runtime of this artifact kind loads its Bento from, when the kind says: the Lambda handler
+    loads `bento/` at the zip's root, an edge bundle's `run` loads TOP/bento; None when it cannot be told."""
+    if artifact.is_file() and zipfile.is_zipfile(artifact):
+        return "bento"
+    if artifact.is_file() and "/" in found:
+        return f"{found.split('/', 1)[0]}/bento"
+    return None
+
+
 @contextlib.contextmanager
 def extracted_bento(artifact: Path) -> Iterator[Path]:
     """Yield a temporary folder holding the artifact's Bento (every file of its folder); removed afterwards."""
@@ -138,20 +148,29 @@ def extracted_bento(artifact: Path) -> Iterator[Path]:
         for entries in sources:
             for name, size, opener in entries():
                 safe = _safe(name)
-                if safe is None or safe.name != MANIFEST_NAME or size > _MAX_MANIFEST:
+                if safe is None or safe.name != MANIFEST_NAME:
                     continue
+                if size > _MAX_MANIFEST:  # never skipped: a Bento verify cannot read may be the one that runs
+                    raise BentoCompileError(
+                        f"{artifact} holds {safe.as_posix()} of {size} bytes, over the {_MAX_MANIFEST} a Bento "
+                        "manifest can be: verify cannot read it, and the runtime might load it. Refusing.",
+                        "Rebuild the artifact with `bento-compile target …`.")
                 with opener() as handle:
                     data = handle.read()
                 if _is_bento_manifest(data):
                     folders[safe.parent.as_posix()] = data
-        distinct = {data for data in folders.values()}
         if not folders:
             raise BentoCompileError(f"No Bento (a folder with a Bento manifest.json) found in {artifact}.",
                                     "Check the artifact was built by `bento-compile target …`.")
-        if len(distinct) > 1:
-            raise BentoCompileError(f"{artifact} holds several different Bentos ({', '.join(sorted(folders))}).",
-                                    "Extract the one to check and pass its folder.")
-        prefix = sorted(folders)[0]
+        if len(folders) > 1:  # the runtime loads exactly one: a second copy (even an identical one) is a decoy
+            raise BentoCompileError(f"{artifact} holds more than one Bento ({', '.join(sorted(folders))}); the "
+                                    "runtime loads exactly one, so verify refuses the ambiguity.",
+                                    "Rebuild the artifact with `bento-compile target …`; it holds one Bento.")
+        prefix = next(iter(folders))
+        expected = _runtime_folder(artifact, prefix)
+        if expected is not None and prefix != expected:
+            raise BentoCompileError(f"{artifact} holds its Bento in {prefix}/, but the runtime loads {expected}/.",
+                                    "Rebuild the artifact with `bento-compile target …`.")
         tmp = Path(tempfile.mkdtemp(prefix="bento-verify-"))
         try:
             for entries in sources:
