@@ -225,7 +225,7 @@ class LambdaDeployer:
         description = config.get("Description") or ""
         code = data.get("Code") or {}
         return {"version": version, "code_sha256": config.get("CodeSha256"),
-                "image": code.get("ResolvedImageUri") or code.get("ImageUri"),
+                "image": image_digest_uri(code),
                 "bento_tag": description[len(DESCRIPTION_PREFIX):] if description.startswith(DESCRIPTION_PREFIX)
                 else None, "last_modified": config.get("LastModified"), "description": description,
                 "configuration": config}
@@ -293,7 +293,7 @@ class LambdaDeployer:
 
     def deploy(self, source: Source, options: LambdaOptions) -> DeployResult:
         is_image = isinstance(source, ImageSource)
-        python = None if is_image else source.python  # type: ignore[union-attr]
+        python = source.python if isinstance(source, LambdaPackage) else None
         arch = source.arch
         if options.arch and options.arch != arch:
             raise BentoCompileError(f"The package is built for {arch}, but --arch {options.arch} was asked for. "
@@ -307,7 +307,8 @@ class LambdaDeployer:
         if is_image and config.snapstart:
             raise BentoCompileError("SnapStart is not available for container images. Nothing was uploaded.",
                                     "Deploy the zip (drop --image), or drop --snapstart.")
-        signed = "signature" in source.manifest or (not is_image and _zip_has(source.path, "bento/signature.json"))
+        signed = (_zip_has(source.path, "bento/signature.json") if isinstance(source, LambdaPackage)
+                  else (source.bento_dir / "signature.json").is_file())
         env = environment(config, options, signed)
         if signed and not options.public_key:
             self.progress("The Bento is signed but no public key was given (--pub or $BENTO_COMPILE_PUBLIC_KEY): "
@@ -318,8 +319,7 @@ class LambdaDeployer:
 
         expected = None
         if options.smoke:  # before anything is uploaded: a package that fails the runtime's checks stops here
-            expected = expected_outputs(source.manifest, None if is_image else source.path,  # type: ignore[union-attr]
-                                        source.bento_dir if is_image else None)  # type: ignore[union-attr]
+            expected = expected_outputs(source.manifest, *bento_location(source))
 
         existing = self.function()
         if existing is not None:
@@ -327,11 +327,12 @@ class LambdaDeployer:
             package_type = existing["Configuration"].get("PackageType", "Zip")
             if package_type != ("Image" if is_image else "Zip"):
                 how = "with --image REPO" if package_type == "Image" else "without --image"
-                raise BentoCompileError(f"{self.name} is a {package_type} function; Lambda cannot turn it into "
-                                        f"{'an image' if is_image else 'a zip'} function. Nothing was uploaded.",
+                kinds = ("an image" if package_type == "Image" else "a zip", "an image" if is_image else "a zip")
+                raise BentoCompileError(f"{self.name} is {kinds[0]} function; Lambda cannot turn it into {kinds[1]} "
+                                        "function. Nothing was uploaded.",
                                         f"Deploy it {how}, or to another --function.")
         current = read_alias(self.lam, self.name, self.alias) if existing else None
-        code_id = source.digest if is_image else source.code_sha256  # type: ignore[union-attr]
+        code_id = source.digest if isinstance(source, ImageSource) else source.code_sha256
         skipped = self._unchanged(current, is_image, code_id, function_settings(source, config, env))
         if skipped is not None:
             return skipped
@@ -418,8 +419,7 @@ class LambdaDeployer:
                 if made:
                     created.append(f"IAM role {role}")
                     role_note = f"created the least-privilege execution role {role}"
-            code = ({"ImageUri": source.image_uri} if is_image  # type: ignore[union-attr]
-                    else code_location(self.aws.client("s3"), source, self.name, options.bucket, self.progress))
+            code = self._code(source, options)
             self.progress(f"Creating the function {self.name}")
 
             def create() -> dict[str, Any]:
@@ -437,15 +437,14 @@ class LambdaDeployer:
 
         arn = existing["Configuration"]["FunctionArn"]
         latest = existing["Configuration"].get("CodeSha256")
-        latest_image = ((existing.get("Code") or {}).get("ResolvedImageUri") or "").rsplit("@", 1)[-1]
-        same_code = (latest_image == source.digest) if is_image else (  # type: ignore[union-attr]
-            latest == source.code_sha256)  # type: ignore[union-attr]
+        latest_image = (image_digest_uri(existing.get("Code") or {}) or "").rsplit("@", 1)[-1]
+        same_code = (latest_image == source.digest) if isinstance(source, ImageSource) else (
+            latest == source.code_sha256)
         wait_until_settled(self.lam, self.name, self.backoff)
         if same_code and existing["Configuration"].get("Architectures", ["x86_64"]) == [source.arch]:
             self.progress("$LATEST already holds this code: nothing uploaded")
         else:
-            code = ({"ImageUri": source.image_uri} if is_image  # type: ignore[union-attr]
-                    else code_location(self.aws.client("s3"), source, self.name, options.bucket, self.progress))
+            code = self._code(source, options)
             self.progress(f"Updating the code of {self.name}")
             lambda_call("lambda:UpdateFunctionCode", self.name, self.lam.update_function_code, self.backoff,
                         FunctionName=self.name, Architectures=[source.arch], Publish=False, **code)
@@ -458,6 +457,12 @@ class LambdaDeployer:
         with aws_call("lambda:TagResource", arn):
             self.lam.tag_resource(Resource=arn, Tags={TAG_KEY: source.bento_tag})
         return arn, role_note
+
+    def _code(self, source: Source, options: LambdaOptions) -> dict[str, Any]:
+        """The code argument: the image by digest, or the zip (its bytes, or the S3 object uploaded now)."""
+        if isinstance(source, ImageSource):
+            return {"ImageUri": source.image_uri}
+        return code_location(self.aws.client("s3"), source, self.name, options.bucket, self.progress)
 
     def _role(self, config: Any) -> tuple[str, bool]:
         with aws_call("sts:GetCallerIdentity", "the deploying identity"):
@@ -516,6 +521,20 @@ class LambdaDeployer:
         except BentoCompileError as exc:
             if getattr(exc, "code", None) != "ResourceConflictException":  # the statement is already there
                 raise
+
+
+def image_digest_uri(code: dict[str, Any]) -> str | None:
+    """The image a function runs, by digest: ImageUri when it was given by digest (as we always give it),
+    else what Lambda resolved the tag to."""
+    given = code.get("ImageUri")
+    if isinstance(given, str) and "@sha256:" in given:
+        return given
+    return code.get("ResolvedImageUri") or given
+
+
+def bento_location(source: Source) -> tuple[Path | None, Path | None]:
+    """(the zip holding the Bento, the Bento folder): one of the two."""
+    return (source.path, None) if isinstance(source, LambdaPackage) else (None, source.bento_dir)
 
 
 def function_settings(source: Source, config: Any, env: dict[str, str]) -> dict[str, Any]:

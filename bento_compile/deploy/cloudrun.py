@@ -34,6 +34,10 @@ SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 # GCP labels allow no '/' or '.', so ours are plain keys; the Bento tag (with its ':') is an annotation.
 MANAGED_LABEL = "managed-by"
 BENTO_ANNOTATION = "dev.bento-compile/bento"
+# Both become parts of resource names (URL paths): checked before they are used. Domain-scoped IDs are
+# `example.com:project`.
+PROJECT = re.compile(r"(?:[a-z][-a-z0-9.]{0,62}:)?[a-z][-a-z0-9]{4,28}[a-z0-9]")
+REGION = re.compile(r"[a-z]+-[a-z]+\d{1,2}")
 ROLES_FIX = ("Grant the deploying identity roles/run.developer on the project (run.services.get, create, update) "
              "and roles/iam.serviceAccountUser on the service's runtime service account.")
 
@@ -178,7 +182,8 @@ class _Calls:
         if isinstance(exc, TransportError | OSError) or type(exc).__module__.startswith("requests"):
             return BentoCompileError(f"Cannot reach the Cloud Run API at {self.endpoint} ({action}): {exc}",
                                      "Check the network (and --endpoint, when you gave one).")
-        raise exc
+        return BentoCompileError(f"{action} on {self.name} failed: {type(exc).__name__}: {exc}",
+                                 "Retry; if it persists, report it with this message.")
 
     def get(self) -> Any | None:
         try:
@@ -220,7 +225,13 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
     if not region:
         raise BentoCompileError("No Cloud Run region given.",
                                 "Pass --region (e.g. europe-west1) or set targets.cloudrun.region in bento.yaml.")
+    if not REGION.fullmatch(region):
+        raise BentoCompileError(f"'{region}' is not a Cloud Run region.", "Pass e.g. --region europe-west1.")
     client, project = connect(request.project, request.endpoint)
+    if not PROJECT.fullmatch(project):
+        raise BentoCompileError(f"'{project}' is not a Google Cloud project ID.",
+                                "Pass the project's ID (lowercase letters, digits and '-', e.g. acme-ml-prod), "
+                                "not its display name.")
     service_id = service_name(settings, manifest)
     calls = _Calls(client, f"projects/{project}/locations/{region}/services/{service_id}", project, request.endpoint)
     existing = calls.get()

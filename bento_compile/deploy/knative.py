@@ -16,6 +16,7 @@ the in-cluster service account when the command runs in a pod.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,8 @@ FIELD_MANAGER = "bento-compile"
 MANAGED_LABEL = "app.kubernetes.io/managed-by"
 BENTO_ANNOTATION = "dev.bento-compile/bento"
 REQUEST_TIMEOUT = 30
+# The namespace becomes part of the URL path: a DNS label, checked before it is used.
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 @dataclass
@@ -140,9 +143,12 @@ class _Calls:
 
     def error(self, exc: Exception, verb: str) -> BentoCompileError:
         if not isinstance(exc, self.exception):
-            return BentoCompileError(f"Cannot reach the Kubernetes API server at {self.host} ({verb} "
-                                     f"{self.resource}): {exc}",
-                                     "Check the cluster address in the kubeconfig and the network.")
+            if isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3"):
+                return BentoCompileError(f"Cannot reach the Kubernetes API server at {self.host} ({verb} "
+                                         f"{self.resource}): {exc}",
+                                         "Check the cluster address in the kubeconfig and the network.")
+            return BentoCompileError(f"{verb} {self.resource} failed: {type(exc).__name__}: {exc}",
+                                     "Retry; if it persists, report it with this message.")
         message = _status_message(exc)
         if exc.status == 403:
             return BentoCompileError(f"Access denied: {verb} {self.resource}: {message}",
@@ -233,6 +239,9 @@ def deploy_knative(request: KnativeRequest) -> ServiceDeployment:
     settings, manifest = request.settings, request.manifest
     api_client, context_namespace = connect(request.context)
     namespace = request.namespace or settings.namespace or context_namespace
+    if not NAMESPACE.fullmatch(namespace):
+        raise BentoCompileError(f"'{namespace}' is not a Kubernetes namespace name.",
+                                "Namespaces are DNS labels: lowercase letters, digits and '-', at most 63.")
     name = service_name(settings, manifest)
     calls = _Calls(api_client, namespace, name)
     existing = calls.get()

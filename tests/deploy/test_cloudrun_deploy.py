@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 IMAGE_A = "127.0.0.1:5000/cancer@sha256:" + "a" * 64
 IMAGE_B = "127.0.0.1:5000/cancer@sha256:" + "b" * 64
-NAME = "projects/acme/locations/europe-west1/services/cancer"
-WHERE = ("--project", "acme", "--region", "europe-west1")
+NAME = "projects/acme-ml/locations/europe-west1/services/cancer"
+WHERE = ("--project", "acme-ml", "--region", "europe-west1")
 
 
 @pytest.fixture
@@ -123,8 +123,11 @@ def test_credentials_project_region_and_access_errors_change_nothing(stored_exam
     assert "No Google Cloud credentials found" in stderr and "gcloud auth application-default login" in stderr
     stderr = deploy(stored_example, "--image", IMAGE_A, "--region", "europe-west1", env=gcp, check=False)
     assert "No Google Cloud project given" in stderr and "--project" in stderr
-    stderr = deploy(stored_example, "--image", IMAGE_A, "--project", "acme", env=gcp, check=False)
+    stderr = deploy(stored_example, "--image", IMAGE_A, "--project", "acme-ml", env=gcp, check=False)
     assert "No Cloud Run region given" in stderr
+    stderr = deploy(stored_example, "--image", IMAGE_A, "--project", "acme/../other", "--region", "europe-west1",
+                    env=gcp, check=False)
+    assert "'acme/../other' is not a Google Cloud project ID" in stderr
     assert api.requests == []  # refused before any call
 
     first = deploy(stored_example, "--image", IMAGE_A, *WHERE, "--json", env=gcp)

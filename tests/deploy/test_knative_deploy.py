@@ -116,6 +116,9 @@ def test_configuration_and_access_errors_change_nothing(stored_example, api, kub
     stale = {"KUBECONFIG": str(api.kubeconfig(tmp_path / "stale", token="expired"))}
     stderr = deploy(stored_example, "--image", IMAGE_A, env=stale, check=False)
     assert "refused the credentials" in stderr
+    stderr = deploy(stored_example, "--image", IMAGE_A, "-n", "../kube-system", env=kube, check=False)
+    assert "'../kube-system' is not a Kubernetes namespace name" in stderr
+    assert applies(api) == []
 
     first = deploy(stored_example, "--image", IMAGE_A, "--json", env=kube)
     api.forbidden.add(("patch", "ml"))

@@ -19,8 +19,14 @@ from bento_compile.deploy.aws_lambda import DeployFailed, LambdaDeployer, Lambda
 from bento_compile.deploy.lambda_package import open_package, s3_key
 from bento_compile.deploy.lambda_role import POLICY_NAME, role_name
 from bento_compile.deploy.waiting import Backoff
-from tests.support.deploy_support import LocalInvoker, aws_environment, boto_client, code_sha256, tampered_zip, \
-    variant_zip
+from tests.support.deploy_support import (
+    LocalInvoker,
+    aws_environment,
+    boto_client,
+    code_sha256,
+    tampered_zip,
+    variant_zip,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.lambda_zip]
 
@@ -130,14 +136,14 @@ def test_canary_then_promote_then_rollback_from_a_fresh_deployer(aws, lam, invok
     assert promoted.routing == {"2": 1.0} and promoted.version == "2"
     assert "RoutingConfig" not in lam.get_alias(FunctionName=name, Name="live") or not lam.get_alias(
         FunctionName=name, Name="live")["RoutingConfig"].get("AdditionalVersionWeights")
-    with pytest.raises(BentoCompileError, match="No canary is in flight"):
+    with pytest.raises(BentoCompileError, match=r"No canary is in flight"):
         deployer(aws, name).promote()
 
     # Each step is a new deployer reading only what AWS holds: rollback works from any machine.
     back = deployer(aws, name).rollback()
     assert back.version == "1" and back.routing == {"1": 1.0}
     assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
-    with pytest.raises(BentoCompileError, match="nothing to roll back to"):
+    with pytest.raises(BentoCompileError, match=r"nothing to roll back to"):
         deployer(aws, name).rollback()
     assert lam.get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
 
@@ -170,7 +176,7 @@ def test_bucket_uploads_through_a_content_addressed_s3_key(aws, lam, invoker, de
 def test_a_changed_package_is_refused_before_anything_is_uploaded(aws, lam, invoker, deploy_zip, name, tmp_path):
     deployer(aws, name, invoker).deploy(open_package(deploy_zip), LambdaOptions(name))
     broken = tampered_zip(deploy_zip, tmp_path / "broken.zip")
-    with pytest.raises(BentoCompileError, match="model.onnx has sha256 .* Nothing was uploaded"):
+    with pytest.raises(BentoCompileError, match=r"model.onnx has sha256 .* Nothing was uploaded"):
         deployer(aws, name, invoker).deploy(open_package(broken), LambdaOptions(name, canary=10))
     assert lam.get_function_configuration(FunctionName=name)["CodeSha256"] == code_sha256(deploy_zip)
     assert [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST", "1"]
@@ -208,7 +214,7 @@ def test_smoke_mismatch_past_the_tolerance_is_refused(aws, lam, invoker, deploy_
                 values[0][0] += 0.01  # far past the parity tolerance (1e-4)
         return error, json.dumps(answer).encode()
 
-    with pytest.raises(DeployFailed, match="smoke check failed on version 1.*expected") as failure:
+    with pytest.raises(DeployFailed, match=r"smoke check failed on version 1.*expected") as failure:
         deployer(aws, name, drifting).deploy(open_package(deploy_zip), LambdaOptions(name))
     assert "It answered:" in str(failure.value)
     with pytest.raises(lam.exceptions.ResourceNotFoundException):
@@ -229,10 +235,10 @@ def test_a_function_not_made_by_bento_compile_is_refused_unless_adopted(aws, lam
                         Code={"ZipFile": deploy_zip.read_bytes()[:0] or b"PK\x05\x06" + b"\0" * 18})
     lam.publish_version(FunctionName=name)
     lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1")
-    with pytest.raises(BentoCompileError, match="was not deployed by bento-compile.*nothing was changed"):
+    with pytest.raises(BentoCompileError, match=r"was not deployed by bento-compile.*nothing was changed"):
         deployer(aws, name, invoker).deploy(open_package(deploy_zip), LambdaOptions(name))
     assert lam.get_function_configuration(FunctionName=name)["Handler"] == "app.handler"
-    with pytest.raises(BentoCompileError, match="--adopt"):
+    with pytest.raises(BentoCompileError, match=r"--adopt"):
         deployer(aws, name).rollback()
 
     adopted = deployer(aws, name, invoker, adopt=True).deploy(open_package(deploy_zip),

@@ -51,9 +51,9 @@ def test_deployed_services_pin_the_digest_that_was_pushed(stored_example, contai
 
     with cloudrun_api() as api:
         env = adc_environment(api, tmp_path)
-        result = run_cli("deploy", "cloudrun", stored_example, *build, "--project", "acme", "--region",
+        result = run_cli("deploy", "cloudrun", stored_example, *build, "--project", "acme-ml", "--region",
                          "europe-west1", "-o", str(tmp_path / "cr"), "--json", env=env)
         assert api.refused == []
     assert json.loads(result.stdout.strip().splitlines()[-1])["image"] == f"{repo}@{digest}"
-    template = api.services["projects/acme/locations/europe-west1/services/cancer"]["template"]
+    template = api.services["projects/acme-ml/locations/europe-west1/services/cancer"]["template"]
     assert template["containers"][0]["image"] == f"{repo}@{digest}"
