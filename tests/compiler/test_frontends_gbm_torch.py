@@ -201,7 +201,8 @@ def test_torch_input_shape_from_the_sample(torch, net, data, tmp_path):
     torch.save(net, tmp_path / "net.pt")
     np.save(tmp_path / "s.npy", X[:50])  # float64 rows: served as float32, what the module takes
     result = _build(tmp_path / "net.pt", tmp_path / "s.npy")
-    assert result.manifest["model"]["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 12]}]
+    assert result.manifest["model"]["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 12],
+                                                   "batch": True}]
     assert result.parity["passed"]
 
 

@@ -51,7 +51,7 @@ def test_tflite_served_over_http_through_the_tflite_backend(mediapipe_models, tm
     result = _build(mediapipe_models["face"], tmp_path / "s.npy", name="face")
     model = result.manifest["model"]
     assert model["format"] == "tflite" and model["file"] == "model.tflite"
-    assert model["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 128, 128, 3]}]
+    assert model["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 128, 128, 3], "batch": True}]
     assert [o["name"] for o in model["outputs"]] == ["regressors", "classificators"]
     assert result.parity["passthrough"] and result.manifest["example"] is None  # 49k values a row: not embedded
     port = free_port()
@@ -241,7 +241,7 @@ def test_keras_to_tflite_with_gated_quantization(keras_model, tf_python, monkeyp
     result = build(BuildRequest(None, config, config_dir), BentoStore())
     manifest = result.manifest
     assert manifest["model"]["format"] == "tflite" and manifest["source"]["kind"] == "keras"
-    assert manifest["model"]["inputs"] == [{"name": "features", "dtype": "float32", "shape": [None, 16]}]
+    assert manifest["model"]["inputs"] == [{"name": "features", "dtype": "float32", "shape": [None, 16], "batch": True}]
     assert "tensorflow" in manifest["versions"]
     table = manifest["quantization"]
     variants = {v["variant"]: v for v in table["variants"]}
