@@ -123,11 +123,11 @@ def cloudrun(tag: str, project: str | None, region: str | None, endpoint: str | 
     \b
     Example:
       bento-compile deploy cloudrun churn:latest --image europe-docker.pkg.dev/acme/ml/churn \\
-          --project acme --region europe-west1
+          --project acme-ml --region europe-west1
       bento-compile deploy cloudrun churn:latest --image europe-docker.pkg.dev/acme/ml/churn \\
-          --project acme --region europe-west1 --canary 10
-      bento-compile deploy cloudrun churn:latest --project acme --region europe-west1 --promote
-      bento-compile deploy cloudrun churn:latest --project acme --region europe-west1 --rollback
+          --project acme-ml --region europe-west1 --canary 10
+      bento-compile deploy cloudrun churn:latest --project acme-ml --region europe-west1 --promote
+      bento-compile deploy cloudrun churn:latest --project acme-ml --region europe-west1 --rollback
     """
     from bento_compile.deploy.cloudrun import CloudRunRequest, deploy_cloudrun
 

@@ -209,14 +209,14 @@ def test_deploy_lines_run_after_the_build_and_give_the_version_and_url(workspace
         env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")), **adc_environment(gcp, tmp_path)}
         result = run_action({"config": "bento.yaml", "deploy": (
             f"knative --image {IMAGE} --namespace prod   # the cluster\n\n"
-            f"cloudrun --image {IMAGE} --project acme --region europe-west1\n")}, workspace, env=env)
+            f"cloudrun --image {IMAGE} --project acme-ml --region europe-west1\n")}, workspace, env=env)
         assert kube.refused == [] and gcp.refused == []
     out = result["outputs"]
     deployed = json.loads(out["deploy-json"])
     assert list(deployed) == ["knative", "cloudrun"]
     assert deployed["knative"]["resource"] == "prod/cancer" and deployed["knative"]["bento_tag"] == out["tag"]
     assert kube.services[("prod", "cancer")]["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
-    service = gcp.services["projects/acme/locations/europe-west1/services/cancer"]
+    service = gcp.services["projects/acme-ml/locations/europe-west1/services/cancer"]
     # the outputs are the last deploy's: the Cloud Run revision and URL
     assert out["version"] == deployed["cloudrun"]["revision"] == service["template"]["revision"]
     assert out["url"] == service["uri"] and out["function-arn"] == ""
