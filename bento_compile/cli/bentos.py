@@ -24,7 +24,8 @@ from bento_compile.core.store import BentoStore
               help="bento.yaml with name, model, sample, inputs, parity and runtime settings.")
 @click.option("--name", help="Bento name (lowercase; default: from bento.yaml or the model file name).")
 @click.option("--sample", type=click.Path(path_type=Path),
-              help=".npy or .csv rows for the parity check; a few become the API example.")
+              help="Inputs for the parity check: .npy/.csv rows, .npz (one array per input, scalars too) or a "
+                   ".json request body; a few become the API example. Without it: synthesized from the graph.")
 @click.option("--tolerance", type=float, help="Max |difference| on continuous outputs (default 1e-4).")
 @click.option("--quantize", type=click.Choice(["none", "dynamic", "static", "fp16", "auto"]),
               help="Quantization method (overrides quantize.method); every variant is gated against the original.")
@@ -49,6 +50,7 @@ def build(model: Path | None, config_file: Path | None, name: str | None, sample
       bento-compile build model.joblib --name churn --sample sample.npy
       bento-compile build -f examples/breast_cancer/bento.yaml
       bento-compile build mlp.joblib --sample sample.npy --quantize auto
+      bento-compile build silero_vad.onnx --sample chunk.npz   # input, state, sr
     """
     from bento_compile import api
 
