@@ -22,7 +22,13 @@ from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, wri
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.parity import ParityError
 from bento_compile.compiler.request import BuildRequest, resolve_path
-from bento_compile.compiler.samples import example_payload, load_sample, sample_rows, whole_names
+from bento_compile.compiler.samples import (
+    example_payload,
+    load_sample,
+    require_row_inputs,
+    sample_rows,
+    whole_names,
+)
 from bento_compile.compiler.signature import has_free_batch_axis, model_signature
 from bento_compile.compiler.source import NativeSource
 from bento_compile.compiler.synthetic import synthesize
@@ -87,6 +93,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
 
     shipped, quantization = optimized, None
     if config.quantize.method != "none":
+        require_row_inputs(inputs, config.quantize.method)
         from bento_compile.compiler.quantize import quantize_onnx
 
         calibration = resolve_path(None, config.quantize.calibration, request.config_dir)

@@ -24,7 +24,14 @@ from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Variant, run_rows, select, split_rows
 from bento_compile.compiler.request import BuildRequest, resolve_path
-from bento_compile.compiler.samples import example_payload, example_values, load_sample, sample_rows, whole_names
+from bento_compile.compiler.samples import (
+    example_payload,
+    example_values,
+    load_sample,
+    require_row_inputs,
+    sample_rows,
+    whole_names,
+)
 from bento_compile.compiler.signature import has_free_batch_axis
 from bento_compile.compiler.source import NativeSource
 from bento_compile.compiler.synthetic import synthesize
@@ -80,6 +87,7 @@ def build_native(request: BuildRequest, config: BentoConfig, source: NativeSourc
 
     data, quantization = source.data, None
     if config.quantize.method != "none":
+        require_row_inputs(inputs, config.quantize.method)
         if source.variant_factory is None or reference_all is None:
             raise BentoCompileError(
                 f"quantize.method '{config.quantize.method}' applies to models bento-compile converts; this is a "

@@ -214,6 +214,16 @@ def whole_names(inputs: list[TensorSpec]) -> frozenset[str]:
     return frozenset(s.name for s in inputs if not s.batched)
 
 
+def require_row_inputs(inputs: list[TensorSpec], method: str) -> None:
+    """Quantization calibrates on some sample rows and gates on the others: it needs every input in rows."""
+    whole = [s.name for s in inputs if not s.batched]
+    if whole:
+        raise BentoCompileError(
+            f"quantize.method '{method}' splits the sample's rows into calibration and held-out halves, but "
+            f"input(s) {', '.join(whole)} are whole tensors, not rows.",
+            "Build without quantization (quantize: none), or quantize the model with the tool that made it.")
+
+
 def _numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(object) if dtype == "string" else np.dtype(dtype)
 

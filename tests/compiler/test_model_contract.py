@@ -162,3 +162,9 @@ def test_bento_yaml_inputs_override_the_batch_flag_of_the_inputs_it_names(tmp_pa
                                                                      ("bias", [None], False)]
     with pytest.raises(ValueError, match="batch: true needs a free first axis"):
         BentoConfig.model_validate({"inputs": [{"name": "k", "dtype": "int64", "shape": [], "batch": True}]})
+
+
+def test_quantization_refuses_whole_tensor_inputs_by_name(tmp_path):
+    config = BentoConfig.model_validate({"quantize": "dynamic"})
+    with pytest.raises(BentoCompileError, match=r"input\(s\) bias are whole tensors, not rows"):
+        build(BuildRequest(save(gemm_with_bias(), tmp_path), config, name="gq"), BentoStore(tmp_path / "s"))
