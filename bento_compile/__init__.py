@@ -13,8 +13,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from bento_compile.api import Answer, Bento, BentoCompileError, Model, build, invoke, load, target
 
-_API = ("Answer", "Bento", "BentoCompileError", "Model", "build", "invoke", "load", "target")
-__all__ = ["__version__", *_API]
+__all__ = ["Answer", "Bento", "BentoCompileError", "Model", "__version__", "build", "invoke", "load", "target"]
+_API = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> object:
