@@ -85,15 +85,16 @@ def ort_signature(data: bytes):
         if dtype is None:
             raise BentoCompileError(f"The .ort model's '{value.name}' has type {value.type}, which the runtime "
                                     "does not serve.", "Serve tensors of float, int or string types.")
-        return TensorSpec(value.name, dtype, tuple(d if isinstance(d, int) and d > 0 else None
+        return TensorSpec(value.name, dtype, tuple(d if isinstance(d, int) and d >= 0 else None
                                                    for d in value.shape))
 
     return [spec(v) for v in session.get_inputs()], [spec(v) for v in session.get_outputs()]
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-              "tensor(bool)": "bool", "tensor(string)": "string"}
+              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
+              "tensor(uint64)": "uint64", "tensor(uint32)": "uint32", "tensor(uint16)": "uint16",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "string"}
 
 
 def to_ort_checked(onnx_bytes: bytes, feeds, outputs) -> dict[str, bytes]:
