@@ -16,10 +16,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.runtimes.names import BENTO_NAME
 
-# The Bento name rule the compiler enforces (lowercase, digits, . _ -, 63 at most), so it is
-# also a valid folder name, systemd unit suffix and label value everywhere it is pasted.
-NAME_RULE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+# The Bento name rule (runtimes/names.py, the one the compiler enforces), so it is also a valid
+# folder name, systemd unit suffix and label value everywhere it is pasted.
+NAME_RULE = re.compile(BENTO_NAME)
 # Versions are content hashes today; the rule leaves room for other schemes but never a
 # leading dot (".", "..", hidden folders), a separator or a control character.
 VERSION_RULE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
