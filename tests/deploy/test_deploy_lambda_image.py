@@ -104,3 +104,26 @@ def test_an_image_is_deployed_by_digest(registry, stored_bento, moto_endpoint, t
                     "--no-smoke", "--url", "none", "--json", env=aws_environment(moto_endpoint))
     assert json.loads(again.stdout)["skipped"] is True
 
+
+
+@pytest.mark.containers
+def test_image_is_built_pushed_and_deployed_by_the_digest_the_registry_holds(registry, stored_bento, moto_endpoint,
+                                                                            tmp_path):
+    """`--image REPO` without a digest: the Lambda image is built as `target lambda-image` builds it
+    (daemonless OCI builder on a Debian base made with mmdebstrap, since no base can be pulled here),
+    pushed to the real registry, and the function is given REPO@DIGEST, the digest the registry answers."""
+    if infra.missing("mmdebstrap", "skopeo"):
+        pytest.skip("mmdebstrap and skopeo are needed for a base image here (apt-get install mmdebstrap skopeo)")
+    import subprocess
+
+    base = f"{infra.make_base_layout(tmp_path / 'base' / 'python')}:python"
+    result = run_cli("deploy", "lambda", stored_bento, "--function", "img-built", "--image", f"{registry}/built",
+                     "--base-image", base, "--builder", "oci", "--python", "3.11", "--no-smoke", "--url", "none",
+                     "--json", env=aws_environment(moto_endpoint))
+    summary = json.loads(result.stdout)
+    image_uri = boto_client("lambda", moto_endpoint).get_function(FunctionName="img-built")["Code"]["ImageUri"]
+    assert image_uri.startswith(f"{registry}/built@sha256:") and summary["code_sha256"] == image_uri.split("@")[1]
+    version = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                                         f"docker://{registry}/built@{summary['code_sha256']}"],
+                                        capture_output=True, text=True, check=True).stdout)
+    assert version["config"]["digest"].startswith("sha256:")  # the registry holds the image by that digest
