@@ -170,7 +170,8 @@ def lambda_config(manifest: dict[str, Any], options: LambdaOptions, arch: str, p
                                 ) from None
 
 
-def environment(config: Any, options: LambdaOptions, signed: bool) -> dict[str, str]:
+def environment(config: Any, options: LambdaOptions) -> dict[str, str]:
+    """The function's variables: load mode, targets.lambda's environment and sink, the public key, --env."""
     env = {"BENTO_COMPILE_LOAD": config.load, **config.environment}
     if config.sink:
         env["BENTO_COMPILE_SINK"] = config.sink
@@ -309,7 +310,7 @@ class LambdaDeployer:
                                     "Deploy the zip (drop --image), or drop --snapstart.")
         signed = (_zip_has(source.path, "bento/signature.json") if isinstance(source, LambdaPackage)
                   else (source.bento_dir / "signature.json").is_file())
-        env = environment(config, options, signed)
+        env = environment(config, options)
         if signed and not options.public_key:
             self.progress("The Bento is signed but no public key was given (--pub or $BENTO_COMPILE_PUBLIC_KEY): "
                           "the function will not check the signature.")
@@ -335,6 +336,7 @@ class LambdaDeployer:
         code_id = source.digest if isinstance(source, ImageSource) else source.code_sha256
         skipped = self._unchanged(current, is_image, code_id, function_settings(source, config, env))
         if skipped is not None:
+            skipped.url = self._finish(config, options, skipped.routing)  # a new --url or --provisioned still applies
             return skipped
 
         created: list[str] = []
@@ -380,11 +382,22 @@ class LambdaDeployer:
         if current is None:
             created.append(f"alias {self.alias}")
 
-        if config.provisioned_concurrency:
-            self._provision(config.provisioned_concurrency)
-        url = self._url(options.url, config)
+        url = self._finish(config, options, moved.routing())
         return DeployResult(arn, self.alias, version, moved.routing(), code_id, source.bento_tag, False, url,
                             smoke.summary() if smoke else None, created, notes)
+
+    def _finish(self, config: Any, options: LambdaOptions, routing: dict[str, float]) -> str | None:
+        """What is set on the alias once it serves: provisioned concurrency and the function URL (its address).
+        Both are idempotent, so running the command again after a failure here completes them."""
+        try:
+            if config.provisioned_concurrency:
+                self._provision(config.provisioned_concurrency)
+            return self._url(options.url, config)
+        except BentoCompileError as exc:
+            shares = ", ".join(f"version {v}: {w:.0%}" for v, w in routing.items())
+            raise BentoCompileError(f"{exc.problem} The alias {self.alias} serves {shares}.",
+                                    (exc.fix + " " if exc.fix else "") + "Then run the same command again: the "
+                                    "code is unchanged, so only this step is redone.") from None
 
     def _unchanged(self, current: AliasState | None, is_image: bool, code_id: str,
                    settings: dict[str, Any]) -> DeployResult | None:
@@ -398,13 +411,15 @@ class LambdaDeployer:
             info = self.version_info(version)
             served = (info["image"] or "").rsplit("@", 1)[-1] if is_image else info["code_sha256"]
             if served == code_id and same_settings(info["configuration"], settings):
-                which = "serves" if version == current.version and not current.weights else (
-                    "already routes the canary to" if version == current.candidate else "serves")
-                arn = f"{self.lam.get_function(FunctionName=self.name)['Configuration']['FunctionArn']}"
+                note = (f"unchanged: {self.alias} serves version {version} with this code and these settings; "
+                        "nothing uploaded or published")
+                if version == current.candidate:
+                    note = (f"unchanged: {self.alias} already routes its canary to version {version} with this code; "
+                            "nothing uploaded or published (--promote moves all traffic to it)")
+                with aws_call("lambda:GetFunction", self.name):
+                    arn = self.lam.get_function(FunctionName=self.name)["Configuration"]["FunctionArn"]
                 return DeployResult(arn, self.alias, version, current.routing(), info["code_sha256"] if not is_image
-                                    else code_id, info["bento_tag"], True, self.url_of(),
-                                    notes=[f"unchanged: {self.alias} {which} version {version} with this code; "
-                                           "nothing uploaded or published"])
+                                    else code_id, info["bento_tag"], True, self.url_of(), notes=[note])
         return None
 
     def _create_or_update(self, existing: dict[str, Any] | None, source: Source, config: Any, env: dict[str, str],
