@@ -48,6 +48,15 @@ _WATCH_RUNS_LONGER_THAN_S = 0.0005
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]] | None]
 
 
+# What a JSON body may be labelled: JSON itself, and what `curl -d` and browsers' fetch send for a raw body.
+_JSON_CAPABLE = (b"application/json", b"text/plain", b"application/x-www-form-urlencoded")
+
+
+def _json_capable(content_type: bytes) -> bool:
+    kind = content_type.split(b";", 1)[0].strip().lower()
+    return kind in _JSON_CAPABLE or kind.endswith(b"+json") or not kind
+
+
 def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
@@ -125,7 +134,9 @@ class PredictService:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
                     return self._too_large()
-                break
+            elif name == b"content-type" and not _json_capable(value):
+                return 415, error_body(f"the body must be JSON (Content-Type: application/json), not "
+                                       f"{value[:100].decode('latin-1')!r}"), None
         message = await receive()
         if message["type"] == "http.disconnect":
             return None

@@ -92,12 +92,17 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
     if raw.size == 0 and raw.ndim:  # [] carries no type (it takes the declared one) nor its inner axes
         array = np.zeros(_empty_shape(raw.shape, spec.shape), dtype=target)
     elif target.kind in _FLOAT_KINDS:
-        if kind in "fiu":
-            array = raw.astype(target, copy=False)
-        elif kind == "O":  # nulls (missing values), or a ragged / mixed list
-            array = _floats_with_nulls(value, raw, target, where, len(spec.shape))
-        else:
-            raise InputError(_first_bad_element(value, where, "a number", _is_number_or_null))
+        with np.errstate(over="ignore"):  # a number past the dtype's range is refused just below, not warned
+            if kind in "fiu":
+                array = raw.astype(target, copy=False)
+            elif kind == "O":  # nulls (missing values), or a ragged / mixed list
+                array = _floats_with_nulls(value, raw, target, where, len(spec.shape))
+            else:
+                raise InputError(_first_bad_element(value, where, "a number", _is_number_or_null))
+        if array.dtype.itemsize < 8 and np.isinf(array).any():  # JSON has no infinity: this is an overflow
+            index = tuple(int(i) for i in np.argwhere(np.isinf(array))[0])
+            raise InputError(f"{where}{_index_text(index)} is outside the range of {spec.dtype} (at most "
+                             f"{float(np.finfo(target).max):.4g} in magnitude): send a smaller number")
         if not settings.allow_missing and np.isnan(array).any():
             index = tuple(int(i) for i in np.argwhere(np.isnan(array))[0])
             raise InputError(

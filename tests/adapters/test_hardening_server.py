@@ -154,3 +154,25 @@ def test_keep_alive_requests_still_work_under_the_guard(server, example_model):
         status, _body = read_response(sock)
         assert status == 200
         time.sleep(HEADER_TIMEOUT / 2)  # idle between requests, under the header deadline
+
+
+def test_a_number_past_float32_is_a_422_not_infinity(server, example_model):
+    port, _ = server
+    row = rows(example_model)[0]
+    row[0] = 1e39
+    sock = connect(port)
+    sock.sendall(predict_request(json.dumps({"inputs": [row]}).encode()))
+    status, body = read_response(sock)
+    assert status == 422 and "outside the range of float32" in body["error"]
+
+
+def test_a_body_that_is_not_labelled_json_gets_a_415(server, example_model):
+    port, _ = server
+    payload = json.dumps({"inputs": rows(example_model)}).encode()
+    sock = connect(port)
+    sock.sendall(predict_request(payload).replace(b"content-type: application/json", b"content-type: text/xml"))
+    status, body = read_response(sock)
+    assert status == 415 and "application/json" in body["error"]
+    sock = connect(port)  # what `curl -d` sends is still accepted
+    sock.sendall(predict_request(payload).replace(b"application/json", b"application/x-www-form-urlencoded"))
+    assert read_response(sock)[0] == 200
