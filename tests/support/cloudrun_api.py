@@ -9,7 +9,8 @@ It is strict where the API is:
 
 - every request body is validated against the real schema, the Cloud Run v2 discovery
   document that google-api-python-client ships (`run.v2.json`), converted to JSON Schema:
-  unknown fields, wrong types and output-only fields are refused with 400 INVALID_ARGUMENT;
+  unknown fields, wrong types and output-only fields are refused with 400 INVALID_ARGUMENT,
+  and so are query parameters the document does not declare for the method;
 - it answers like the API: a long-running Operation that is not done at first, then done with
   the Service (or with an error when the revision fails); `generation`, `observedGeneration`,
   `etag`, `latestReadyRevision`, `trafficStatuses` with tag URLs; Google's error bodies
@@ -187,7 +188,17 @@ class CloudRunApi:
             return _error(404, "NOT_FOUND", f"Resource '{name}' was not found")
         return 200, self.services[name]
 
+    def unknown_parameters(self, method: str, query: dict[str, str]) -> list[str]:
+        """Query parameters the discovery document does not declare for `method` (nor as a standard one)."""
+        resource = self.document["resources"]["projects"]["resources"]["locations"]["resources"]["services"]
+        allowed = {*resource["methods"][method].get("parameters", {}), *self.document.get("parameters", {}), "$alt"}
+        return sorted(set(query) - allowed)
+
     def update_service(self, name: str, query: dict[str, str], body: dict) -> tuple[int, dict]:
+        unknown = self.unknown_parameters("patch", query)
+        if unknown:
+            self.refused.append(f"query parameters {unknown}")
+            return _error(400, "INVALID_ARGUMENT", f"Unknown query parameters: {unknown}")
         try:
             jsonschema.validate(body, self.schema)
         except jsonschema.ValidationError as exc:
