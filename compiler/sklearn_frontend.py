@@ -48,6 +48,7 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         file_sha256=sha256_file(path),
         converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__,
                             **versions_for(estimator)},
+        feature_names=None if input_override else _feature_names(estimator, inputs),
     )
 
 
@@ -73,6 +74,14 @@ def _default_inputs(estimator: Any, path: Path) -> list[TensorSpec]:
             f"Cannot tell how many features {type(estimator).__name__} in {path.name} takes.",
             "Declare them in bento.yaml: inputs: [{name: input, dtype: float32, shape: [null, N]}].")
     return [TensorSpec(name="input", dtype="float32", shape=(None, int(n_features)))]
+
+
+def _feature_names(estimator: Any, inputs: list[TensorSpec]) -> list[str] | None:
+    """The DataFrame columns the estimator was fitted on, when they match its one [N, F] input."""
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None or len(inputs) != 1 or len(inputs[0].shape) != 2 or inputs[0].shape[1] != len(names):
+        return None
+    return [str(name) for name in names]
 
 
 def float32_exact_thresholds(estimator: Any) -> Any:

@@ -39,15 +39,18 @@ def thread_plan(manifest: Manifest) -> ThreadPlan:
     return plan_threads(manifest.runtime.intra_op_threads, batching)
 
 
-def open_backend(bento_dir: Path, manifest: Manifest) -> Backend:
+def open_backend(bento_dir: Path, manifest: Manifest, intra_op_threads: int | None = None) -> Backend:
+    """The session for this Bento's model format. `intra_op_threads` overrides the serving plan: batch
+    scoring runs several worker processes and gives each its share of the CPUs."""
     kind = model_format_of(manifest)
     path = Path(bento_dir) / manifest.model_file
+    threads = intra_op_threads if intra_op_threads is not None else thread_plan(manifest).intra_op_threads
     if kind in ONNX_RUNTIME_FORMATS:
         from bento_compile.runtimes.onnx_backend import OnnxBackend
 
-        return OnnxBackend(path, thread_plan(manifest).intra_op_threads, device=device_setting(manifest))
+        return OnnxBackend(path, threads, device=device_setting(manifest))
     if kind == "tflite":
         from bento_compile.runtimes.tflite_backend import TFLiteBackend
 
-        return TFLiteBackend(path, thread_plan(manifest).intra_op_threads)
+        return TFLiteBackend(path, threads)
     raise IntegrityError(f"model format '{kind}' is not served by this runtime version")
