@@ -17,13 +17,16 @@ def deploy() -> None:
     """Deploy a stored Bento to a function platform, with a canary, promotion and instant rollback.
 
     \b
-    Every deploy smoke-tests the new version with the Bento's recorded example
-    before any traffic moves to it.
+    A Lambda deploy smoke-tests the new version with the Bento's recorded example
+    before any traffic moves to it; Cloud Run and Knative wait until the new
+    revision is ready (its probes pass) before it takes traffic.
     \b
     Example:
       bento-compile deploy lambda churn:latest --function churn --canary 10
       bento-compile deploy lambda --function churn --promote
       bento-compile deploy lambda --function churn --rollback
+      bento-compile deploy cloudrun churn:latest --image REGISTRY/churn --project P --region R --canary 10
+      bento-compile deploy knative churn:latest --image REGISTRY/churn -n ml --promote
     """
 
 
