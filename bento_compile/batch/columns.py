@@ -246,6 +246,7 @@ def _scalar_values(column: pa.Array, name: str, spec: TensorSpec, allow_missing:
     else:
         values = _numeric(column, target)
     if target.kind == "f":
+        _mark_overflow(values, name, spec, errors)
         missing = nulls | np.isnan(values)
         if not allow_missing:
             errors.mark(missing, lambda _i: f"column '{name}' is null or NaN, and this model does not accept "
@@ -259,6 +260,19 @@ def _scalar_values(column: pa.Array, name: str, spec: TensorSpec, allow_missing:
     return values
 
 
+def _mark_overflow(values: np.ndarray, name: str, spec: TensorSpec, errors: RowErrors) -> None:
+    """A number past a float32 / float16 input's range would reach the model as inf: the server's 422."""
+    if values.dtype.itemsize >= 8:
+        return
+    infinite = np.isinf(values)
+    if infinite.ndim > 1:
+        infinite = infinite.reshape(len(infinite), -1).any(axis=1)
+    if infinite.any():
+        bound = float(np.finfo(values.dtype).max)
+        errors.mark(infinite, lambda _i: f"column '{name}' holds a number outside the range of {spec.dtype} "
+                    f"(at most {bound:.4g} in magnitude)")
+
+
 def _null_mask(column: pa.Array) -> np.ndarray:
     if column.null_count == 0:
         return np.zeros(len(column), dtype=bool)
@@ -268,8 +282,9 @@ def _null_mask(column: pa.Array) -> np.ndarray:
 def _numeric(column: pa.Array, target: np.dtype) -> np.ndarray:
     if pa.types.is_decimal(column.type):
         column = pc.cast(column, pa.float64())
-    if target.kind == "f" or column.null_count:
-        return column.to_numpy(zero_copy_only=False).astype(np.float64 if target.kind != "f" else target)
+    with np.errstate(over="ignore"):  # a number past the input's range is a row error (_mark_overflow)
+        if target.kind == "f" or column.null_count:
+            return column.to_numpy(zero_copy_only=False).astype(np.float64 if target.kind != "f" else target)
     return column.to_numpy(zero_copy_only=False)
 
 
@@ -348,6 +363,8 @@ def _list_feed(column: pa.Array, binding: Binding, allow_missing: bool, errors: 
         if target.kind in "iu":
             values = np.where(element_nulls, 0, values)
         out[good] = values.reshape(-1, width)
+        if target.kind == "f":
+            _mark_overflow(out, name, spec, errors)
         if target.kind == "f" and not allow_missing:
             nan_rows = np.zeros(rows, dtype=bool)
             nan_rows[good] = np.isnan(out[good]).any(axis=1)

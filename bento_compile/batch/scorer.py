@@ -108,7 +108,7 @@ class Scorer:
         if self.manifest.batchable:
             try:
                 return self.bento.backend.run(chosen)
-            except Exception:  # noqa: BLE001 - ONNX Runtime raises plain exceptions; find the rows below
+            except Exception:
                 pass
         results: dict[str, list[np.ndarray]] = {}
         indices = np.flatnonzero(good)
@@ -116,7 +116,7 @@ class Scorer:
         for position, index in enumerate(indices):
             try:
                 row = self.bento.backend.run({name: value[position:position + 1] for name, value in chosen.items()})
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 kept[position] = False
                 failed = np.zeros(len(good), dtype=bool)
                 failed[index] = True

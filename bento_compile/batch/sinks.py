@@ -7,12 +7,14 @@ renamed; on S3 (no rename) parts go under `NAME/_partial-XXXX/` and are moved in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import PurePosixPath
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -38,8 +40,8 @@ class Writer:
 
     def __init__(self, stream: pa.NativeFile, fmt: str, schema: pa.Schema):
         self.stream, self.format = stream, fmt
-        self.schema = _text_schema(schema) if fmt == "csv" else schema
-        self._writer = None
+        self.schema = text_schema(schema) if fmt == "csv" else schema
+        self._writer: Any = None  # pyarrow's ParquetWriter or CSVWriter (None for JSON lines)
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -54,7 +56,7 @@ class Writer:
             self.stream.write(b"".join(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
                                        for row in batch.to_pylist()))
         elif self.format == "csv":
-            self._writer.write_batch(_as_text(batch, self.schema))
+            self._writer.write_batch(as_text(batch, self.schema))
         else:
             self._writer.write_batch(batch)
 
@@ -63,18 +65,16 @@ class Writer:
             self._writer.close()
 
     def abandon(self) -> None:
-        try:
+        with contextlib.suppress(OSError, pa.ArrowException):
             self.close()
-        except (OSError, pa.ArrowException):
-            pass
 
 
-def _text_schema(schema: pa.Schema) -> pa.Schema:
+def text_schema(schema: pa.Schema) -> pa.Schema:
     """CSV has no lists: a list column is written as its JSON text, quoted by the CSV writer."""
     return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_list(f.type) else f for f in schema])
 
 
-def _as_text(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+def as_text(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     columns = []
     for field, column in zip(batch.schema, batch.columns, strict=True):
         if pa.types.is_list(field.type):

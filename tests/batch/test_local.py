@@ -77,7 +77,7 @@ def test_missing_column_and_wrong_dtype_are_named(frame_bento, tmp_path):
     with pytest.raises(BatchError, match="no column 'mean radius'"):
         score_files(frame_bento.path, str(tmp_path / "missing.parquet"), str(tmp_path / "o1.parquet"))
     write_parquet(rows.assign(**{"mean texture": rows["mean texture"] > 20}), tmp_path / "bool.parquet")
-    with pytest.raises(BatchError, match="Column 'mean texture' has type bool.*float32"):
+    with pytest.raises(BatchError, match=r"Column 'mean texture' has type bool.*float32"):
         score_files(frame_bento.path, str(tmp_path / "bool.parquet"), str(tmp_path / "o2.parquet"))
     write_parquet(rows, tmp_path / "good.parquet")
     with pytest.raises(BatchError, match="--keep names 'nope'"):

@@ -1,0 +1,85 @@
+"""The Spark engine on real pyspark in local[2] mode: one session for the module, small files."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bento_compile.batch.errors import BatchError
+from bento_compile.batch.scorer import ScoreOptions
+from tests.support.batch_data import assert_matches, read_output, write_parquet
+
+pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed: pip install 'bento-compile[spark]'")
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def spark():
+    import shutil
+
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: apt-get install openjdk-17-jre-headless")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    session = (pyspark.sql.SparkSession.builder.master("local[2]").appName("bento-compile tests")
+               .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1").config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "256").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    return frame.iloc[np.random.default_rng(seed).integers(0, len(frame), n)].reset_index(drop=True)
+
+
+def test_predict_on_a_dataframe_matches_sklearn_in_order(spark, frame_bento, tmp_path):
+    from bento_compile.batch.spark import predict
+
+    rows = _rows(frame_bento.frame, 1500, seed=4)
+    write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=400)
+    df = spark.read.parquet(str(tmp_path / "in.parquet")).repartition(1).sortWithinPartitions("id")
+    scored = predict(df.repartition(3), frame_bento.path, keep=["id"])
+    assert scored.columns == ["id", "label", "probabilities"]
+    out = scored.toPandas().sort_values("id").reset_index(drop=True)
+    assert out["id"].tolist() == list(range(1500))  # every row, once
+    assert_matches(frame_bento.model, rows, out)
+
+    in_order = predict(spark.read.parquet(str(tmp_path / "in.parquet")), frame_bento.path, keep=["id"]).toPandas()
+    assert in_order["id"].tolist() == list(range(1500))  # partitions keep the file's order
+
+
+def test_engine_writes_a_folder_and_handles_bad_rows(spark, strict_bento, tmp_path):
+    from bento_compile.batch.spark import score_files
+
+    rows = _rows(strict_bento.frame, 300, seed=5)
+    table = rows.copy()
+    table.columns = [f"f{i}" for i in range(30)]
+    table = table.astype(object)
+    table.loc[7, "f3"] = "abc"  # read by Spark as a text column; one row is not a number
+    table.insert(0, "id", np.arange(len(rows)))
+    table.to_csv(tmp_path / "in.csv", index=False)
+    features = tuple(f"f{i}" for i in range(30))
+
+    with pytest.raises(BatchError, match=r"A row \(id=7\): column 'f3' holds 'abc'"):
+        score_files(strict_bento.path, str(tmp_path / "in.csv"), str(tmp_path / "failed"),
+                    ScoreOptions(features=features, keep=("id",)))
+    assert sorted(os.listdir(tmp_path)) == ["in.csv"]  # no folder that looks finished, no partial left
+
+    summary = score_files(strict_bento.path, str(tmp_path / "in.csv"), str(tmp_path / "scored"),
+                          ScoreOptions(features=features, keep=("id",), on_error="skip"))
+    assert (summary.rows, summary.errors, summary.engine) == (300, 1, "spark")
+    out = read_output(tmp_path / "scored").sort_values("id").reset_index(drop=True)
+    assert out.loc[7, "label"] is None or pd.isna(out.loc[7, "label"])
+    assert "'abc'" in out.loc[7, "error"]
+    good = out.drop(index=7)
+    np.testing.assert_array_equal(good["label"].astype(int).to_numpy(),
+                                  strict_bento.model.predict(rows.drop(index=7).to_numpy(np.float32)))
+    with pytest.raises(BatchError, match="no column 'nope'"):
+        score_files(strict_bento.path, str(tmp_path / "in.csv"), str(tmp_path / "x"),
+                    ScoreOptions(features=("nope",) * 1 + features[1:]))
