@@ -56,7 +56,7 @@ def main() -> int:
     print("\n| eligible cases | count | share |\n|---|---|---|")
     for label, count in (("built from their own inputs, answered correctly", with_ok),
                          ("built without a sample, answered correctly", without_ok),
-                         ("without a sample: refused, naming the input to give", refused),
+                         ("without a sample: refused, asking for a sample (naming the input)", refused),
                          ("without a sample: anything else (crash, wrong answer)", eligible - without_ok - refused)):
         print(f"| {label} | {count} | {count / max(eligible, 1):.1%} |")
     bad = [(o.name, o.with_sample, o.without_sample) for _, o in outcomes
