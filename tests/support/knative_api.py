@@ -53,6 +53,7 @@ class KnativeApi:
 
     def __post_init__(self):
         self.schema = load_crd_schema()
+        self.validator = jsonschema.Draft202012Validator(self.schema)
         self.lock = threading.Lock()
         self._pending: dict[tuple[str, str], int] = {}
 
@@ -141,7 +142,7 @@ class KnativeApi:
         body = yaml.safe_load(raw)
         problems = undeclared_fields(body, self.schema)
         try:
-            jsonschema.validate(body, self.schema)
+            self.validator.validate(body)
         except jsonschema.ValidationError as exc:
             problems.append(f"{'.'.join(str(p) for p in exc.absolute_path)}: {exc.message}")
         if body.get("apiVersion") != "serving.knative.dev/v1" or body.get("kind") != "Service":
