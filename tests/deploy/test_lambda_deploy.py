@@ -112,6 +112,11 @@ def test_unchanged_code_is_skipped_without_upload_or_publish(aws, lam, invoker, 
     assert len(lam.list_versions_by_function(FunctionName=name)["Versions"]) == versions
     assert lam.get_function_configuration(FunctionName=name)["LastModified"] == last_modified
     assert invoker.calls == []  # no smoke check either: nothing new to check
+    # what is set on the alias, not on a version, still follows the options: here the URL goes away
+    no_url = deployer(aws, name, invoker).deploy(package, LambdaOptions(name, url="none"))
+    assert no_url.skipped and no_url.url is None
+    with pytest.raises(lam.exceptions.ResourceNotFoundException):
+        lam.get_function_url_config(FunctionName=name, Qualifier="live")
 
 
 def test_canary_then_promote_then_rollback_from_a_fresh_deployer(aws, lam, invoker, deploy_zip, name, tmp_path):
