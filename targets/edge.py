@@ -160,16 +160,8 @@ def resolve_plan_wheels(plan: RuntimePlan, target: TargetPlatform, dest: Path) -
         resolve_wheels(regular, target, dest)
     no_deps = [r for r in plan.requirements if _req_name(r) in plan.no_deps]
     if no_deps:
-        command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", "--no-deps",
-                   "--only-binary=:all:", "--python-version", target.python, "--implementation", "cp",
-                   "--abi", target.abi, "--abi", "abi3", "--abi", "none", "--dest", str(dest)]
-        for tag in target.platform_tags():
-            command += ["--platform", tag]
-        result = subprocess.run([*command, *no_deps], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise BentoCompileError(
-                f"Could not resolve wheels for {target.machine} / Python {target.python} ({', '.join(no_deps)}):\n"
-                + result.stderr[-1500:], "Pick another --python/--arch, or another --tflite-runtime.")
+        resolve_wheels(no_deps, target, dest, dependencies=False,
+                       fix="Pick another --python/--arch, or another --tflite-runtime.")
     return wheels_in(dest)
 
 

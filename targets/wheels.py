@@ -77,11 +77,14 @@ class Wheel:
         return self.path.name
 
 
-def resolve_wheels(requirements: list[str], target: TargetPlatform, dest: Path) -> list[Wheel]:
-    """Download binary wheels for `target` into `dest`, dependencies included, sorted by name."""
+def resolve_wheels(requirements: list[str], target: TargetPlatform, dest: Path, *, dependencies: bool = True,
+                   fix: str | None = None) -> list[Wheel]:
+    """Download binary wheels for `target` into `dest` (with their dependencies unless told not to); returns
+    every wheel in `dest`, sorted by name. `fix`: what the error tells the user to do instead."""
     dest.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-               "--only-binary=:all:", "--python-version", target.python, "--implementation", "cp",
+               *([] if dependencies else ["--no-deps"]), "--only-binary=:all:",
+               "--python-version", target.python, "--implementation", "cp",
                "--abi", target.abi, "--abi", "abi3", "--abi", "none", "--dest", str(dest)]
     for tag in target.platform_tags():
         command += ["--platform", tag]
@@ -91,7 +94,8 @@ def resolve_wheels(requirements: list[str], target: TargetPlatform, dest: Path) 
         raise BentoCompileError(
             f"Could not resolve wheels for {target.machine} / Python {target.python} "
             f"({', '.join(requirements)}):\n{detail}",
-            "Check the package has a binary wheel for that platform and Python, or pick another --python/--arch.")
+            fix or "Check the package has a binary wheel for that platform and Python, or pick another "
+                   "--python/--arch.")
     return wheels_in(dest)
 
 
