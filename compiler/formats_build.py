@@ -24,14 +24,7 @@ from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Variant, run_rows, select, split_rows
 from bento_compile.compiler.request import BuildRequest, resolve_path
-from bento_compile.compiler.samples import (
-    example_payload,
-    example_values,
-    load_sample,
-    require_row_inputs,
-    sample_rows,
-    whole_names,
-)
+from bento_compile.compiler.samples import api_example, load_sample, require_row_inputs, sample_rows
 from bento_compile.compiler.signature import has_free_batch_axis
 from bento_compile.compiler.source import NativeSource
 from bento_compile.compiler.synthetic import synthesize
@@ -40,7 +33,6 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
 from bento_compile.runtimes.manifest import ModelInfo
 
-EXAMPLE_MAX_VALUES = 4096
 Progress = Callable[[str], None]
 
 
@@ -102,8 +94,7 @@ def build_native(request: BuildRequest, config: BentoConfig, source: NativeSourc
     model = ModelInfo(file=model_file, format=source.artifact_format, inputs=tuple(inputs), outputs=tuple(outputs),
                       batchable=verdict.batchable, feature_names=source.feature_names)
     # Too large to embed: /docs shows the signature instead.
-    example = (example_payload(feeds, whole=whole_names(inputs)) if example_values(feeds, inputs) <= EXAMPLE_MAX_VALUES
-               else None)
+    example = api_example(feeds, inputs)
     draft = manifest_draft(name=name, source=source, model=model, parity=report, example=example, config=config,
                            quantization=quantization)
     return write_bento(store, draft, {model_file: data, **source.extra_files})

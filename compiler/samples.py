@@ -21,6 +21,7 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec
 
 EXAMPLE_ROWS = 2
+EXAMPLE_MAX_VALUES = 4096  # past this an example is not embedded (the manifest and /docs show the signature)
 MAX_JSON_SAMPLE_BYTES = 256 * 1024 * 1024
 
 
@@ -226,6 +227,13 @@ def require_row_inputs(inputs: list[TensorSpec], method: str) -> None:
 
 def _numpy_dtype(dtype: str) -> np.dtype:
     return np.dtype(object) if dtype == "string" else np.dtype(dtype)
+
+
+def api_example(feeds: dict[str, np.ndarray], inputs: list[TensorSpec]) -> dict | None:
+    """The example request the manifest records, or None when one request would be too large to embed."""
+    if example_values(feeds, inputs) > EXAMPLE_MAX_VALUES:
+        return None
+    return example_payload(feeds, whole=whole_names(inputs))
 
 
 def example_payload(feeds: dict[str, np.ndarray], rows: int = EXAMPLE_ROWS,
