@@ -276,10 +276,18 @@ def deploy_knative(request: KnativeRequest) -> ServiceDeployment:
 
     document["spec"]["traffic"] = traffic(routes)
     applied = calls.apply(document)
-    service, failure = calls.wait_ready(int(applied["metadata"]["generation"]), request.timeout, request.poll)
+    service, failure = calls.wait_ready(_generation(applied), request.timeout, request.poll)
     if failure is not None:
         raise _failed(calls, existing, revision, failure, request)
     return _outcome(request, service, name, namespace, revision)
+
+
+def _generation(service: dict[str, Any]) -> int:
+    """metadata.generation of an applied Service (0 when the answer lacked it: then nothing counts as Ready)."""
+    try:
+        return int((service.get("metadata") or {}).get("generation") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _failed(calls: _Calls, existing: dict[str, Any] | None, revision: str, failure: str,
@@ -291,7 +299,7 @@ def _failed(calls: _Calls, existing: dict[str, Any] | None, revision: str, failu
                                  f"The Service was created but serves nothing. Fix the image or settings and deploy "
                                  f"again, or remove it: kubectl delete ksvc {calls.name} -n {calls.namespace}")
     restored = calls.apply(_ours(existing, calls.name, calls.namespace))
-    back, still = calls.wait_ready(int(restored["metadata"]["generation"]), min(request.timeout, 120), request.poll)
+    back, still = calls.wait_ready(_generation(restored), min(request.timeout, 120), request.poll)
     state = f"it is back on its previous traffic ({describe([s.route for s in served(back)])})" if still is None \
         else f"its previous spec was applied back but is not Ready yet ({still})"
     return BentoCompileError(f"Knative did not make revision {revision} of {where} ready: {failure}; {state}.",
