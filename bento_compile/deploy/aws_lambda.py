@@ -463,6 +463,8 @@ class LambdaDeployer:
             self.progress(f"Updating the code of {self.name}")
             lambda_call("lambda:UpdateFunctionCode", self.name, self.lam.update_function_code, self.backoff,
                         FunctionName=self.name, Architectures=[source.arch], Publish=False, **code)
+            # $LATEST is not what the alias serves, but say that it changed if a later step fails
+            created.append(f"new code in $LATEST ({source.bento_tag})")
             wait_until_settled(self.lam, self.name, self.backoff)
         self.progress(f"Updating the configuration of {self.name}")
         lambda_call("lambda:UpdateFunctionConfiguration", self.name, self.lam.update_function_configuration,

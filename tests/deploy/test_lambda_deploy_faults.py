@@ -143,6 +143,25 @@ def test_a_failed_update_stops_before_publishing(aws, moto_endpoint, deploy_zip,
     assert [v["Version"] for v in real.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST", "1"]
 
 
+def test_a_failed_publish_after_the_upload_leaves_the_alias(aws, moto_endpoint, deploy_zip, name, tmp_path):
+    from tests.support.deploy_support import variant_zip
+
+    deployer(aws, name).deploy(open_package(deploy_zip), no_smoke(name))
+    lam = FlakyLambda(boto_client("lambda", moto_endpoint), [])
+
+    def publish_version(**kwargs):
+        raise client_error("ServiceException", "Lambda was unable to publish the version", "PublishVersion")
+
+    lam.publish_version = publish_version
+    second = variant_zip(deploy_zip, tmp_path / "second.zip", "publish fails")
+    with pytest.raises(DeployFailed) as failure:
+        deployer(aws, name, lam=lam).deploy(open_package(second), no_smoke(name))
+    message = str(failure.value)
+    assert "lambda:PublishVersion" in message and "alias was left as it was" in message
+    assert "new code in $LATEST" in message  # says what changed: the upload happened
+    assert boto_client("lambda", moto_endpoint).get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
+
+
 def test_create_retries_while_the_new_role_propagates(aws, moto_endpoint, deploy_zip, name):
     log: list[str] = []
     lam = FlakyLambda(boto_client("lambda", moto_endpoint), log)
