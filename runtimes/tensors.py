@@ -81,7 +81,7 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
             raise InputError(f"{where} is a scalar: send one {_wanted(spec.dtype)}, e.g. {_scalar_example(spec)}, "
                              "not a list")
     elif not isinstance(value, list):
-        form = "a list (of rows)" if spec.batched else f"a nested list shaped {_shape_text(spec.shape)}"
+        form = "a list of rows" if spec.batched else f"a nested list shaped {_shape_text(spec.shape)}"
         raise InputError(f"{where} must be {form}, got {_json_type(value)}")
     try:
         raw = np.asarray(value)
