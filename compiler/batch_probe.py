@@ -3,9 +3,10 @@
 The graph's declared shapes say which axes are free, not what the model does with
 them: a recurrent state can carry the batch on its second axis, an output can reduce
 over the rows, a free output axis can be anything. So the build runs the model on
-the first half of the sample's rows (whole-tensor inputs unchanged) and compares
-with the full run: an output follows the batch axis when its first axis has one
-entry per row in both runs and the half run's values are the full run's first rows.
+the first half of the sample's rows (whole-tensor inputs unchanged; a one-row sample
+is run twice over instead) and compares with the full run: an output follows the
+batch axis when its first axis has one entry per row in both runs and the smaller
+run's values are the bigger run's first rows.
 Only when every output follows are requests stacked at serving time (`model.batchable`);
 otherwise each request runs on its own, which is always correct.
 """
@@ -37,18 +38,25 @@ def probe_batching(run: Run, feeds: Feeds, inputs: list[TensorSpec], outputs: li
     if not batched:
         return BatchVerdict([replace(o, batch=False) for o in outputs], False, "every input is a whole tensor")
     rows = len(feeds[batched[0]])
-    if rows < 2:
-        return BatchVerdict([replace(o, batch=o.batched) for o in outputs], False,
-                            "the sample has one row, too few to see how outputs follow the batch axis")
-    half = rows // 2
-    part = {name: value[:half] if name in batched else value for name, value in feeds.items()}
+    if rows == 0:
+        return BatchVerdict([replace(o, batch=o.batched) for o in outputs], False, "the sample has no rows")
+    if rows == 1:  # one row: run it twice over (two rows) and compare the other way round
+        big, small_rows = {n: np.concatenate([v, v]) if n in batched else v for n, v in feeds.items()}, 1
+    else:
+        big, small_rows = None, rows // 2
+    part = {name: value[:small_rows] if name in batched else value for name, value in feeds.items()}
     try:
-        small = run(part)
+        if big is None:
+            small = run(part)
+            pairs = {o.name: (full[o.name], small[o.name], rows, small_rows) for o in outputs}
+        else:
+            doubled = run(big)
+            pairs = {o.name: (doubled[o.name], full[o.name], 2, 1) for o in outputs}
     except Exception as exc:  # e.g. a state input that carries the batch on another axis
         return BatchVerdict([replace(o, batch=False) for o in outputs], False,
-                            f"the model does not run on fewer rows with the same whole tensors "
+                            f"the model does not run on another number of rows with the same whole tensors "
                             f"({type(exc).__name__}); requests run one at a time")
-    checked = [replace(o, batch=_follows(full[o.name], small[o.name], rows, half)) for o in outputs]
+    checked = [replace(o, batch=_follows(*pairs[o.name])) for o in outputs]
     apart = [o.name for o in checked if not o.batch]
     if apart:
         return BatchVerdict(checked, False, f"output(s) {', '.join(apart)} do not follow the batch axis; "

@@ -168,3 +168,16 @@ def test_quantization_refuses_whole_tensor_inputs_by_name(tmp_path):
     config = BentoConfig.model_validate({"quantize": "dynamic"})
     with pytest.raises(BentoCompileError, match=r"input\(s\) bias are whole tensors, not rows"):
         build(BuildRequest(save(gemm_with_bias(), tmp_path), config, name="gq"), BentoStore(tmp_path / "s"))
+
+
+def test_a_one_row_sample_still_shows_whether_outputs_follow_the_rows(tmp_path):
+    from bento_compile.compiler.batch_probe import probe_batching
+
+    x = TensorSpec("x", "float32", (None, 3), batch=True)
+    y = TensorSpec("y", "float32", (None, 3), batch=True)
+    one = {"x": np.array([[1.0, 2.0, 3.0]], np.float32)}
+    per_row = probe_batching(lambda f: {"y": f["x"] * 2}, one, [x], [y], {"y": one["x"] * 2})
+    assert per_row.batchable and per_row.outputs[0].batch
+    mixed = probe_batching(lambda f: {"y": f["x"] / f["x"].sum(axis=0, keepdims=True)}, one, [x], [y],
+                           {"y": np.ones((1, 3), np.float32)})
+    assert not mixed.batchable and not mixed.outputs[0].batch
