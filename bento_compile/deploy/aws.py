@@ -9,6 +9,7 @@ without it is fine; asking for a client says how to install it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -66,7 +67,8 @@ def connect(region: str | None = None, profile: str | None = None) -> Aws:
     except botocore.exceptions.ProfileNotFound as exc:
         raise BentoCompileError(f"The AWS profile is not configured: {exc}",
                                 "Name a profile from ~/.aws/config with --profile or AWS_PROFILE.") from None
-    resolved = session.region_name
+    # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what Lambda, ECS, CodeBuild and the newer SDKs set.
+    resolved = session.region_name or os.environ.get("AWS_REGION") or None
     if not resolved:
         raise BentoCompileError("No AWS region is configured.",
                                 "Pass --region, or set AWS_REGION (or region in ~/.aws/config).")

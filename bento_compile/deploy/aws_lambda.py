@@ -165,9 +165,10 @@ def lambda_config(manifest: dict[str, Any], options: LambdaOptions, arch: str, p
     try:
         return LambdaTarget.model_validate(settings)
     except ValidationError as exc:
-        raise BentoCompileError(f"The Lambda settings are not valid: {describe_validation_error(exc)}",
-                                "Change the options (or targets.lambda in bento.yaml). " + COSTS["snapstart"]
-                                ) from None
+        problem = describe_validation_error(exc)
+        raise BentoCompileError(f"The Lambda settings are not valid: {problem}",
+                                "Change the options (or targets.lambda in bento.yaml)."
+                                + (" " + COSTS["snapstart"] if "snapstart" in problem else "")) from None
 
 
 def environment(config: Any, options: LambdaOptions) -> dict[str, str]:

@@ -269,6 +269,11 @@ def test_no_region_and_no_credentials(monkeypatch, tmp_path):
         connect()
     with pytest.raises(BentoCompileError, match=r"No AWS credentials"):
         connect(region="us-east-1")
+    # AWS_REGION alone (what Lambda, ECS and CodeBuild set) is a region too
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert connect().region == "eu-west-1"
 
 
 @pytest.fixture(scope="module")
