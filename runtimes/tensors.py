@@ -102,7 +102,7 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
         if array.dtype.itemsize < 8 and np.isinf(array).any():  # JSON has no infinity: this is an overflow
             index = tuple(int(i) for i in np.argwhere(np.isinf(array))[0])
             raise InputError(f"{where}{_index_text(index)} is outside the range of {spec.dtype} (at most "
-                             f"{float(np.finfo(target).max):.4g} in magnitude): send a smaller number")
+                             f"{float(np.finfo(array.dtype).max):.4g} in magnitude): send a smaller number")
         if not settings.allow_missing and np.isnan(array).any():
             index = tuple(int(i) for i in np.argwhere(np.isnan(array))[0])
             raise InputError(
