@@ -49,6 +49,8 @@ DESCRIPTION_PREFIX = "bento-compile: "
 FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ALIAS_NAME = re.compile(r"^(?![0-9]+$)[A-Za-z0-9_-]{1,128}$")
 ENV_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 URL_AUTH = {"iam": "AWS_IAM", "public": "NONE"}
 # Lambda's own variables may not be set by a function's configuration.
 RESERVED_ENV = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
@@ -150,6 +152,20 @@ def check_names(function_name: str, alias: str) -> None:
     if not ALIAS_NAME.match(alias or ""):
         raise BentoCompileError(f"--alias {alias!r} is not a Lambda alias name.",
                                 "Use 1-128 letters, digits, '-' or '_', not all digits, e.g. --alias live.")
+
+
+def check_options(options: LambdaOptions) -> None:
+    """Names that go to AWS as they are: refused here, in words, rather than by AWS halfway through."""
+    if options.role is not None and not ROLE_ARN.match(options.role):
+        raise BentoCompileError(f"--role {options.role!r} is not an IAM role ARN.",
+                                "Pass arn:aws:iam::ACCOUNT:role/NAME, or leave --role out to get a "
+                                "least-privilege role made for the function.")
+    if options.bucket is not None and not BUCKET.match(options.bucket):
+        raise BentoCompileError(f"--bucket {options.bucket!r} is not an S3 bucket name.",
+                                "Use 3-63 lowercase letters, digits, '.' or '-' (the bucket, not an s3:// URL).")
+    if options.canary is not None and not 0 < options.canary < 100:
+        raise BentoCompileError(f"--canary {options.canary} is not a share between 0 and 100 %.",
+                                "Pass e.g. --canary 10; --promote moves all traffic.")
 
 
 def lambda_config(manifest: dict[str, Any], options: LambdaOptions, arch: str, python: str | None) -> Any:
@@ -305,6 +321,7 @@ class LambdaDeployer:
             raise BentoCompileError(f"The zip is built for Python {python}, but --python {options.python} was "
                                     "asked for. Nothing was uploaded.",
                                     "Pass the Bento TAG (it is built for --python), or drop --python.")
+        check_options(options)
         config = lambda_config(source.manifest, options, arch, python or options.python)
         if is_image and config.snapstart:
             raise BentoCompileError("SnapStart is not available for container images. Nothing was uploaded.",

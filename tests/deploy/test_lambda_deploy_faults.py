@@ -208,6 +208,9 @@ def test_snapstart_is_asked_for_published_versions(aws, moto_endpoint, deploy_zi
     ({"python": "3.11"}, "built for Python 3.1[23], but --python 3.11.*Nothing was uploaded"),
     ({"env": {"AWS_REGION": "eu-west-1"}}, "'AWS_REGION' cannot be set"),
     ({"env": {"1BAD": "x"}}, "'1BAD' cannot be set"),
+    ({"role": "admin"}, "--role 'admin' is not an IAM role ARN"),
+    ({"bucket": "s3://artifacts"}, "--bucket 's3://artifacts' is not an S3 bucket name"),
+    ({"canary": 100.0}, "--canary 100.0 is not a share"),
 ])
 def test_bad_options_are_refused_before_anything_is_created(aws, moto_endpoint, deploy_zip, name, options,
                                                             message):
