@@ -146,6 +146,27 @@ def test_edge_target_writes_the_bundle_and_its_checksum(built_example, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.containers
+def test_image_targets_build_daemonless_oci_layouts(built_example, tmp_path):
+    from tests.support.container_infra import make_base_layout
+
+    base = f"{make_base_layout(tmp_path / 'base')}:python"  # the suite's cached bookworm + python3
+    service, record, layout = bento_compile.target("cloudrun", built_example, image="127.0.0.1:5000/cancer",
+                                                   builder="oci", base_image=base, output=tmp_path / "run")
+    image = json.loads(record.read_text())
+    assert service.name == "service.yaml" and (layout / "index.json").is_file()
+    assert image["pinned"] == f"127.0.0.1:5000/cancer@{image['digest']}" and not image["pushed"]
+    assert yaml.safe_load(service.read_text())["spec"]["template"]["spec"]["containers"][0]["image"] == image["pinned"]
+
+    files = bento_compile.target("lambda-image", built_example, image="127.0.0.1:5000/cancer-fn", builder="oci",
+                                 base_image=base, output=tmp_path / "fn")
+    assert [p.name for p in files] == ["image.json", "oci", "context"]
+    dockerfile = (files[2] / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python3", "-m", "awslambdaric"]' in dockerfile
+    assert 'CMD ["bento_compile.adapters.aws_lambda.handler"]' in dockerfile
+
+
+@pytest.mark.slow
 @pytest.mark.lambda_zip
 def test_lambda_zip_target_and_invoke_through_the_emulator(built_example, example_model, tmp_path, monkeypatch):
     python = next((v for v in ("3.12", "3.13") if find_interpreter(v)), None)
