@@ -101,11 +101,14 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(frame_bento, tmp_path):
             partial[0].unlink()
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child would report the test
+# process's own peak (pytest holding the 600k-row frame it just wrote).
 _MEASURE = """
-import json, resource, sys
+import json, re, sys
 from bento_compile.batch.local import score_files
 summary = score_files(sys.argv[1], sys.argv[2], sys.argv[3], batch_rows=4096, workers=1)
-print(json.dumps({"rows": summary.rows, "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+status = open("/proc/self/status").read()
+print(json.dumps({"rows": summary.rows, "peak_kib": int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1))}))
 """
 
 

@@ -1,0 +1,319 @@
+"""Batch scoring benchmark: `bento-compile batch` (local, Spark, Ray) vs the naive ways, on one file.
+
+Side by side in ONE run (the machine is shared and noisy: read the ratios, not the absolutes). Every
+variant runs in a process of its own, reads the same Parquet file (N rows: an id and the 30
+breast-cancer features, 64k-row groups) and is timed from the end of its imports to its last row
+scored (engine start-up included: a Spark session, a Ray cluster, worker processes, an HTTP server);
+the peak RSS is that process's own (VmHWM):
+  - local engine, `--workers` = CPUs (the default) and 1 worker;
+  - raw `session.run` over the same record batches, nothing written (the floor);
+  - scikit-learn `predict_proba` on the same batches (the model the Bento was compiled from);
+  - naive HTTP: the Bento's own HTTP server, every batch POSTed as JSON in chunks of 1,000 rows
+    (how a "serve it, then call it" batch job scores);
+  - naive per-row loop: scikit-learn `predict_proba` one row at a time (on a 2,000-row slice; rows/s only);
+  - Spark, local[2]: our engine (mapInArrow, in-process session) vs the BentoML way
+    (`bentoml.batch.run_in_spark`'s design: each task starts an HTTP server for the Bento and sends it
+    its Arrow batches over HTTP; built here on the same Spark and our server, since BentoML itself does
+    not install into this environment's Spark 4);
+  - Ray: our engine (map_batches, one actor per CPU).
+A second part scores growing files with the local engine (1 worker) and prints peak RSS per size.
+
+Usage: python bench/bench_batch.py [--quick] [--rows N] [--memory-rows N,N,...] [--no-spark] [--no-ray]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "bench" / ".work" / "batch"
+PY = sys.executable
+
+# Peak RSS: this process's VmHWM (ru_maxrss would carry the parent's peak over fork and exec), and the
+# largest of its children's (the HTTP server, worker processes) where it has some.
+PRELUDE = """
+import json, os, re, resource, sys, time
+started = time.perf_counter()
+def done(rows, **extra):
+    own = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print("RESULT " + json.dumps({"rows": rows, "seconds": time.perf_counter() - started,
+                                  "rss_mib": own / 1024, "children_rss_mib": kids / 1024, **extra}))
+"""
+
+VARIANTS = {
+    "local": """
+from bento_compile.batch.local import score_files
+started = time.perf_counter()
+s = score_files(BENTO, DATA, OUT + f"/local-{WORKERS}.parquet", workers=WORKERS)
+done(s.rows, workers=s.workers, threads=s.intra_op_threads)
+""",
+    "raw": """
+import numpy as np, onnxruntime as ort, pyarrow.parquet as pq
+options = ort.SessionOptions(); options.intra_op_num_threads = CPUS
+started = time.perf_counter()
+session = ort.InferenceSession(BENTO + "/model.onnx", options, providers=["CPUExecutionProvider"])
+names = [c for c in pq.read_schema(DATA).names if c != "id"]
+rows = 0
+for batch in pq.ParquetFile(DATA).iter_batches(batch_size=8192, columns=names):
+    X = np.column_stack([c.to_numpy() for c in batch.columns]).astype(np.float32)
+    session.run(None, {"input": X}); rows += len(X)
+done(rows)
+""",
+    "sklearn": """
+import joblib, pyarrow.parquet as pq
+model = joblib.load(MODEL)
+started = time.perf_counter()
+names = [c for c in pq.read_schema(DATA).names if c != "id"]
+rows = 0
+for batch in pq.ParquetFile(DATA).iter_batches(batch_size=8192, columns=names):
+    frame = batch.to_pandas(); model.predict(frame); model.predict_proba(frame); rows += len(frame)
+done(rows)
+""",
+    "per-row": """
+import joblib, pyarrow.parquet as pq
+model = joblib.load(MODEL)
+names = [c for c in pq.read_schema(DATA).names if c != "id"]
+frame = pq.read_table(DATA, columns=names).slice(0, 2000).to_pandas()
+started = time.perf_counter()
+for i in range(len(frame)):
+    model.predict_proba(frame.iloc[i:i + 1])
+done(len(frame))
+""",
+    "http": """
+import socket, subprocess, urllib.request, orjson, pyarrow as pa, pyarrow.parquet as pq
+started = time.perf_counter()
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
+server = subprocess.Popen([sys.executable, "-m", "bento_compile.adapters.server"], env={**os.environ,
+    "BENTO_COMPILE_BENTO": BENTO, "PORT": str(port), "BENTO_COMPILE_LOAD": "eager"},
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1); break
+        except OSError:
+            time.sleep(0.05)
+    names = [c for c in pq.read_schema(DATA).names if c != "id"]
+    rows = 0; labels = []
+    for batch in pq.ParquetFile(DATA).iter_batches(batch_size=1000, columns=names):
+        body = orjson.dumps({"inputs": [list(r.values()) for r in batch.to_pylist()]})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            labels.extend(orjson.loads(response.read())["outputs"]["label"])
+        rows += batch.num_rows
+    pq.write_table(pa.table({"label": labels}), OUT + "/http.parquet")
+finally:
+    server.terminate(); server.wait(30)
+done(rows)
+""",
+    "spark": """
+from bento_compile.batch.spark import score_files
+started = time.perf_counter()
+s = score_files(BENTO, DATA, OUT + "/spark", master="local[2]")
+done(s.rows)
+""",
+    "spark-http": """
+import pyspark
+from pyspark.sql import SparkSession
+import pyarrow as pa
+started = time.perf_counter()
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable); os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
+         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+bento = BENTO
+def per_task(batches):
+    # BentoML's run_in_spark: a server for the Bento in every task, every Arrow batch sent to it over HTTP.
+    import socket, subprocess, sys, time, urllib.request, orjson, pyarrow as pa
+    sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
+    server = subprocess.Popen([sys.executable, "-m", "bento_compile.adapters.server"], env={**os.environ,
+        "BENTO_COMPILE_BENTO": bento, "PORT": str(port), "BENTO_COMPILE_LOAD": "eager"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1); break
+            except OSError:
+                time.sleep(0.05)
+        for batch in batches:
+            features = batch.drop_columns(["id"]) if "id" in batch.schema.names else batch
+            labels = []
+            for start in range(0, features.num_rows, 1000):
+                part = features.slice(start, 1000)
+                body = orjson.dumps({"inputs": [list(r.values()) for r in part.to_pylist()]})
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body,
+                                                 headers={"content-type": "application/json"})
+                with urllib.request.urlopen(request) as response:
+                    labels.extend(orjson.loads(response.read())["outputs"]["label"])
+            yield pa.RecordBatch.from_arrays([batch.column("id"), pa.array(labels, pa.int64())], ["id", "label"])
+    finally:
+        server.terminate(); server.wait(30)
+df = spark.read.parquet(DATA)
+df.mapInArrow(per_task, "id long, label long").write.mode("overwrite").parquet(OUT + "/spark-http")
+rows = spark.read.parquet(OUT + "/spark-http").count()
+spark.stop()
+done(rows)
+""",
+    "ray": """
+from bento_compile.batch.ray import score_files
+started = time.perf_counter()
+s = score_files(BENTO, DATA, OUT + "/ray", workers=WORKERS)
+done(s.rows)
+""",
+}
+
+
+def run_variant(name: str, settings: dict, timeout: float = 1800) -> dict:
+    header = "".join(f"{key} = {value!r}\n" for key, value in settings.items())
+    code = PRELUDE + header + textwrap.dedent(VARIANTS[name])
+    started = time.perf_counter()
+    result = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:300],
+                "seconds": time.perf_counter() - started}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def make_data(path: Path, rows: int) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer(as_frame=True).data
+    rng = np.random.default_rng(0)
+    schema = pa.schema([pa.field("id", pa.int64())] + [pa.field(c, pa.float64()) for c in X.columns])
+    base = X.to_numpy()
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, 65536):
+            n = min(65536, rows - start)
+            picked = base[rng.integers(0, len(base), n)] * rng.normal(1.0, 0.01, (n, base.shape[1]))
+            writer.write_table(pa.Table.from_arrays([pa.array(np.arange(start, start + n))] +
+                                                    [pa.array(picked[:, i]) for i in range(base.shape[1])],
+                                                    schema=schema))
+
+
+def make_bento(work: Path) -> tuple[Path, Path]:
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(X, y)
+    joblib.dump(model, work / "model.joblib")
+    np.save(work / "sample.npy", X.to_numpy(np.float32)[:64])
+    result = build(BuildRequest(model_path=work / "model.joblib", config=BentoConfig(), name="bench-batch",
+                                sample_path=work / "sample.npy"), BentoStore(work / "store"))
+    return result.path, work / "model.joblib"
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for package in ("bento-compile", "onnxruntime", "pyarrow", "scikit-learn", "pyspark", "ray"):
+        try:
+            found[package] = md.version(package)
+        except md.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200k rows, memory check at 100k / 1M")
+    parser.add_argument("--rows", type=int, help="rows of the comparison file (default 1M; --quick 200k)")
+    parser.add_argument("--memory-rows", help="comma-separated file sizes for the memory part "
+                        "(default 100k,1M,10M; --quick 100k,1M)")
+    parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    rows = args.rows or (200_000 if args.quick else 1_000_000)
+    memory_rows = [int(float(r)) for r in (args.memory_rows or ("1e5,1e6" if args.quick else "1e5,1e6,1e7")
+                                           ).split(",")]
+    WORK.mkdir(parents=True, exist_ok=True)
+    cpus = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+        work = Path(tmp)
+        bento, model = make_bento(work)
+        data = work / "data.parquet"
+        make_data(data, rows)
+        settings = {"BENTO": str(bento), "MODEL": str(model), "DATA": str(data), "OUT": str(work), "CPUS": cpus,
+                    "WORKERS": None}
+        plan = [("local engine (workers = CPUs)", "local", {}), ("local engine (1 worker)", "local", {"WORKERS": 1}),
+                ("raw session.run (floor)", "raw", {}), ("scikit-learn predict_proba", "sklearn", {}),
+                ("naive HTTP (server + JSON batches of 1,000)", "http", {}),
+                ("naive per-row loop (scikit-learn)", "per-row", {})]
+        if not args.no_spark:
+            plan += [("Spark local[2]: bento-compile (mapInArrow)", "spark", {}),
+                     ("Spark local[2]: HTTP server per task (BentoML's way)", "spark-http", {})]
+        if not args.no_ray:
+            plan += [("Ray: bento-compile (map_batches, actor per CPU)", "ray", {})]
+        results = []
+        print(f"{rows:,} rows, {cpus} CPUs; {platform.machine()}, {platform.platform()}; {versions()}", flush=True)
+        for label, variant, extra in plan:
+            measured = run_variant(variant, {**settings, **extra})
+            results.append({"variant": label, **measured})
+            print(f"  {label}: {_describe(measured)}", flush=True)
+        memory = []
+        for size in memory_rows:
+            sized = work / f"memory-{size}.parquet"
+            make_data(sized, size)
+            measured = run_variant("local", {**settings, "DATA": str(sized), "WORKERS": 1,
+                                             "OUT": str(work / f"memory-out-{size}")})
+            memory.append({"rows": size, **measured})
+            print(f"  memory, local engine (1 worker), {size:,} rows: {_describe(measured)}", flush=True)
+            sized.unlink()
+    report = {"rows": rows, "cpus": cpus, "machine": platform.platform(), "versions": versions(),
+              "results": results, "memory": memory}
+    print(table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+
+
+def _describe(measured: dict) -> str:
+    if "error" in measured:
+        return f"failed: {measured['error']}"
+    return (f"{measured['rows'] / measured['seconds']:,.0f} rows/s, {measured['seconds']:.2f} s, "
+            f"peak RSS {measured['rss_mib']:.0f} MiB")
+
+
+def table(report: dict) -> str:
+    floor = next((r for r in report["results"] if r["variant"].startswith("raw") and "error" not in r), None)
+    lines = ["| variant | rows/s | seconds | peak RSS | vs raw session.run |", "|---|---|---|---|---|"]
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"| {r['variant']} | failed: {r['error'][:80]} | | | |")
+            continue
+        speed = r["rows"] / r["seconds"]
+        ratio = f"{(floor['rows'] / floor['seconds']) / speed:.2f}× slower" if floor else ""
+        lines.append(f"| {r['variant']} | {speed:,.0f} | {r['seconds']:.2f} | {r['rss_mib']:.0f} MiB | {ratio} |")
+    lines += ["", "| rows (local engine, 1 worker) | seconds | peak RSS |", "|---|---|---|"]
+    for m in report["memory"]:
+        if "error" not in m:
+            lines.append(f"| {m['rows']:,} | {m['seconds']:.1f} | {m['rss_mib']:.0f} MiB |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
