@@ -33,7 +33,7 @@ from bento_compile.deploy.lambda_alias import (
     write_alias,
 )
 from bento_compile.deploy.lambda_package import LambdaPackage, code_location
-from bento_compile.deploy.lambda_role import ensure_role
+from bento_compile.deploy.lambda_role import ensure_role, role_name
 from bento_compile.deploy.smoke import Invoker, SmokeResult, expected_outputs, lambda_invoker, shown, smoke_check
 from bento_compile.deploy.waiting import (
     Backoff,
@@ -469,6 +469,9 @@ class LambdaDeployer:
             return data["FunctionArn"], role_note
 
         arn = existing["Configuration"]["FunctionArn"]
+        if options.role is None and str(existing["Configuration"].get("Role", "")).endswith(
+                f":role/{role_name(self.name)}"):
+            self._role(config)  # our role: its policy follows the sink and queue settings of this deploy
         latest = existing["Configuration"].get("CodeSha256")
         latest_image = (image_digest_uri(existing.get("Code") or {}) or "").rsplit("@", 1)[-1]
         same_code = (latest_image == source.digest) if isinstance(source, ImageSource) else (

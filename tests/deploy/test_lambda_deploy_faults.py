@@ -8,6 +8,7 @@ stands in for the one call named in each test and passes every other call to mot
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import zipfile
@@ -160,6 +161,23 @@ def test_a_failed_publish_after_the_upload_leaves_the_alias(aws, moto_endpoint, 
     assert "lambda:PublishVersion" in message and "alias was left as it was" in message
     assert "new code in $LATEST" in message  # says what changed: the upload happened
     assert boto_client("lambda", moto_endpoint).get_alias(FunctionName=name, Name="live")["FunctionVersion"] == "1"
+
+
+def test_the_made_role_follows_the_sink_on_the_next_deploy(aws, moto_endpoint, deploy_zip, name):
+    from bento_compile.deploy.lambda_role import POLICY_NAME, role_name
+
+    deployer(aws, name).deploy(open_package(deploy_zip), no_smoke(name))
+    package = open_package(deploy_zip)
+    manifest = {**package.manifest, "targets": {"lambda": {"sink": "s3://results/scores/"}}}
+    with_sink = dataclasses.replace(package, manifest=manifest)  # targets.lambda as a Bento would record it
+    deployer(aws, name).deploy(with_sink, no_smoke(name))
+    iam = boto_client("iam", moto_endpoint)
+    policy = iam.get_role_policy(RoleName=role_name(name), PolicyName=POLICY_NAME)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert {"s3:PutObject": "arn:aws:s3:::results/scores/*"}.items() <= {
+        s["Action"] if isinstance(s["Action"], str) else "": s["Resource"] for s in policy["Statement"]}.items()
+    env = boto_client("lambda", moto_endpoint).get_function_configuration(FunctionName=name)["Environment"]
+    assert env["Variables"]["BENTO_COMPILE_SINK"] == "s3://results/scores/"
 
 
 def test_create_retries_while_the_new_role_propagates(aws, moto_endpoint, deploy_zip, name):
