@@ -32,6 +32,7 @@ from bento_compile.runtimes.manifest import (
     Manifest,
     ModelInfo,
     ParityReport,
+    QuantizationReport,
     RuntimeSettings,
     SourceInfo,
 )
@@ -57,6 +58,7 @@ def manifest_draft(*, name: str, source: AnySource, model: ModelInfo, parity: di
     import onnx
     import onnxruntime
 
+    table = None if quantization is None else QuantizationReport.from_dict(quantization, where="quantization")
     return Manifest(
         name=name,
         version="",
@@ -75,7 +77,7 @@ def manifest_draft(*, name: str, source: AnySource, model: ModelInfo, parity: di
             "python": platform.python_version(),
             **source.converter_versions,
         },
-        quantization=quantization,
+        quantization=table,
     )
 
 

@@ -164,6 +164,39 @@ class RuntimeSettings(Record):
 
 
 @dataclass(frozen=True)
+class QuantizedVariant(Record):
+    """One row of the quantization table: a variant, measured on the held-out rows and gated.
+
+    The gate's measures (agreement, max_abs_diff, max_rel_error: which ones depends on the gate) are kept
+    in `extra` as written, since whether one is absent or null says which check ran.
+    """
+
+    variant: str  # fp32 | dynamic | static | fp16
+    size: int | None = None  # bytes; None when the variant could not be made
+    latency_ms_row: float | None = None
+    latency_ms_batch64: float | None = None
+    passed: bool = False
+    chosen: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class QuantizationReport(Record):
+    """`quantization`: which variants compiler/quantize.py tried and which one ships."""
+
+    method: str  # dynamic | static | fp16 | auto
+    objective: str = "size"  # size | latency
+    gate: dict[str, Any] = field(default_factory=dict)  # quantize.gate from bento.yaml (core/config.py)
+    calibration_rows: int = 0
+    held_out_rows: int = 0
+    sample: str = ""
+    chosen: str | None = None  # the variant shipped
+    variants: list[QuantizedVariant] = field(default_factory=list)
+    limits: list[str] = field(default_factory=list)  # what the measurements do not cover
+    fp32_parity: ParityReport | None = field(default=None, metadata=OMIT_NONE)  # the unquantized model's report
+
+
+@dataclass(frozen=True)
 class Manifest(Record):
     """The manifest.json of one Bento.
 
@@ -184,7 +217,7 @@ class Manifest(Record):
     targets: dict[str, Any] = field(default_factory=dict)  # per-target settings from bento.yaml, checked there
     config_sha256: str = ""
     versions: dict[str, Any] = field(default_factory=dict)  # package → version the Bento was built and checked with
-    quantization: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)  # compiler/quantize.py's table
+    quantization: QuantizationReport | None = field(default=None, metadata=OMIT_NONE)  # when quantize: was set
 
     @property
     def tag(self) -> str:

@@ -127,7 +127,7 @@ def show(tag: str, as_json: bool) -> None:
             sig.add_row(kind, spec.name, spec.dtype, shape)
     out.print(sig)
     if manifest.quantization:
-        print_variants(manifest.quantization, out)
+        print_variants(manifest.quantization.to_dict(), out)
     print_parity(manifest.parity.to_dict(), out)
     out.print("versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
 

@@ -33,6 +33,17 @@ def native_bento(tmp_path_factory) -> Path:
     return build(BuildRequest(ort_bento / "model.ort", config, None, name="tinyortin"), store).path
 
 
+@pytest.fixture(scope="module")
+def quantized_bento(tmp_path_factory) -> Path:
+    """quantize: auto on a model int8 cannot touch: the table has measured rows and rows never made."""
+    work = es.tiny_bento().parents[3]  # the folder holding tiny.joblib and sample.npy
+    config, _ = load_config(None)
+    store = BentoStore(tmp_path_factory.mktemp("quantized-store"))
+    request = BuildRequest(work / "tiny.joblib", config, None, name="tinyq", sample_path=work / "sample.npy",
+                           quantize="auto")
+    return build(request, store).path
+
+
 def test_checked_in_schema_is_the_generated_one():
     assert SCHEMA_FILE.is_file(), "run python -m bento_compile.compiler.manifest_schema --write"
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(), (
@@ -41,10 +52,11 @@ def test_checked_in_schema_is_the_generated_one():
     assert set(manifest_schema()["$defs"]) >= {"ModelInfo", "TensorSpec", "FileEntry", "RuntimeSettings"}
 
 
-@pytest.mark.parametrize("which", ["sklearn", "onnx-build .ort", "native .ort"])
-def test_built_bentos_validate_and_round_trip(which, built_example, native_bento, validator):
-    bento = {"sklearn": built_example, "onnx-build .ort": es.tiny_bento(model_format="ort"),
-             "native .ort": native_bento}[which]
+@pytest.mark.parametrize("which", ["sklearn", "onnx-build .ort", "native .ort", "quantized"])
+def test_built_bentos_validate_and_round_trip(which, request, built_example, validator):
+    bento = {"sklearn": lambda: built_example, "onnx-build .ort": lambda: es.tiny_bento(model_format="ort"),
+             "native .ort": lambda: request.getfixturevalue("native_bento"),
+             "quantized": lambda: request.getfixturevalue("quantized_bento")}[which]()
     text = (bento / MANIFEST_NAME).read_text(encoding="utf-8")
     data = json.loads(text)
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(data)]
@@ -54,6 +66,14 @@ def test_built_bentos_validate_and_round_trip(which, built_example, native_bento
     assert manifest.extra == {} and manifest.model.extra == {} and manifest.runtime.extra == {}
     assert manifest.to_json() == text
     assert manifest.model_file in manifest.files and manifest.files[manifest.model_file].size > 0
+    if which == "quantized":
+        table = manifest.quantization
+        assert table is not None and table.chosen == "fp32" and table.fp32_parity is not None
+        rows = {row.variant: row for row in table.variants}
+        assert rows["fp32"].chosen and "agreement" in rows["fp32"].extra  # the gate's measures, as written
+        assert not rows["dynamic"].passed and "agreement" not in rows["dynamic"].extra  # never measured
+    else:
+        assert manifest.quantization is None and "quantization" not in data
 
 
 def test_unknown_fields_from_a_newer_writer_are_kept(built_example, validator):
