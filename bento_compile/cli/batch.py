@@ -116,8 +116,14 @@ def _run(engine: str, bento: str, input_uri: str, output_uri: str, options, batc
     if not show_progress:
         return score_files(bento, input_uri, output_uri, options, batch_rows=batch_rows, workers=workers, fmt=fmt,
                            overwrite=overwrite)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     total = total_rows(input_uri)
     with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[speed]}"),
