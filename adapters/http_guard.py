@@ -79,11 +79,16 @@ class _Guard:
         super().connection_made(transport)  # type: ignore[misc]
         self._guard_bytes = 0
         self._guard_timer: Any = None
+        self._guard_timer_at = 0.0
+        self._guard_deadline: float | None = None
         self._guard_armed: str | None = None
         self._guard_arm(_HEADERS)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._guard_arm(_DONE)
+        if self._guard_timer is not None:
+            self._guard_timer.cancel()
+            self._guard_timer = None
+        self._guard_deadline = None
         super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
@@ -114,18 +119,33 @@ class _Guard:
         raise NotImplementedError
 
     def _guard_arm(self, phase: str) -> None:
+        """Set the deadline of a phase. The per-request cost is one clock read: the connection keeps one
+        lazy timer that, when it fires early (the deadline moved on), sleeps again until the deadline."""
+        self._guard_armed = phase
+        if phase == _DONE:
+            self._guard_deadline = None
+            return
+        timeout = self.guard.header_timeout_s if phase == _HEADERS else self.guard.body_timeout_s
+        deadline = self.loop.time() + timeout
+        self._guard_deadline = deadline
+        if self._guard_timer is None or self._guard_timer_at > deadline:
+            self._guard_schedule(deadline)
+
+    def _guard_schedule(self, when: float) -> None:
         if self._guard_timer is not None:
             self._guard_timer.cancel()
-            self._guard_timer = None
-        self._guard_armed = phase
-        if phase == _HEADERS:
-            self._guard_timer = self.loop.call_later(self.guard.header_timeout_s, self._guard_expired, phase)
-        elif phase == _BODY:
-            self._guard_timer = self.loop.call_later(self.guard.body_timeout_s, self._guard_expired, phase)
+        self._guard_timer_at = when
+        self._guard_timer = self.loop.call_at(when, self._guard_expired)
 
-    def _guard_expired(self, phase: str) -> None:
+    def _guard_expired(self) -> None:
         self._guard_timer = None
-        if self.transport.is_closing() or self._phase() != phase:
+        deadline, phase = self._guard_deadline, self._guard_armed
+        if deadline is None or self.transport.is_closing():
+            return
+        if self.loop.time() < deadline:  # the deadline moved since this timer was set
+            self._guard_schedule(deadline)
+            return
+        if self._phase() != phase:
             return
         answered = self.cycle is not None and getattr(self.cycle, "response_started", False)
         if answered or (phase == _HEADERS and self._guard_bytes == 0):
