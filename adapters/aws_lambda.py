@@ -30,10 +30,12 @@ from typing import Any
 
 from bento_compile.adapters.lambda_events import infer, lambda_settings
 from bento_compile.adapters.lambda_metrics import emit_metrics, log_event
+from bento_compile.adapters.lambda_monitoring import DriftEmitter
 from bento_compile.adapters.lambda_sinks import Sink, sink_from_environment
 from bento_compile.runtimes.errors import NotReady
 from bento_compile.runtimes.manifest import read_manifest
 from bento_compile.runtimes.model import LOAD_MODES, BentoModel, ModelHolder
+from bento_compile.runtimes.monitoring import REQUEST_ID
 
 _IMPORT_STARTED = time.perf_counter()
 # One Lambda execution environment answers one event at a time: a micro-batcher could never
@@ -68,6 +70,7 @@ class LambdaRuntime:
         self._load_reported = False
         self._http: Any = None
         self._sink: Sink | None = None
+        self.drift = DriftEmitter()
         self._lock = threading.Lock()
         if mode == "eager":
             self.model()  # raises the load error itself: Lambda reports it as the init error
@@ -127,6 +130,7 @@ class LambdaRuntime:
         source = infer(event)
         metrics: dict[str, float] = {}
         properties: dict[str, Any] = {}
+        request_id = REQUEST_ID.set(getattr(context, "aws_request_id", None))  # the prediction log's request id
         try:
             response, metrics, properties = source.handle(self, event, context)
             return response
@@ -141,6 +145,9 @@ class LambdaRuntime:
                 metrics["ModelLoadTime"] = round(self.holder.get().load_seconds * 1000, 3)
             emit_metrics(source.name, metrics, model=self.manifest.tag,
                          requestId=getattr(context, "aws_request_id", None), **properties)
+            REQUEST_ID.reset(request_id)
+            if self.holder.ready:  # drift: aggregated here, one flush per N events or seconds
+                self.drift.after_event(self.holder.get().backend, self.manifest.tag)
 
 
 _RUNTIME: LambdaRuntime | None = None

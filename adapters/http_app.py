@@ -33,6 +33,7 @@ from bento_compile.adapters.probes import PROBE_PATHS, probe_answer, send_probe
 from bento_compile.runtimes.manifest import read_manifest
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import ModelHolder
+from bento_compile.runtimes.monitoring import monitoring_figures
 from bento_compile.runtimes.providers import device_in_use
 
 log = logging.getLogger("bento_compile.http")
@@ -66,7 +67,8 @@ async def read_body_bounded(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-_ROUTES = frozenset({"/predict", "/healthz", "/readyz", "/metadata", "/metrics", "/docs", "/openapi.json"})
+_ROUTES = frozenset({"/predict", "/healthz", "/readyz", "/metadata", "/metrics", "/monitoring", "/docs",
+                     "/openapi.json"})
 
 
 class BentoApp(FastAPI):
@@ -125,6 +127,7 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
     app.state.metrics = metrics
     app.metrics = metrics
     app.predict_service = service
+    metrics.watch_monitoring(lambda: holder.get().backend if holder.ready else None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -160,6 +163,14 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
     app.get("/metrics", summary="Prometheus metrics")(probe_route("/metrics"))
     app.get("/healthz", summary="Process is up")(probe_route("/healthz"))
     app.get("/readyz", summary="Model is loaded")(probe_route("/readyz"))
+
+    @app.get("/monitoring", summary="Drift against the training baseline")
+    async def monitoring() -> Response:
+        """The window's PSI, missing ratio and out-of-range count per feature, and which features drift."""
+        if not holder.ready:
+            return error_response(503, "the model is still loading; retry shortly", {"Retry-After": "1"})
+        figures = monitoring_figures(holder.get().backend, manifest.monitoring)
+        return json_response(figures, 200 if figures.get("enabled") else 404)
 
     @app.get("/metadata", summary="Tag, signature and versions")
     async def metadata() -> Response:

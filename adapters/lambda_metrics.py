@@ -30,6 +30,10 @@ UNITS = {
     "ColdStart": "Count",
     "WarmPing": "Count",
     "Errors": "Count",
+    "OutOfRange": "Count",
+    "DriftingFeatures": "Count",
+    "WindowRows": "Count",
+    "MonitoringErrors": "Count",
 }
 
 
@@ -54,6 +58,26 @@ def emit_metrics(source: str, metrics: dict[str, float], **properties: Any) -> d
         },
         "FunctionName": function,
         "Source": source,
+        **metrics,
+        **properties,
+    }
+    _write(line)
+    return line
+
+
+def emit_emf(dimensions: list[str], metrics: dict[str, float], **properties: Any) -> dict[str, Any]:
+    """One EMF line with its own dimension set (e.g. FunctionName + Feature); returns it."""
+    namespace = os.environ.get("BENTO_COMPILE_METRICS_NAMESPACE", "BentoCompile")
+    line: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [dimensions],
+                "Metrics": [{"Name": name, "Unit": UNITS.get(name, "None")} for name in metrics],
+            }],
+        },
+        "FunctionName": os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local"),
         **metrics,
         **properties,
     }

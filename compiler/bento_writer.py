@@ -31,6 +31,7 @@ from bento_compile.runtimes.manifest import (
     FileEntry,
     Manifest,
     ModelInfo,
+    MonitoringInfo,
     ParityReport,
     QuantizationReport,
     RuntimeSettings,
@@ -53,7 +54,8 @@ class BuildResult:
 
 
 def manifest_draft(*, name: str, source: AnySource, model: ModelInfo, parity: dict[str, Any], example: Any,
-                   config: BentoConfig, quantization: dict[str, Any] | None = None) -> Manifest:
+                   config: BentoConfig, quantization: dict[str, Any] | None = None,
+                   monitoring: MonitoringInfo | None = None) -> Manifest:
     """The manifest of a Bento before its files are hashed (no files, version or created yet)."""
     import onnx
     import onnxruntime
@@ -78,6 +80,7 @@ def manifest_draft(*, name: str, source: AnySource, model: ModelInfo, parity: di
             **source.converter_versions,
         },
         quantization=table,
+        monitoring=monitoring,
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from bento_compile.compiler import parity, passes
+from bento_compile.compiler.baseline import build_monitoring
 from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
@@ -56,8 +57,8 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         raise BentoCompileError(f"'{name}' is not a valid Bento name.",
                                 "Use lowercase letters, digits, '.', '_' or '-' (e.g. --name churn).")
     tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance
-    override = ([TensorSpec(s.name, s.dtype, tuple(s.shape), batch=s.batch) for s in config.inputs]
-                if config.inputs else None)
+    tensors = [s for s in config.inputs or [] if s.kind == "tensor" and s.shape is not None]
+    override = [TensorSpec(s.name, s.dtype, tuple(s.shape), batch=s.batch) for s in tensors] or None
 
     if request.quantize or request.format:
         config = _with_overrides(config, request)
@@ -106,9 +107,13 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         progress("Converting to the ONNX Runtime format (.ort) with its operator config")
         files = to_ort_checked(shipped, feeds, outputs)
 
+    progress("Recording the drift baseline")
+    monitoring = build_monitoring(config, request.config_dir, feeds, compiled, inputs, outputs,
+                                  source.feature_names, _session_runner(optimized, outputs), sample_source)
     progress("Writing the Bento")
-    return write_bento(store, _draft(name, source, inputs, outputs, opsets, files, report, feeds, config,
-                                     quantization=quantization, batchable=verdict.batchable), files)
+    draft = _draft(name, source, inputs, outputs, opsets, files, report, feeds, config,
+                   quantization=quantization, batchable=verdict.batchable)
+    return write_bento(store, replace(draft, monitoring=monitoring), files)
 
 
 def _name_from(path: Path) -> str:

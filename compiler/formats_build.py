@@ -20,6 +20,7 @@ from typing import Any
 
 from bento_compile.compiler import gate as gates
 from bento_compile.compiler import parity
+from bento_compile.compiler.baseline import build_monitoring
 from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.quantize import LIMITS, TFLITE_LIMITS, Variant, run_rows, select, split_rows
@@ -95,8 +96,11 @@ def build_native(request: BuildRequest, config: BentoConfig, source: NativeSourc
                       batchable=verdict.batchable, feature_names=source.feature_names)
     # Too large to embed: /docs shows the signature instead.
     example = api_example(feeds, inputs)
+    runner = source.runner_factory(source.data)
+    monitoring = build_monitoring(config, request.config_dir, feeds, compiled, inputs, outputs, source.feature_names,
+                                  lambda rows: run_rows(runner, rows, batchable), sample_source)
     draft = manifest_draft(name=name, source=source, model=model, parity=report, example=example, config=config,
-                           quantization=quantization)
+                           quantization=quantization, monitoring=monitoring)
     return write_bento(store, draft, {model_file: data, **source.extra_files})
 
 

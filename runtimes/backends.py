@@ -15,6 +15,7 @@ import numpy as np
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import Manifest, effective_settings
 from bento_compile.runtimes.model_format import ONNX_RUNTIME_FORMATS, model_format_of
+from bento_compile.runtimes.monitoring import monitored
 from bento_compile.runtimes.threads import ThreadPlan, plan_threads
 
 
@@ -42,6 +43,12 @@ def thread_plan(manifest: Manifest) -> ThreadPlan:
 def open_backend(bento_dir: Path, manifest: Manifest, intra_op_threads: int | None = None) -> Backend:
     """The session for this Bento's model format. `intra_op_threads` overrides the serving plan: batch
     scoring runs several worker processes and gives each its share of the CPUs."""
+    # Every adapter and the batch engine open their session here, so drift monitoring wraps it here
+    # (the bare session when monitoring is off: runtimes/monitoring.py).
+    return monitored(_open_session(bento_dir, manifest, intra_op_threads), manifest)
+
+
+def _open_session(bento_dir: Path, manifest: Manifest, intra_op_threads: int | None) -> Backend:
     kind = model_format_of(manifest)
     path = Path(bento_dir) / manifest.model_file
     threads = intra_op_threads if intra_op_threads is not None else thread_plan(manifest).intra_op_threads

@@ -197,6 +197,108 @@ class QuantizationReport(Record):
 
 
 @dataclass(frozen=True)
+class FeatureBaseline(Record):
+    """The training distribution of one monitored feature (a column of an input) or output column.
+
+    numeric: `edges` are the interior quantile bin edges (bin i holds edges[i-1] < x <= edges[i]) and
+    `counts` the baseline rows per bin (len(edges) + 1); categorical (strings, labels): `categories` and
+    their `counts`, plus one last count for values never seen. NaN (or None) is missing, never binned.
+    """
+
+    name: str
+    input: str  # the tensor it is read from
+    column: int | None = field(default=None, metadata=OMIT_NONE)  # along the last axis; None: a 1-D tensor
+    kind: str = "numeric"  # numeric | categorical
+    edges: list[float] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    missing_rate: float = 0.0
+    min: float | None = field(default=None, metadata=OMIT_NONE)  # finite range seen; outside is out of range
+    max: float | None = field(default=None, metadata=OMIT_NONE)
+    note: str = ""  # e.g. constant or all missing in the baseline
+
+
+@dataclass(frozen=True)
+class PredictionLogSettings(Record):
+    """`monitoring.log`: which predictions are written where (runtimes/prediction_log.py)."""
+
+    to: str = "stdout"  # stdout | file:PATH | s3://bucket/prefix/ | otlp
+    sample_rate: float = 0.01
+    redact: list[str] = field(default_factory=list)  # input feature names
+    redact_mode: str = "hash"  # hash | drop
+    max_file_bytes: int = 64 * 1024 * 1024
+    queue_size: int = 10000
+
+
+@dataclass(frozen=True)
+class MonitoringInfo(Record):
+    """`monitoring`: the baseline recorded at build time and the live settings from bento.yaml."""
+
+    enabled: bool = False  # live statistics on (a `monitoring:` section was given); env can switch it
+    window: int = 10000  # rows in the sliding window
+    window_seconds: float | None = field(default=None, metadata=OMIT_NONE)  # or a window in time
+    psi_alert: float = 0.2
+    baseline_rows: int = 0
+    baseline_source: str = ""  # "sample" or "file:NAME"
+    features: list[FeatureBaseline] = field(default_factory=list)
+    outputs: list[FeatureBaseline] = field(default_factory=list)
+    log: PredictionLogSettings | None = field(default=None, metadata=OMIT_NONE)
+
+
+@dataclass(frozen=True)
+class RequestInput(Record):
+    """One declared request input (`inputs:` with kind image or text): what the runtime turns into the
+    model's tensors (runtimes/media.py, runtimes/text.py) before the signature check."""
+
+    name: str  # the request field (and, for images, the model input)
+    kind: str  # image | text
+    dtype: str = "float32"  # of the model input an image becomes
+    size: list[int] = field(default_factory=list)  # [height, width]
+    layout: str = "NCHW"
+    color: str = "RGB"
+    scale: float = 255.0
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    resize: str = "shorter-side"  # shorter-side | exact | none
+    resize_to: int | None = field(default=None, metadata=OMIT_NONE)
+    crop: str = "center"
+    formats: list[str] = field(default_factory=list)
+    max_pixels: int = 40_000_000
+    tokenizer: str | None = field(default=None, metadata=OMIT_NONE)  # a file of the Bento (hashed)
+    max_length: int = 128
+    truncation: str = "truncate"  # truncate | refuse
+    ids: str = "input_ids"
+    mask: str | None = field(default=None, metadata=OMIT_NONE)
+    where: str = "runtime"  # where the preprocessing runs: runtime (Pillow / tokenizers)
+
+
+@dataclass(frozen=True)
+class OutputLabels(Record):
+    """`outputs.<name>`: class names and how scores are made, and where each step runs."""
+
+    name: str  # the model output
+    labels: list[str] = field(default_factory=list)
+    labels_source: str = ""  # file:NAME | list | classes_
+    softmax: bool = False
+    top_k: int = 1
+    scores: str = ""  # the model output holding the scores the answer reads (the softmax output when folded)
+    top_k_scores: str | None = field(default=None, metadata=OMIT_NONE)  # TopK folded into the graph
+    top_k_indices: str | None = field(default=None, metadata=OMIT_NONE)
+    where: str = "runtime"  # onnx: softmax/top-k are nodes of the shipped graph; runtime: numpy
+
+
+@dataclass(frozen=True)
+class RequestPipeline(Record):
+    """`pipeline`: what happens around the model run, as the compiler decided it."""
+
+    inputs: list[RequestInput] = field(default_factory=list)
+    outputs: list[OutputLabels] = field(default_factory=list)
+    handler: str | None = field(default=None, metadata=OMIT_NONE)  # handler.py, a hashed file of the Bento
+    parity: dict[str, Any] = field(default_factory=dict)  # preprocessing vs the reference, on real images
+    requires: list[str] = field(default_factory=list)  # runtime packages this needs (pillow, tokenizers)
+
+
+@dataclass(frozen=True)
 class Manifest(Record):
     """The manifest.json of one Bento.
 
@@ -218,6 +320,8 @@ class Manifest(Record):
     config_sha256: str = ""
     versions: dict[str, Any] = field(default_factory=dict)  # package → version the Bento was built and checked with
     quantization: QuantizationReport | None = field(default=None, metadata=OMIT_NONE)  # when quantize: was set
+    monitoring: MonitoringInfo | None = field(default=None, metadata=OMIT_NONE)  # drift baseline + settings
+    pipeline: RequestPipeline | None = field(default=None, metadata=OMIT_NONE)  # images/text/labels/handler
 
     @property
     def tag(self) -> str:

@@ -117,6 +117,15 @@ class Metrics:
         self.cold_start.set(max(0.0, time.time() - process_start_time()))
         self.info.labels(tag, device, ",".join(providers)).set(1)
 
+    def watch_monitoring(self, backend_of) -> None:
+        """Drift figures of the model's backend, read at scrape time (runtimes/monitoring_metrics.py)."""
+        if self.registry is None or getattr(self, "_watching", False):
+            return
+        from bento_compile.runtimes.monitoring_metrics import MonitoringCollector
+
+        self.registry.register(MonitoringCollector(backend_of))
+        self._watching = True
+
     def render(self) -> bytes:
         if self.registry is None:
             return b"# prometheus-client is not installed in this artifact: add it to the image's requirements\n"

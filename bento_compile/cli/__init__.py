@@ -6,11 +6,12 @@ is the only place that says which group holds which command.
 
 from __future__ import annotations
 
-from bento_compile.cli import aws_lambda, batch, bentos, containers, deploy, edge, trust
+from bento_compile.cli import aws_lambda, batch, bentos, containers, deploy, edge, monitor, trust
 from bento_compile.cli.app import main, target
 
 COMMANDS: dict = {
-    main: (*bentos.COMMANDS, *trust.COMMANDS, edge.flash_command, aws_lambda.invoke, batch.batch),
+    main: (*bentos.COMMANDS, *trust.COMMANDS, edge.flash_command, aws_lambda.invoke, batch.batch,
+           monitor.monitor),
     target: (*containers.COMMANDS, edge.edge, aws_lambda.lambda_zip),
     deploy.deploy: tuple(deploy.COMMANDS),
 }

@@ -25,24 +25,74 @@ class Strict(BaseModel):
 
 
 class InputSpec(Strict):
-    """Overrides the input signature the frontend would infer."""
+    """Overrides the input signature the frontend would infer (kind: tensor), or declares what a request
+    sends for a model input: an image (decoded and laid out by the runtime) or text (tokenized)."""
 
     name: str
     dtype: InputDtype = "float32"
-    shape: list[int | None] = Field(description="null (or -1) marks a free axis; [] is a scalar")
+    shape: list[int | None] | None = Field(None, description="null (or -1) marks a free axis; [] is a scalar "
+                                           "(required for kind: tensor)")
+    kind: Literal["tensor", "image", "text"] = "tensor"
+    # kind: image (runtimes/media.py): the model input is the decoded, resized, cropped, normalized batch.
+    size: list[int] | None = Field(None, min_length=2, max_length=2, description="[height, width] the model takes")
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    color: Literal["RGB", "BGR", "L"] = "RGB"
+    scale: float = Field(255.0, gt=0, description="pixel values are divided by this before mean/std")
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    resize: Literal["shorter-side", "exact", "none"] = "shorter-side"
+    resize_to: int | None = Field(None, gt=0, description="shorter side after resizing (default: the crop's "
+                                  "shorter side; 256 for the usual 224 ImageNet recipe)")
+    crop: Literal["center", "none"] = "center"
+    formats: list[Literal["jpeg", "png", "webp", "gif", "bmp"]] = Field(
+        default_factory=lambda: ["jpeg", "png", "webp"], description="image formats a request may send")
+    max_pixels: int = Field(40_000_000, gt=0, description="larger images are refused (413) before decoding")
+    # kind: text (runtimes/text.py): a Hugging Face tokenizer.json shipped in the Bento.
+    tokenizer: str | None = Field(None, description="tokenizer.json, relative to bento.yaml")
+    max_length: int = Field(128, gt=0, le=65536)
+    truncation: Literal["truncate", "refuse"] = "truncate"
+    ids: str = Field("input_ids", description="the model input that takes the token ids")
+    mask: str | None = Field("attention_mask", description="the model input that takes the attention mask "
+                             "(null: the model has none)")
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> InputSpec:
+        if self.kind == "tensor" and self.shape is None:
+            raise ValueError(f"input '{self.name}': shape is required (or give kind: image / text)")
+        if self.kind == "image" and self.size is None:
+            raise ValueError(f"input '{self.name}': kind: image needs size: [height, width]")
+        if self.kind == "text" and self.tokenizer is None:
+            raise ValueError(f"input '{self.name}': kind: text needs tokenizer: tokenizer.json")
+        channels = 1 if self.color == "L" else 3
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and len(values) not in (1, channels):
+                raise ValueError(f"input '{self.name}': {key} needs 1 or {channels} values for color {self.color}")
+        if self.std is not None and any(v == 0 for v in self.std):
+            raise ValueError(f"input '{self.name}': std values must not be 0")
+        return self
     batch: bool | None = Field(None, description="true: the first axis is the batch axis (rows); false: a whole "
                                "tensor sent as it is; unset: the batch axis when the first axis is free")
 
     @field_validator("shape")
     @classmethod
-    def _free_axes(cls, shape: list[int | None]) -> list[int | None]:
-        return [None if d is None or d < 0 else d for d in shape]
+    def _free_axes(cls, shape: list[int | None] | None) -> list[int | None] | None:
+        return None if shape is None else [None if d is None or d < 0 else d for d in shape]
 
     @model_validator(mode="after")
     def _batch_needs_a_free_axis(self) -> InputSpec:
         if self.batch and not (self.shape and self.shape[0] is None):
             raise ValueError(f"input '{self.name}': batch: true needs a free first axis (shape: [null, ...])")
         return self
+
+
+class OutputConfig(Strict):
+    """`outputs.<name>`: what a model output means (runtimes/answers.py): class names, softmax, top-k."""
+
+    labels: str | list[str] | None = Field(None, description="class names: a file (one a line, relative to "
+                                           "bento.yaml) or a list; default for scikit-learn: classes_")
+    softmax: bool = Field(False, description="the output is logits: answer scores after a softmax")
+    top_k: int = Field(1, ge=1, le=1000, description="how many {label, score} each answer lists")
 
 
 class ParityConfig(Strict):
@@ -109,6 +159,29 @@ class QuantizeConfig(Strict):
         "minmax", description="how static quantization picks activation ranges from the calibration rows")
     candidates: list[QuantizeVariant] = Field(
         default_factory=lambda: list(get_args(QuantizeVariant)), description="what `auto` tries")
+
+
+class PredictionLogConfig(Strict):
+    """`monitoring.log`: sampled predictions, written off the request path."""
+
+    to: str = Field("stdout", pattern=r"^(stdout|otlp|file:.+|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?)$",
+                    description="stdout | file:/var/log/bento/predictions.jsonl | s3://bucket/prefix/ | otlp")
+    sample_rate: float = Field(0.01, ge=0, le=1, description="share of rows logged")
+    redact: list[str] = Field(default_factory=list, description="input feature names replaced by a hash or dropped")
+    redact_mode: Literal["hash", "drop"] = "hash"
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=4096, description="file sink: rotate past this size")
+    queue_size: int = Field(10000, ge=1, le=1_000_000, description="records waiting to be written; more are "
+                            "dropped (and counted), never slowing a request")
+
+
+class MonitoringConfig(Strict):
+    """`monitoring:` in bento.yaml: live drift statistics against the baseline recorded at build time."""
+
+    window: int = Field(10000, ge=10, le=100_000_000, description="rows in the sliding window")
+    window_seconds: float | None = Field(None, gt=0, description="a window in time instead of rows")
+    psi_alert: float = Field(0.2, gt=0, description="a feature whose PSI passes this is drifting")
+    baseline: str | None = Field(None, description=".npy/.npz/.csv rows of training data (default: the sample)")
+    log: PredictionLogConfig | None = None
 
 
 class LambdaTarget(Strict):
@@ -193,9 +266,14 @@ class BentoConfig(Strict):
     model: str | None = None
     sample: str | None = None
     inputs: list[InputSpec] | None = None
+    outputs: dict[str, OutputConfig] = Field(default_factory=dict, description="labels / softmax / top_k "
+                                             "per model output")
+    handler: str | None = Field(None, description="handler.py with preprocess(request) and/or "
+                                "postprocess(outputs, request), relative to bento.yaml")
     parity: ParityConfig = ParityConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    monitoring: MonitoringConfig | None = None  # the baseline is recorded either way; this turns live stats on
     format: Literal["onnx", "ort"] = Field("onnx", description="ort: also convert to ONNX Runtime's format "
                                            "(.ort + required_operators.config) for reduced-size runtimes")
     # Room for later stages; their own issues give them a schema.

@@ -78,12 +78,12 @@ def test_built_bentos_validate_and_round_trip(which, request, built_example, val
 
 def test_unknown_fields_from_a_newer_writer_are_kept(built_example, validator):
     data = json.loads((built_example / MANIFEST_NAME).read_text(encoding="utf-8"))
-    data["monitoring"] = {"baseline": [1, 2, 3]}
+    data["lineage"] = {"datasets": [1, 2, 3]}  # a key no version knows yet
     data["model"]["postprocess"] = "softmax"
     data["model"]["inputs"][0]["units"] = "cm"
     assert list(validator.iter_errors(data)) == []  # the schema admits them too
     manifest = parse_manifest(data)
-    assert manifest.extra == {"monitoring": {"baseline": [1, 2, 3]}}
+    assert manifest.extra == {"lineage": {"datasets": [1, 2, 3]}}
     assert manifest.model.extra == {"postprocess": "softmax"}
     assert manifest.inputs[0].extra == {"units": "cm"}
     assert manifest.to_dict() == data  # nothing lost on the way through

@@ -1,0 +1,243 @@
+"""Live drift statistics: every model run's inputs and outputs binned against the Bento's baseline.
+
+`monitored(backend, manifest)` wraps the session that `open_backend` returns, so every adapter (HTTP,
+Lambda, edge `run`) and the batch engine get monitoring without a line of their own. It is the bare
+backend (nothing added to a run) unless monitoring is on: `monitoring:` in bento.yaml, switched per
+deployment by env BENTO_COMPILE_MONITORING=on|off. Each run costs one NumericBinner call per input
+tensor (vectorized over rows and features) and a lock-held vector add; the prediction log's sampling is
+one random draw per run.
+
+The window (`monitoring.window` rows, or `window_seconds`) is a ring of WINDOW_SEGMENTS segments: the
+figures cover between (segments-1)/segments of the window and all of it, with memory bounded whatever
+the traffic. A failure inside monitoring is logged once and counted, never raised into a request.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from bento_compile.runtimes.drift import binners_for, padded, psi, shares
+from bento_compile.runtimes.manifest import FeatureBaseline, Manifest, MonitoringInfo
+
+log = logging.getLogger("bento_compile.monitoring")
+
+WINDOW_SEGMENTS = 10
+# Rows binned per run at most: drift is a property of the distribution, and a sample of a large batch
+# estimates it as well as every row would, at a bounded cost (the window then counts binned rows).
+MAX_BINNED_ROWS = 256
+# Set by an adapter that runs the model in the request's own thread (Lambda): the log record's request id.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("bento_request_id", default=None)
+
+
+def monitoring_enabled(info: MonitoringInfo | None) -> bool:
+    """Live monitoring for this deployment: env BENTO_COMPILE_MONITORING (on|off) over the Bento's setting."""
+    switch = os.environ.get("BENTO_COMPILE_MONITORING", "").strip().lower()
+    if switch in ("off", "0", "false"):
+        return False
+    if info is None or not (info.features or info.outputs):
+        return False
+    return switch in ("on", "1", "true") or info.enabled
+
+
+class _Group:
+    """The features read from one tensor, and where their counts sit in the window's flat vector."""
+
+    def __init__(self, tensor: str, binner: Any, start: int, is_output: bool):
+        self.tensor, self.binner, self.is_output = tensor, binner, is_output
+        count = len(binner.features)
+        self.bins = slice(start, start + count * binner.width)
+        self.missing = slice(self.bins.stop, self.bins.stop + count)
+        self.outside = slice(self.missing.stop, self.missing.stop + count)
+        self.rows = self.outside.stop
+        self.stop = self.rows + 1
+
+
+class Monitor:
+    """Sliding-window histograms of one Bento's features and outputs; thread-safe, cheap per run."""
+
+    def __init__(self, info: MonitoringInfo, tag: str = ""):
+        self.info, self.tag = info, tag
+        self.window_rows = info.window
+        self.window_seconds = info.window_seconds
+        self.groups: list[_Group] = []
+        start = 0
+        for features, is_output in ((info.features, False), (info.outputs, True)):
+            for tensor, binner in binners_for(list(features)):
+                group = _Group(tensor, binner, start, is_output)
+                self.groups.append(group)
+                start = group.stop
+        self.size = start
+        self._lock = threading.Lock()
+        self._current = np.zeros(self.size)
+        self._current_rows = 0
+        self._current_started = time.monotonic()
+        self._closed: deque[tuple[float, np.ndarray]] = deque(maxlen=WINDOW_SEGMENTS - 1)
+        self._out_of_range_total = np.zeros(self.size)
+        self.runs = 0
+        self.errors = 0
+        self._reported: set[str] = set()
+        for feature in (*info.features, *info.outputs):
+            if feature.note:
+                self.report_once(f"{feature.name}: {feature.note}")
+
+    def report_once(self, message: str) -> None:
+        """Each distinct problem is logged once per process (never once per request)."""
+        if message not in self._reported and len(self._reported) < 1000:
+            self._reported.add(message)
+            log.warning("monitoring: %s", message)
+
+    def observe(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """Bin one model run. Never raises: a failure is counted and reported once."""
+        try:
+            delta = np.zeros(self.size)
+            start = self.runs  # the same rows of every tensor of this run, a different offset each run
+            for group in self.groups:
+                tensor = (outputs if group.is_output else feeds).get(group.tensor)
+                if tensor is None or not np.ndim(tensor):
+                    continue
+                if len(tensor) > MAX_BINNED_ROWS:  # a large run (batch scoring): an evenly spaced subset
+                    tensor = tensor[start % step::step] if (step := len(tensor) // MAX_BINNED_ROWS) else tensor
+                binned = group.binner.bin(tensor)
+                delta[group.bins] = binned.counts.ravel()
+                delta[group.missing] = binned.missing
+                delta[group.outside] = binned.out_of_range
+                delta[group.rows] = binned.rows
+        except Exception as exc:
+            self.errors += 1
+            self.report_once(f"a run could not be binned ({type(exc).__name__}: {exc}); it is left out")
+            return
+        rows = int(max((delta[g.rows] for g in self.groups), default=0))
+        with self._lock:
+            self._rotate(time.monotonic())
+            self._current += delta
+            self._current_rows += rows
+            self._out_of_range_total += delta
+            self.runs += 1
+
+    def _rotate(self, now: float) -> None:
+        full = self._current_rows >= max(1, self.window_rows // WINDOW_SEGMENTS) if not self.window_seconds \
+            else now - self._current_started >= self.window_seconds / WINDOW_SEGMENTS
+        if full:
+            self._closed.append((self._current_started, self._current))
+            self._current = np.zeros(self.size)
+            self._current_rows = 0
+            self._current_started = now
+        if self.window_seconds:
+            while self._closed and self._closed[0][0] < now - self.window_seconds:
+                self._closed.popleft()
+
+    def window(self) -> np.ndarray:
+        with self._lock:
+            self._rotate(time.monotonic())
+            total = self._current.copy()
+            for _started, segment in self._closed:
+                total += segment
+            return total
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures of GET /monitoring, /metrics and the Lambda EMF lines (computed when asked)."""
+        total = self.window()
+        with self._lock:
+            cumulative = self._out_of_range_total.copy()
+        features: dict[str, Any] = {}
+        outputs: dict[str, Any] = {}
+        window_rows = 0
+        for group in self.groups:
+            rows = int(total[group.rows])
+            window_rows = max(window_rows, rows) if not group.is_output else window_rows
+            counts = total[group.bins].reshape(len(group.binner.features), group.binner.width)
+            for i, feature in enumerate(group.binner.features):
+                figures = _figures(feature, counts[i], total[group.missing][i], rows,
+                                   cumulative[group.outside][i])
+                (outputs if group.is_output else features)[feature.name] = figures
+        alert = self.info.psi_alert
+        drifting = sorted((n for n, f in features.items() if f["psi"] is not None and f["psi"] > alert),
+                          key=lambda n: -features[n]["psi"])
+        return {"tag": self.tag, "psi_alert": alert, "window_rows": window_rows, "drifting": drifting,
+                "drifting_outputs": [n for n, f in outputs.items() if f["psi"] is not None and f["psi"] > alert],
+                "features": features, "outputs": outputs, "runs": self.runs, "errors": self.errors,
+                "baseline_rows": self.info.baseline_rows}
+
+
+def _figures(feature: FeatureBaseline, live: np.ndarray, missing: float, rows: int, outside_total: float):
+    expected = padded(feature.counts, len(live))
+    value = psi(expected, live) if rows else None
+    figures: dict[str, Any] = {
+        "psi": None if value is None else round(value, 6),
+        "missing_ratio": round(float(missing) / rows, 6) if rows else 0.0,
+        "out_of_range": int(outside_total),
+        "baseline_missing_rate": feature.missing_rate,
+    }
+    if feature.kind == "categorical":
+        live_shares = shares(live) if live.sum() else np.zeros(len(live))
+        figures["shares"] = {c: round(float(s), 6) for c, s in zip(feature.categories, live_shares, strict=False)}
+        figures["unseen_share"] = round(float(live[-1] / live.sum()), 6) if live.sum() else 0.0
+    if feature.note:
+        figures["note"] = feature.note
+    return figures
+
+
+class MonitoredBackend:
+    """A backend whose every run is also binned (and sampled into the prediction log): the same
+    `run`, `providers` and `output_names`; every other attribute reads through to the session."""
+
+    def __init__(self, backend: Any, monitor: Monitor, prediction_log: Any = None):
+        self._backend = backend
+        self.monitor = monitor
+        self.prediction_log = prediction_log
+        self.output_names = backend.output_names
+
+    @property
+    def providers(self) -> list[str]:
+        return self._backend.providers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        outputs = self._backend.run(feeds)
+        seconds = time.perf_counter() - started
+        self.monitor.observe(feeds, outputs)
+        if self.prediction_log is not None:
+            self.prediction_log.offer_run(feeds, outputs, seconds, REQUEST_ID.get())
+        return outputs
+
+
+def monitored(backend: Any, manifest: Manifest) -> Any:
+    """The backend itself when monitoring is off (costs nothing); else a MonitoredBackend."""
+    info = manifest.monitoring
+    if not monitoring_enabled(info):
+        return backend
+    assert info is not None
+    monitor = Monitor(info, manifest.tag)
+    from bento_compile.runtimes.prediction_log import prediction_log_for
+
+    return MonitoredBackend(backend, monitor, prediction_log_for(manifest, info))
+
+
+def monitor_of(backend: Any) -> Monitor | None:
+    return backend.monitor if isinstance(backend, MonitoredBackend) else None
+
+
+def monitoring_figures(backend: Any, info: MonitoringInfo | None) -> dict[str, Any]:
+    """GET /monitoring (and the edge `run --monitoring`): the snapshot, or why there is none."""
+    monitor = monitor_of(backend)
+    if monitor is None:
+        why = ("this Bento was built without a `monitoring:` section" if info is None or not info.enabled
+               else "monitoring is switched off (BENTO_COMPILE_MONITORING=off)")
+        return {"enabled": False, "error": f"live monitoring is off: {why}; the baseline is in the manifest "
+                "(bento-compile show), and `bento-compile monitor` reports drift from a prediction log"}
+    figures = {"enabled": True, **monitor.snapshot()}
+    log_ = getattr(backend, "prediction_log", None)
+    if log_ is not None:
+        figures["prediction_log"] = log_.figures()
+    return figures

@@ -1,0 +1,331 @@
+"""The prediction log: sampled rows (inputs, outputs, latency) written off the request path.
+
+A run's rows are sampled with one binomial draw; only the sampled rows become records (Python work per
+LOGGED row, none per served row). Records go into a bounded queue that one daemon thread drains into
+the sink; when the queue is full a record is dropped and counted, so a slow or unreachable sink never
+slows or fails a request. Sinks: JSON lines on stdout (what Lambda, Cloud Run and Knative ingest), a
+rotating local file (bounded size, for devices), S3 objects of many records each, OTLP logs (when the
+otel extra is installed). Redacted features are replaced by a sha256 (or dropped) before queueing.
+
+Env overrides per deployment: BENTO_COMPILE_MONITORING_LOG (stdout | file:PATH | s3://bucket/prefix/ |
+otlp | off) and BENTO_COMPILE_MONITORING_SAMPLE_RATE (0..1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import random
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bento_compile.runtimes.drift import feature_columns
+from bento_compile.runtimes.manifest import Manifest, MonitoringInfo, PredictionLogSettings
+
+log = logging.getLogger("bento_compile.prediction_log")
+
+S3_BATCH_RECORDS = 1000  # records per S3 object
+S3_BATCH_SECONDS = 30.0  # ... or this long after the first record of the object
+_MAX_VALUES_PER_TENSOR = 1024  # a row of a wider tensor is logged by shape only
+
+
+def effective_log_settings(settings: PredictionLogSettings | None) -> PredictionLogSettings | None:
+    target = os.environ.get("BENTO_COMPILE_MONITORING_LOG", "").strip()
+    rate = os.environ.get("BENTO_COMPILE_MONITORING_SAMPLE_RATE", "").strip()
+    if target.lower() == "off":
+        return None
+    if settings is None and not target:
+        return None
+    settings = settings or PredictionLogSettings()
+    if target:
+        settings = replace(settings, to=target)
+    if rate:
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1:
+            raise ValueError(f"BENTO_COMPILE_MONITORING_SAMPLE_RATE must be a number from 0 to 1, got {rate!r}")
+        settings = replace(settings, sample_rate=value)
+    return settings
+
+
+class FileSink:
+    """JSON lines in one file, rotated to FILE.1 when it passes max_bytes (so at most twice that on disk)."""
+
+    def __init__(self, path: str, max_bytes: int):
+        self.path, self.max_bytes = Path(path), max_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, lines: list[bytes]) -> None:
+        with open(self.path, "ab") as handle:
+            handle.write(b"".join(lines))
+            size = handle.tell()
+        if size >= self.max_bytes:
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+
+    def close(self) -> None:
+        pass
+
+
+class StdoutSink:
+    def write(self, lines: list[bytes]) -> None:
+        sys.stdout.write(b"".join(lines).decode())
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class S3Sink:
+    """Records gathered into objects `PREFIX/YYYY/MM/DD/<time>-<uuid>.jsonl` (one PUT per batch)."""
+
+    def __init__(self, url: str):
+        import boto3  # in every Lambda runtime; elsewhere the [s3] extra
+
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+        self.pending: list[bytes] = []
+        self.first = 0.0
+
+    def write(self, lines: list[bytes]) -> None:
+        if not self.pending:
+            self.first = time.monotonic()
+        self.pending.extend(lines)
+        if len(self.pending) >= S3_BATCH_RECORDS or time.monotonic() - self.first >= S3_BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        body, self.pending = b"".join(self.pending), []
+        now = time.gmtime()
+        key = "/".join(p for p in (self.prefix, time.strftime("%Y/%m/%d", now),
+                                   f"{time.strftime('%H%M%S', now)}-{uuid.uuid4().hex}.jsonl") if p)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+
+    def close(self) -> None:
+        self.flush()
+
+
+class OtlpSink:
+    """OTLP logs through the OpenTelemetry SDK (the otel extra); endpoint from OTEL_EXPORTER_OTLP_* env."""
+
+    def __init__(self) -> None:
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+        self.provider = LoggerProvider()
+        self.provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
+        self.logger = logging.getLogger("bento_compile.predictions.otlp")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        self.logger.addHandler(LoggingHandler(logger_provider=self.provider))
+
+    def write(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.logger.info(line.decode().rstrip("\n"))
+
+    def close(self) -> None:
+        self.provider.force_flush()
+
+
+def open_sink(settings: PredictionLogSettings) -> Any:
+    to = settings.to
+    if to == "stdout":
+        return StdoutSink()
+    if to.startswith("file:"):
+        return FileSink(to[len("file:"):], settings.max_file_bytes)
+    if to.startswith("s3://"):
+        return S3Sink(to)
+    if to == "otlp":
+        return OtlpSink()
+    raise ValueError(f"monitoring.log.to must be stdout, file:PATH, s3://bucket/prefix/ or otlp, got {to!r}")
+
+
+class PredictionLog:
+    """Samples rows of each run into records and writes them from a background thread."""
+
+    def __init__(self, settings: PredictionLogSettings, tag: str, columns: list[tuple[str, str, int | None]],
+                 sink: Any = None):
+        self.settings, self.tag = settings, tag
+        self.redact = frozenset(settings.redact)
+        self.columns = columns
+        self.by_tensor: dict[str, list[tuple[str, int | None]]] = {}
+        for name, tensor, column in columns:
+            self.by_tensor.setdefault(tensor, []).append((name, column))
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=settings.queue_size)
+        self.dropped = 0
+        self.written = 0
+        self.failed = 0
+        self._sink = sink
+        self._random = random.Random()
+        self._reported: set[str] = set()
+        self._thread = threading.Thread(target=self._drain, name="bento-prediction-log", daemon=True)
+        self._thread.start()
+
+    def _report_once(self, message: str) -> None:
+        if message not in self._reported:
+            self._reported.add(message)
+            log.warning("prediction log: %s", message)
+
+    def offer_run(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float,
+                  request_id: str | None = None) -> None:
+        """Sample this run's rows; queue a record per sampled row. Never raises, never blocks."""
+        rate = self.settings.sample_rate
+        if rate <= 0:
+            return
+        try:
+            rows = _rows(feeds, outputs)
+            picked = range(rows) if rate >= 1 else self._sample(rows, rate)
+            if not picked:
+                return
+            run_id = request_id or uuid.uuid4().hex
+            now = time.time()
+            for row in picked:
+                self._put(self._record(feeds, outputs, row, rows, run_id, now, seconds))
+        except Exception as exc:
+            self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
+
+    def _sample(self, rows: int, rate: float) -> list[int]:
+        # Expected rows*rate rows: one draw per run, then only the chosen rows are touched.
+        count = int(np.random.binomial(rows, rate)) if rows > 1 else int(self._random.random() < rate)
+        return sorted(self._random.sample(range(rows), count)) if count else []
+
+    def _record(self, feeds, outputs, row: int, rows: int, run_id: str, now: float, seconds: float) -> bytes:
+        inputs: dict[str, Any] = {}
+        for tensor, value in feeds.items():
+            columns = self.by_tensor.get(tensor)
+            if columns and np.ndim(value) and len(value) == rows:
+                for name, column in columns:
+                    item = _json_value(value[row] if column is None else value[row, column])
+                    if name in self.redact:
+                        if self.settings.redact_mode == "drop":
+                            continue
+                        item = "sha256:" + hashlib.sha256(json.dumps(item).encode()).hexdigest()
+                    inputs[name] = item
+            elif tensor not in self.redact:
+                inputs[tensor] = _tensor_value(value, row, rows)
+        answer = {name: _tensor_value(value, row, rows) for name, value in outputs.items()}
+        record = {"time": round(now, 3), "request_id": run_id, "bento": self.tag,
+                  "latency_ms": round(seconds * 1000, 3), "inputs": inputs, "outputs": answer}
+        return json.dumps(record, allow_nan=False, default=str).encode() + b"\n"
+
+    def _put(self, line: bytes) -> None:
+        try:
+            self.queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1:
+                self._report_once(f"the queue is full ({self.settings.queue_size} records): records are dropped "
+                                  "and counted (bento_prediction_log_dropped_total)")
+
+    def _drain(self) -> None:
+        try:
+            if self._sink is None:
+                self._sink = open_sink(self.settings)
+        except Exception as exc:
+            self._report_once(f"the sink {self.settings.to} cannot be opened ({type(exc).__name__}: {exc}); "
+                              "records are dropped")
+            self._sink = _NullSink()
+        while True:
+            first = self.queue.get()
+            batch = [first] if first is not None else []
+            while len(batch) < 1000:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    first = None
+                    break
+                batch.append(item)
+            self._write(batch)
+            if first is None:
+                self._close_sink()
+                return
+
+    def _write(self, batch: list[bytes]) -> None:
+        if not batch:
+            return
+        try:
+            self._sink.write(batch)
+            self.written += len(batch)
+        except Exception as exc:
+            self.failed += len(batch)
+            self._report_once(f"writing to {self.settings.to} failed ({type(exc).__name__}: {exc}); "
+                              "those records are dropped and counted")
+
+    def _close_sink(self) -> None:
+        try:
+            self._sink.close()
+        except Exception as exc:
+            self.failed += 1
+            self._report_once(f"closing {self.settings.to} failed ({type(exc).__name__}: {exc})")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued and close the sink (S3: the last object); used at shutdown and in tests."""
+        try:
+            self.queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def figures(self) -> dict[str, Any]:
+        return {"to": self.settings.to.split("?")[0], "sample_rate": self.settings.sample_rate,
+                "written": self.written, "dropped": self.dropped, "failed": self.failed,
+                "queued": self.queue.qsize()}
+
+
+class _NullSink:
+    def write(self, lines: list[bytes]) -> None:
+        raise OSError("the sink could not be opened")
+
+    def close(self) -> None:
+        pass
+
+
+def _rows(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> int:
+    for value in (*feeds.values(), *outputs.values()):
+        if np.ndim(value):
+            return len(value)
+    return 1
+
+
+def _json_value(value: Any) -> Any:
+    item = value.item() if isinstance(value, np.generic) else value
+    if isinstance(item, float) and not np.isfinite(item):
+        return None if np.isnan(item) else ("inf" if item > 0 else "-inf")
+    return item
+
+
+def _tensor_value(value: np.ndarray, row: int, rows: int) -> Any:
+    part = value[row] if np.ndim(value) and len(value) == rows else value
+    part = np.asarray(part)
+    if part.size > _MAX_VALUES_PER_TENSOR:
+        return {"shape": list(part.shape), "dtype": str(part.dtype)}
+    if part.dtype.kind == "f":
+        cleaned = np.where(np.isfinite(part), part, np.nan).astype(object)
+        cleaned[np.isnan(part.astype(np.float64))] = None
+        return cleaned.tolist()
+    return part.tolist()
+
+
+def prediction_log_for(manifest: Manifest, info: MonitoringInfo) -> PredictionLog | None:
+    settings = effective_log_settings(info.log)
+    if settings is None:
+        return None
+    columns = feature_columns(manifest.inputs, manifest.model.feature_names)
+    return PredictionLog(settings, manifest.tag, columns)
