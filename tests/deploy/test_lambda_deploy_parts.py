@@ -120,3 +120,12 @@ def test_ecr_login_creates_the_repository(moto_endpoint, monkeypatch):
     assert repositories["repositories"][0]["repositoryName"] == "parts-cancer"
     assert ecr_credentials(aws, registry, "parts-cancer")[0] == "AWS"  # the second time it exists: no error
     assert ecr_credentials(aws, "127.0.0.1:5000", "cancer") is None  # not ECR: the registry's own login
+
+
+def test_a_bento_without_an_example_cannot_be_smoke_tested():
+    from bento_compile.deploy.smoke import example_of
+
+    with pytest.raises(BentoCompileError) as refused:
+        example_of({"name": "face", "version": "1", "example": None})
+    assert "face:1 recorded no example" in refused.value.problem and "--no-smoke" in refused.value.fix
+    assert example_of({"example": {"inputs": [[1.0]]}}) == {"inputs": [[1.0]]}
