@@ -18,7 +18,6 @@ from pathlib import Path
 
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.files import write_atomic
-from bento_compile.core.files import write_json_atomic as write_json_atomic  # the compiler's import
 from bento_compile.runtimes.boundary import UnsafeName, check_name, check_version
 from bento_compile.runtimes.manifest import MANIFEST_NAME, Manifest, read_manifest
 from bento_compile.runtimes.names import parse_bento_tag

@@ -50,6 +50,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture(scope="session")
 def lambda_home(tmp_path_factory):
+    """The build cache (BENTO_COMPILE_CACHE) these tests share: the clean runtimes are made once a session."""
     return tmp_path_factory.mktemp("lambda-home")
 
 
@@ -70,7 +71,7 @@ def runtime_env(lambda_home):
         pytest.skip("no Python 3.12 or 3.13 interpreter here to build bytecode and run Lambda zips with "
                     "(pyenv install 3.12, or set BENTO_COMPILE_PYTHON_3_12=/path/to/python3.12)")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENTO_COMPILE_HOME", str(lambda_home))
+        patch.setenv("BENTO_COMPILE_CACHE", str(lambda_home))
         return local_runtime("x86_64", PYTHON)
 
 
@@ -373,7 +374,7 @@ def test_cli_builds_and_invokes(example_model, tmp_path, lambda_home, runtime_en
 
     event = tmp_path / "event.json"
     event.write_text(json.dumps(example))
-    env["BENTO_COMPILE_HOME"] = str(lambda_home)  # reuse the cached clean runtime
+    env["BENTO_COMPILE_CACHE"] = str(lambda_home)  # reuse the cached clean runtime
     answer = run_cli("invoke", str(zip_path), "--event", str(event), env=env)
     assert json.loads(answer.stdout) == expected
     assert '"load_mode":"lazy"' in answer.stderr  # from the manifest's targets.lambda, without the template
@@ -403,7 +404,7 @@ def test_python_3_11_zip_runs_on_onnxruntime_1_16_and_numpy_1(tmp_path, lambda_h
         names = set(archive.namelist())
     assert "numpy/random/__init__.py" in names  # numpy 1.x imports it at `import numpy`
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENTO_COMPILE_HOME", str(lambda_home))
+        patch.setenv("BENTO_COMPILE_CACHE", str(lambda_home))
         runtime = local_runtime("x86_64", "3.11")
     task = tmp_path / "task"
     with zipfile.ZipFile(built.path) as archive:
