@@ -60,6 +60,14 @@ def effective_log_settings(settings: PredictionLogSettings | None) -> Prediction
     return settings
 
 
+class SinkFailed(Exception):
+    """A write failed; `lost` records are gone (an S3 sink loses its whole pending object)."""
+
+    def __init__(self, lost: int, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.lost = lost
+
+
 class FileSink:
     """JSON lines in one file, rotated to FILE.1 when it passes max_bytes (so at most twice that on disk)."""
 
@@ -67,24 +75,26 @@ class FileSink:
         self.path, self.max_bytes = Path(path), max_bytes
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[bytes]) -> int:
         with open(self.path, "ab") as handle:
             handle.write(b"".join(lines))
             size = handle.tell()
         if size >= self.max_bytes:
             os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        return len(lines)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> int:
+        return 0
 
 
 class StdoutSink:
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[bytes]) -> int:
         sys.stdout.write(b"".join(lines).decode())
         sys.stdout.flush()
+        return len(lines)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> int:
+        return 0
 
 
 class S3Sink:
@@ -99,24 +109,29 @@ class S3Sink:
         self.pending: list[bytes] = []
         self.first = 0.0
 
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[bytes]) -> int:
         if not self.pending:
             self.first = time.monotonic()
         self.pending.extend(lines)
         if len(self.pending) >= S3_BATCH_RECORDS or time.monotonic() - self.first >= S3_BATCH_SECONDS:
-            self.flush()
+            return self.flush()
+        return 0
 
-    def flush(self) -> None:
+    def flush(self) -> int:
         if not self.pending:
-            return
-        body, self.pending = b"".join(self.pending), []
+            return 0
+        count, body, self.pending = len(self.pending), b"".join(self.pending), []
         now = time.gmtime()
         key = "/".join(p for p in (self.prefix, time.strftime("%Y/%m/%d", now),
                                    f"{time.strftime('%H%M%S', now)}-{uuid.uuid4().hex}.jsonl") if p)
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/x-ndjson")
+        except Exception as exc:
+            raise SinkFailed(count, exc) from exc
+        return count
 
-    def close(self) -> None:
-        self.flush()
+    def close(self) -> int:
+        return self.flush()
 
 
 class OtlpSink:
@@ -134,12 +149,14 @@ class OtlpSink:
         self.logger.setLevel(logging.INFO)
         self.logger.addHandler(LoggingHandler(logger_provider=self.provider))
 
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[bytes]) -> int:
         for line in lines:
             self.logger.info(line.decode().rstrip("\n"))
+        return len(lines)
 
-    def close(self) -> None:
+    def close(self) -> int:
         self.provider.force_flush()
+        return 0
 
 
 def open_sink(settings: PredictionLogSettings) -> Any:
@@ -261,18 +278,17 @@ class PredictionLog:
         if not batch:
             return
         try:
-            self._sink.write(batch)
-            self.written += len(batch)
+            self.written += self._sink.write(batch)
         except Exception as exc:
-            self.failed += len(batch)
+            self.failed += exc.lost if isinstance(exc, SinkFailed) else len(batch)
             self._report_once(f"writing to {self.settings.to} failed ({type(exc).__name__}: {exc}); "
                               "those records are dropped and counted")
 
     def _close_sink(self) -> None:
         try:
-            self._sink.close()
+            self.written += self._sink.close()
         except Exception as exc:
-            self.failed += 1
+            self.failed += exc.lost if isinstance(exc, SinkFailed) else 0
             self._report_once(f"closing {self.settings.to} failed ({type(exc).__name__}: {exc})")
 
     def close(self, timeout: float = 10.0) -> None:
@@ -290,11 +306,11 @@ class PredictionLog:
 
 
 class _NullSink:
-    def write(self, lines: list[bytes]) -> None:
+    def write(self, lines: list[bytes]) -> int:
         raise OSError("the sink could not be opened")
 
-    def close(self) -> None:
-        pass
+    def close(self) -> int:
+        return 0
 
 
 def _rows(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> int:
