@@ -33,6 +33,7 @@ from bento_compile.runtimes.manifest import Manifest, effective_settings
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import BentoModel, ModelHolder
 from bento_compile.runtimes.providers import device_in_use
+from bento_compile.runtimes.serving_pipeline import media_accepted
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
 
 log = logging.getLogger("bento_compile.http")
@@ -59,6 +60,13 @@ def _json_capable(content_type: bytes) -> bool:
 
 def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
+
+
+def _content_type(scope: dict) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value
+    return b""
 
 
 def max_concurrency(manifest: Manifest) -> int:
@@ -90,8 +98,8 @@ class PredictService:
         self._record_lazily: Callable[[], None] | None = None
         self._on_ready: list[Callable[[], None]] = []
         self.tracer = tracing.tracer()  # None unless an OTLP endpoint is configured: then free
-        metrics.in_flight.set_function(lambda: self.in_flight)
-        metrics.depth.set_function(lambda: self._batcher.queued_rows if self._batcher else 0)
+        metrics.live(metrics.in_flight, lambda: self.in_flight)
+        metrics.live(metrics.depth, lambda: self._batcher.queued_rows if self._batcher else 0)
 
     # ---- raw ASGI --------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ class PredictService:
             else:
                 self.in_flight += 1
                 try:
-                    answer = await self.answer(request, receive)
+                    answer = await self.answer(request, receive, content_type=_content_type(scope))
                 finally:
                     self.in_flight -= 1
         except Exception:  # never a stack trace to the client, never a non-JSON 500
@@ -134,7 +142,7 @@ class PredictService:
             if name == b"content-length":
                 if value.isdigit() and int(value) > limit:
                     return self._too_large()
-            elif name == b"content-type" and not _json_capable(value):
+            elif name == b"content-type" and not _json_capable(value) and not media_accepted(self.manifest, value):
                 return 415, error_body(f"the body must be JSON (Content-Type: application/json), not "
                                        f"{value[:100].decode('latin-1')!r}"), None
         message = await receive()
@@ -165,7 +173,8 @@ class PredictService:
 
     # ---- the contract, framework-free --------------------------------------------------
 
-    async def answer(self, body: bytes, receive: Callable[[], Awaitable[dict]] | None = None) -> Answer | None:
+    async def answer(self, body: bytes, receive: Callable[[], Awaitable[dict]] | None = None, *,
+                     content_type: bytes = b"") -> Answer | None:
         """Status, JSON body and extra headers for one /predict body (None: client disconnected)."""
         model = self._model
         if model is None:
@@ -177,9 +186,9 @@ class PredictService:
         try:
             if len(body) > _OFFLOAD_BODY_BYTES:
                 loop = asyncio.get_running_loop()
-                feeds, rows = await loop.run_in_executor(None, self._decode, body)
+                feeds, rows, finish = await loop.run_in_executor(None, self._decode, body, content_type)
             else:
-                feeds, rows = self._decode(body)
+                feeds, rows, finish = self._decode(body, content_type)
         except InputError as exc:
             return 422, error_body(str(exc)), None
         except PayloadTooLarge as exc:
@@ -188,11 +197,11 @@ class PredictService:
         if batcher is None or batcher.loop is not asyncio.get_running_loop():
             batcher = self._new_batcher(model)
         if self.tracer is not None:
-            return await self._traced(batcher, feeds, rows, receive)
-        return await self._run(batcher, feeds, rows, receive, None)
+            return await self._traced(batcher, feeds, rows, receive, finish)
+        return await self._run(batcher, feeds, rows, receive, None, finish)
 
     async def _run(self, batcher: Batcher, feeds: dict, rows: int, receive: Callable[[], Awaitable[dict]] | None,
-                   timing: dict | None) -> Answer | None:
+                   timing: dict | None, finish: Callable[[dict], Any] | None = None) -> Answer | None:
         try:
             if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
                 outputs = await self._submit_watching(batcher, feeds, rows, receive, timing)
@@ -204,13 +213,19 @@ class PredictService:
             return self._overloaded(exc)
         except InputError as exc:  # the model refused a value the signature check let through
             return 422, error_body(str(exc)), None
+        if finish is not None:  # labels / handler.py postprocess (runtimes/serving_pipeline.py)
+            try:
+                return 200, orjson.dumps(finish(outputs)), None
+            except InputError as exc:
+                return 422, error_body(str(exc)), None
         return 200, orjson.dumps({"outputs": encode_outputs(outputs)}), None
 
     async def _traced(self, batcher: Batcher, feeds: dict, rows: int,
-                      receive: Callable[[], Awaitable[dict]] | None) -> Answer | None:
+                      receive: Callable[[], Awaitable[dict]] | None,
+                      finish: Callable[[dict], Any] | None = None) -> Answer | None:
         started_ns = time.time_ns()
         timing: dict[str, Any] = {}
-        answer = await self._run(batcher, feeds, rows, receive, timing)
+        answer = await self._run(batcher, feeds, rows, receive, timing, finish)
         try:
             tracing.record_predict(self.tracer, started_ns, answer[0] if answer else 499, rows, timing,
                                    self.manifest.tag)
@@ -218,12 +233,17 @@ class PredictService:
             log.exception("could not record the trace spans")
         return answer
 
-    def _decode(self, body: bytes) -> tuple[dict, int]:
+    def _decode(self, body: bytes, content_type: bytes = b"") -> tuple[dict, int, Callable[[dict], Any] | None]:
+        pipeline = self._model.pipeline if self._model is not None else None
+        if pipeline is not None:  # images / text / handler.py: the request is kept for postprocess
+            request = pipeline.request_from_body(body, content_type)
+            feeds, rows = pipeline.decode(request)
+            return feeds, rows, lambda outputs: pipeline.answer(outputs, request)
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
-        return decode_inputs(payload, self.manifest.inputs, self.settings)
+        return (*decode_inputs(payload, self.manifest.inputs, self.settings), None)
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
                                receive: Callable[[], Awaitable[dict]], timing: dict | None) -> Any:

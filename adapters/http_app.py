@@ -146,7 +146,7 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
         except BodyTooLarge:
             status, content, headers = service._too_large()
         else:
-            answer = await service.answer(body)
+            answer = await service.answer(body, content_type=request.headers.get("content-type", "").encode())
             status, content, headers = answer if answer is not None else (499, b"{}", None)
         extra = {k.decode(): v.decode() for k, v in headers or [] if k != b"content-type"}
         return Response(content, status_code=status, media_type="application/json", headers=extra)

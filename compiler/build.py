@@ -22,6 +22,7 @@ from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.parity import ParityError
+from bento_compile.compiler.pipeline import declared, plan_pipeline
 from bento_compile.compiler.request import BuildRequest, resolve_path
 from bento_compile.compiler.samples import (
     example_payload,
@@ -100,19 +101,30 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         calibration = resolve_path(None, config.quantize.calibration, request.config_dir)
         shipped, quantization, report = quantize_onnx(config, source, optimized, feeds, outputs, inputs,
                                                       calibration, report, sample_source, progress)
+    plan = None
+    if declared(config):
+        progress("Planning images / text / labels / handler around the model")
+        plan = plan_pipeline(config, request.config_dir, shipped, inputs, outputs, feeds, compiled,
+                             getattr(source, "class_labels", None),
+                             example_payload(feeds, whole=whole_names(inputs)))
+        shipped = plan.model or shipped
+    shipped_outputs = plan.outputs if plan is not None else outputs
     files = {MODEL_FILE: shipped}
     if config.format == "ort":
         from bento_compile.compiler.model_formats import to_ort_checked
 
         progress("Converting to the ONNX Runtime format (.ort) with its operator config")
-        files = to_ort_checked(shipped, feeds, outputs)
+        files = to_ort_checked(shipped, feeds, shipped_outputs)
 
     progress("Recording the drift baseline")
     monitoring = build_monitoring(config, request.config_dir, feeds, compiled, inputs, outputs,
                                   source.feature_names, _session_runner(optimized, outputs), sample_source)
     progress("Writing the Bento")
-    draft = _draft(name, source, inputs, outputs, opsets, files, report, feeds, config,
+    draft = _draft(name, source, inputs, shipped_outputs, opsets, files, report, feeds, config,
                    quantization=quantization, batchable=verdict.batchable)
+    if plan is not None:  # handler.py, labels and tokenizer files are hashed and signed like the model
+        files = {**files, **plan.files}
+        draft = replace(draft, pipeline=plan.info)
     return write_bento(store, replace(draft, monitoring=monitoring), files)
 
 

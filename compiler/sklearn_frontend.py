@@ -49,7 +49,14 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__,
                             **versions_for(estimator)},
         feature_names=None if input_override else _feature_names(estimator, inputs),
+        class_labels=_class_labels(estimator),
     )
+
+
+def _class_labels(estimator: Any) -> list[str] | None:
+    """The classifier's classes_ as names, in the order of its probability columns."""
+    classes = getattr(estimator, "classes_", None)
+    return None if classes is None else [str(c) for c in classes]
 
 
 def _unpickle(path: Path) -> Any:

@@ -49,6 +49,7 @@ class Source:
     # scoring takes a table's columns by these names. None when the model was fitted on a plain array.
     feature_names: list[str] | None = None
     artifact_format: str = "onnx"  # what build.py dispatches on; a NativeSource says tflite or ort
+    class_labels: list[str] | None = None  # a classifier's classes_ (names for `outputs:` labels)
 
 
 @dataclass

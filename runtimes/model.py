@@ -31,6 +31,12 @@ class BentoModel:
         self.manifest = manifest
         self.backend = backend
         self.load_seconds = load_seconds
+        # Images, text, labels and handler.py around the run (runtimes/serving_pipeline.py), when declared.
+        self.pipeline: Any = None
+        if manifest.pipeline is not None:
+            from bento_compile.runtimes.serving_pipeline import ServingPipeline
+
+            self.pipeline = ServingPipeline(bento_dir, manifest)
 
     @classmethod
     def load(cls, bento_dir: str | Path) -> BentoModel:
@@ -47,6 +53,9 @@ class BentoModel:
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Validate `{"inputs": ...}` and return `{"outputs": {...}}` as JSON-ready lists."""
+        if self.pipeline is not None:
+            pipeline_feeds, _rows = self.pipeline.decode(payload)
+            return self.pipeline.answer(self.backend.run(pipeline_feeds), payload)
         feeds, _rows = decode_inputs(payload, self.manifest.inputs, self.manifest.runtime)
         return {"outputs": encode_outputs(self.backend.run(feeds))}
 

@@ -47,6 +47,8 @@ class InputSpec(Strict):
     formats: list[Literal["jpeg", "png", "webp", "gif", "bmp"]] = Field(
         default_factory=lambda: ["jpeg", "png", "webp"], description="image formats a request may send")
     max_pixels: int = Field(40_000_000, gt=0, description="larger images are refused (413) before decoding")
+    images: str | None = Field(None, description="a folder of real images (relative to bento.yaml) the build "
+                               "preprocesses both ways to check parity with the torchvision/PIL reference")
     # kind: text (runtimes/text.py): a Hugging Face tokenizer.json shipped in the Bento.
     tokenizer: str | None = Field(None, description="tokenizer.json, relative to bento.yaml")
     max_length: int = Field(128, gt=0, le=65536)
