@@ -1,0 +1,119 @@
+"""What drift monitoring costs: the same monitored Bento served and batch-scored with monitoring on
+(histograms + a 1 % sampled prediction log to a file) and off (BENTO_COMPILE_MONITORING=off), in the
+same run, alternated ROUNDS times, medians compared (the machine is shared: the ratio is the result).
+
+  HTTP: `bento-compile serve` (the shipped server), single-row JSON requests at c=32 (wrk, or
+        bench_serving's socket generator), requests/s and cold start (spawn → first 200);
+  batch: the batch scorer on 8192-row record batches of the breast-cancer rows, rows/s.
+
+Goal (issue): on costs ≤ 5 % of c=32 throughput and of batch rows/s; cold start unchanged within noise.
+
+Usage: python bench/bench_monitoring.py [--duration S] [--rounds N] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_serving as bs  # the shared server wrapper and load generators
+import numpy as np
+
+
+def build(folder: Path) -> Path:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+
+    from tests.monitoring.conftest import build_monitored
+    from tests.support.helpers import load_example_script
+
+    example = folder / "example"
+    example.mkdir()
+    load_example_script("breast_cancer").main(example)
+    (example / "bento.yaml").write_text((bs.REPO / "examples/breast_cancer/bento.yaml").read_text())
+    X, y = load_breast_cancer(return_X_y=True)
+    X_train = train_test_split(X, y, test_size=0.2, random_state=0, stratify=y)[0].astype(np.float32)
+    target = folder / "bento"
+    target.mkdir()
+    return build_monitored(example, target, X_train, f"""
+monitoring:
+  baseline: baseline.npy
+  log:
+    sample_rate: 0.01
+    to: file:{folder / 'predictions.jsonl'}
+""")
+
+
+def batch_rows_per_second(bento: Path, monitoring: str, rounds: int = 5) -> float:
+    import pyarrow as pa
+    from sklearn.datasets import load_breast_cancer
+
+    from bento_compile.batch.scorer import ScoreOptions, Scorer
+
+    os.environ["BENTO_COMPILE_MONITORING"] = monitoring
+    X = np.tile(load_breast_cancer(return_X_y=True)[0].astype(np.float32), (15, 1))[:8192]
+    names = [f"c{j}" for j in range(30)]
+    table = pa.table({n: X[:, j] for j, n in enumerate(names)})
+    scorer = Scorer(bento, ScoreOptions(features=tuple(names)))
+    scorer.score(table)
+    best = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(5):
+            scorer.score(table)
+        best.append(5 * len(X) / (time.perf_counter() - started))
+    os.environ.pop("BENTO_COMPILE_MONITORING")
+    return statistics.median(best)
+
+
+def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float, float]:
+    port = bs.free_port()
+    body = json.dumps({"inputs": [[14.0] * 30]}).encode()
+    server = bs.Server(f"monitoring {monitoring}", [sys.executable, "-m", "bento_compile.cli", "serve", str(bento),
+                                                    "--port", str(port)], port, body,
+                       env={"BENTO_COMPILE_MONITORING": monitoring})
+    try:
+        cold = server.start()
+        result = bs.load(wrk, port, body, 32, seconds)
+        return result.rps, cold
+    finally:
+        server.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    wrk = bs.ensure_wrk(sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        bento = build(Path(tmp))
+        figures: dict[str, list[float]] = {k: [] for k in ("rps_on", "rps_off", "cold_on", "cold_off",
+                                                             "batch_on", "batch_off")}
+        for _ in range(args.rounds):
+            for mode in ("off", "on"):
+                rps, cold = http_point(bento, mode, wrk, args.duration)
+                figures[f"rps_{mode}"].append(rps)
+                figures[f"cold_{mode}"].append(cold)
+                figures[f"batch_{mode}"].append(batch_rows_per_second(bento, mode))
+    medians = {k: statistics.median(v) for k, v in figures.items()}
+    result = {**medians, "http_cost": 1 - medians["rps_on"] / medians["rps_off"],
+              "batch_cost": 1 - medians["batch_on"] / medians["batch_off"], "machine": bs.machine(),
+              "load": "wrk" if wrk else "socket generator"}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
