@@ -16,12 +16,16 @@ Adding a field (one place):
      for a top-level key, `ModelInfo` for `model.*`, `TensorSpec` for one
      input/output, `RuntimeSettings` for `runtime.*`); give it
      `field(metadata=OMIT_NONE)` when the key should be left out unless set;
-  2. set it where the compiler builds the manifest (compiler/build.py or
-     compiler/formats_build.py);
+  2. set it where the compiler builds the manifest: `manifest_draft` in
+     compiler/bento_writer.py for what every Bento records, the `ModelInfo(...)`
+     in compiler/build.py and compiler/formats_build.py for `model.*`;
   3. run `python -m bento_compile.compiler.manifest_schema --write` to refresh the
      checked-in schema (tests/compiler/test_manifest_schema.py fails until you do).
   The default is what Bentos built before the field existed read, so they keep
   loading; a field that changes what existing Bentos mean needs SCHEMA_VERSION bumped.
+  The version hashes the manifest's content, so a field the compiler always
+  writes gives every new build a new version; an OMIT_NONE field left unset
+  keeps the versions of builds that do not use it.
 
 Unknown fields (a manifest written by a newer bento-compile) are tolerated and
 kept: each section holds them in `.extra` and writes them back unchanged, so a
