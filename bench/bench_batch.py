@@ -60,11 +60,12 @@ done(s.rows, workers=s.workers, threads=s.intra_op_threads)
     "raw": """
 import numpy as np, onnxruntime as ort, pyarrow.parquet as pq
 options = ort.SessionOptions(); options.intra_op_num_threads = CPUS
+options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime: fair on a busy machine
 started = time.perf_counter()
 session = ort.InferenceSession(BENTO + "/model.onnx", options, providers=["CPUExecutionProvider"])
 names = [c for c in pq.read_schema(DATA).names if c != "id"]
 rows = 0
-for batch in pq.ParquetFile(DATA).iter_batches(batch_size=8192, columns=names):
+for batch in pq.ParquetFile(DATA, buffer_size=1 << 20, pre_buffer=False).iter_batches(batch_size=8192, columns=names):
     X = np.column_stack([c.to_numpy() for c in batch.columns]).astype(np.float32)
     session.run(None, {"input": X}); rows += len(X)
 done(rows)
@@ -83,7 +84,7 @@ done(rows)
 import joblib, pyarrow.parquet as pq
 model = joblib.load(MODEL)
 names = [c for c in pq.read_schema(DATA).names if c != "id"]
-frame = pq.read_table(DATA, columns=names).slice(0, 2000).to_pandas()
+frame = next(pq.ParquetFile(DATA).iter_batches(batch_size=2000, columns=names)).to_pandas()
 started = time.perf_counter()
 for i in range(len(frame)):
     model.predict_proba(frame.iloc[i:i + 1])
