@@ -8,7 +8,9 @@ field, refresh it:
 
     python -m bento_compile.compiler.manifest_schema --write
 
-What the schema says, field by field, follows the record rules in
+Each record's docstring and each field's comments in runtimes/manifest.py
+become the schema's descriptions, so documenting a field there documents it
+here too. What the schema says, field by field, follows the record rules in
 runtimes/records.py: fields without a default are required; a field with one
 may be absent (older Bentos); unknown keys are allowed everywhere, because a
 newer bento-compile may add fields and this runtime keeps them.
@@ -18,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
+import io
 import json
 import sys
+import tokenize
 import typing
 from pathlib import Path
 from typing import Any
@@ -58,10 +64,13 @@ def schema_text() -> str:
 
 def _record_schema(cls: type[Record], defs: dict[str, Any]) -> dict[str, Any]:
     hints = type_hints(cls)
+    notes = field_comments(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for spec in record_fields(cls):
         prop = _type_schema(hints[spec.name], defs)
+        if spec.name in notes:
+            prop = {"description": notes[spec.name], **prop}
         default = _default(spec)
         if default is not _NO_DEFAULT:
             prop = {**prop, "default": default}
@@ -73,6 +82,35 @@ def _record_schema(cls: type[Record], defs: dict[str, Any]) -> dict[str, Any]:
         out["required"] = required
     out["additionalProperties"] = True  # unknown keys: written by a newer version, kept as they are
     return out
+
+
+@functools.cache
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's comments in the class source (the lines just above it and the end of its own lines):
+    the manifest module documents its fields there, and the schema carries them as descriptions."""
+    source = inspect.getsource(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    notes: dict[str, str] = {}
+    pending: list[str] = []
+    current: str | None = None  # the field whose statement is being read
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        starts_line = token.line[:token.start[1]].strip() == ""
+        if token.type == tokenize.COMMENT:
+            text = token.string.lstrip("#").strip()
+            if current is not None:
+                notes[current] = f"{notes[current]} {text}" if current in notes else text
+            else:
+                pending.append(text)
+        elif token.type == tokenize.NAME and starts_line and token.start[1] == 4 and token.string in fields:
+            current = token.string
+            if pending:
+                notes[current] = " ".join(pending)
+            pending = []
+        elif token.type == tokenize.NEWLINE:
+            current = None
+        elif token.type == tokenize.NL and not token.line.strip():
+            pending = []  # a blank line: the comments above it belong to no field
+    return notes
 
 
 def _type_schema(tp: Any, defs: dict[str, Any]) -> dict[str, Any]:
