@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bento_compile import __version__
+from bento_compile.core.files import write_atomic
 from bento_compile.runtimes.manifest import MANIFEST_NAME, read_manifest, sha256_file
 from bento_compile.runtimes.model_format import model_format_of
 from bento_compile.runtimes.trust import SIGNATURE_NAME
@@ -188,7 +189,4 @@ def write_sbom(dest: Path, *, artifact: str, target: str, bento_dir: Path, wheel
     path = dest / SBOM_NAME if dest.is_dir() else dest
     text = sbom_json(artifact=artifact, target=target, bento_dir=bento_dir, wheels=wheels,
                      runtime_files=runtime_files, bento_prefix=bento_prefix)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text)
