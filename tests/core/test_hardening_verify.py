@@ -68,3 +68,39 @@ def test_a_bento_where_the_runtime_does_not_look_is_refused(signed, tmp_path):
     assert result.returncode == 1 and "the runtime loads tiny-edge-x86_64/bento/" in result.stderr
     good = zipped(tmp_path / "good.zip", {"bento": bento})
     assert run_cli("verify", str(good), "--pub", str(keys.public_path)).returncode == 0
+
+
+@pytest.mark.parametrize("change, rule", [
+    (lambda m: m.update(files={"../outside.onnx": m["files"]["model.onnx"]},
+                        model={**m["model"], "file": "../outside.onnx"}), "inside the Bento folder"),
+    (lambda m: m.update(files={"/etc/hostname": m["files"]["model.onnx"]}), "no absolute paths"),
+    (lambda m: m.update(model={**m["model"], "file": "unhashed.onnx"}), "one of the files the manifest hashes"),
+])
+def test_the_runtime_refuses_names_outside_the_bento_without_any_key(built_example, tmp_path, change, rule):
+    """No public key configured: before, these loaded bytes nobody hashed, or read outside the Bento."""
+    import json
+
+    from bento_compile.runtimes.errors import IntegrityError
+    from bento_compile.runtimes.model import BentoModel
+
+    bento = tmp_path / "bento"
+    shutil.copytree(built_example, bento)
+    shutil.copy(bento / "model.onnx", tmp_path / "outside.onnx")
+    shutil.copy(bento / "model.onnx", bento / "unhashed.onnx")
+    manifest = json.loads((bento / "manifest.json").read_text())
+    change(manifest)
+    (bento / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match=rule):
+        BentoModel.load(bento)
+
+
+def test_the_runtime_refuses_a_model_file_that_is_a_link(built_example, tmp_path):
+    from bento_compile.runtimes.errors import IntegrityError
+    from bento_compile.runtimes.model import BentoModel
+
+    bento = tmp_path / "bento"
+    shutil.copytree(built_example, bento)
+    (bento / "model.onnx").rename(tmp_path / "real.onnx")
+    (bento / "model.onnx").symlink_to(tmp_path / "real.onnx")  # same bytes, same hash: still refused
+    with pytest.raises(IntegrityError, match="symbolic link"):
+        BentoModel.load(bento)
