@@ -98,7 +98,9 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
     try:
         for file, schema, plan in zip(inputs.files, schemas, plans, strict=True):
             text_columns = plan.scalar_numeric_columns() if file.format == "csv" else ()
-            batches = read_batches(inputs, file, batch_rows, text_columns)
+            # Only the columns the model and --keep use are read, and sent to the workers.
+            needed = list(dict.fromkeys([*plan.columns, *options.keep]))
+            batches = read_batches(inputs, file, batch_rows, text_columns, columns=needed)
             with target.open_part(file.relative if inputs.is_folder else None,
                                   output_schema(manifest, _reading_schema(schema, text_columns), options)) as writer:
                 for result in pool.map_in_order(batches):

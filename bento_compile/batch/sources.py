@@ -158,19 +158,22 @@ def read_schema(inputs: InputSet, file: InputFile) -> pa.Schema:
     raise BatchError(f"{file.path} is empty.", "Score a file with a header and rows.")
 
 
-def read_batches(inputs: InputSet, file: InputFile, batch_rows: int,
-                 text_columns: Sequence[str] = ()) -> Iterator[pa.RecordBatch]:
+def read_batches(inputs: InputSet, file: InputFile, batch_rows: int, text_columns: Sequence[str] = (),
+                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of at most `batch_rows` rows, in order.
 
-    `text_columns` (CSV only) are read as text, so that one cell that is not a number is one row error.
+    `text_columns` (CSV only) are read as text, so that one cell that is not a number is one row error;
+    `columns` (when given) are the only ones read (Parquet, CSV) or kept (JSON lines).
     """
-    for batch in _batches(inputs.fs, file, batch_rows, text_columns):
+    for batch in _batches(inputs.fs, file, batch_rows, text_columns, columns=columns):
+        if columns is not None and batch.schema.names != list(columns):
+            batch = batch.select(list(columns))
         for start in range(0, batch.num_rows, batch_rows):
             yield batch.slice(start, batch_rows)
 
 
 def _batches(fs: pafs.FileSystem, file: InputFile, batch_rows: int, text_columns: Sequence[str],
-             schema_only: bool = False) -> Iterator[pa.RecordBatch]:
+             schema_only: bool = False, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
     try:
         if file.format == "parquet":
             import pyarrow.parquet as pq
@@ -182,7 +185,7 @@ def _batches(fs: pafs.FileSystem, file: InputFile, batch_rows: int, text_columns
                 if schema_only:
                     yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)
                     return
-                yield from parquet.iter_batches(batch_size=batch_rows)
+                yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
         elif file.format == "csv":
             import pyarrow.csv as pacsv
 
@@ -190,7 +193,8 @@ def _batches(fs: pafs.FileSystem, file: InputFile, batch_rows: int, text_columns
                 reader = pacsv.open_csv(
                     stream, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
                     convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in text_columns},
-                                                         strings_can_be_null=True))
+                                                         strings_can_be_null=True,
+                                                         include_columns=list(columns) if columns else None))
                 if schema_only:
                     yield pa.RecordBatch.from_pylist([], schema=reader.schema)
                     return
