@@ -78,9 +78,9 @@ def batch_rows_per_second(bento: Path, monitoring: str, rounds: int = 5) -> floa
 def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float, float]:
     port = bs.free_port()
     body = json.dumps({"inputs": [[14.0] * 30]}).encode()
-    server = bs.Server(f"monitoring {monitoring}", [sys.executable, "-m", "bento_compile.cli", "serve", str(bento),
+    server = bs.Server(f"monitoring {monitoring}", [sys.executable, "-m", "bento_compile.cli", "serve", "cancer:latest",
                                                     "--port", str(port)], port, body,
-                       env={"BENTO_COMPILE_MONITORING": monitoring})
+                       env={"BENTO_COMPILE_MONITORING": monitoring, "BENTO_COMPILE_HOME": str(bento.parents[2])})
     try:
         cold = server.start()
         result = bs.load(wrk, port, body, 32, seconds)
