@@ -22,7 +22,7 @@ from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.parity import ParityError
-from bento_compile.compiler.pipeline import declared, plan_pipeline
+from bento_compile.compiler.pipeline import declared, declared_model_inputs, plan_pipeline
 from bento_compile.compiler.request import BuildRequest, resolve_path
 from bento_compile.compiler.samples import (
     example_payload,
@@ -58,8 +58,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
         raise BentoCompileError(f"'{name}' is not a valid Bento name.",
                                 "Use lowercase letters, digits, '.', '_' or '-' (e.g. --name churn).")
     tolerance = config.parity.tolerance if request.tolerance is None else request.tolerance
-    tensors = [s for s in config.inputs or [] if s.kind == "tensor" and s.shape is not None]
-    override = [TensorSpec(s.name, s.dtype, tuple(s.shape), batch=s.batch) for s in tensors] or None
+    override = declared_model_inputs(config)  # tensors as given; images and text as the tensors they become
 
     if request.quantize or request.format:
         config = _with_overrides(config, request)

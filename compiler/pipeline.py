@@ -42,6 +42,24 @@ class PipelinePlan:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def declared_model_inputs(config: BentoConfig) -> list[TensorSpec] | None:
+    """bento.yaml `inputs:` as the model's input signature: tensors as given, an image as the [N, C, H, W]
+    (or NHWC) float batch it becomes, a text input as its [N, L] int64 ids (and mask)."""
+    specs: list[TensorSpec] = []
+    for spec in config.inputs or []:
+        if spec.kind == "tensor" and spec.shape is not None:
+            specs.append(TensorSpec(spec.name, spec.dtype, tuple(spec.shape), batch=spec.batch))
+        elif spec.kind == "image" and spec.size is not None:
+            channels = 1 if spec.color == "L" else 3
+            height, width = spec.size
+            dims = (channels, height, width) if spec.layout == "NCHW" else (height, width, channels)
+            dtype = spec.dtype if spec.dtype.startswith("float") else "float32"
+            specs.append(TensorSpec(spec.name, dtype, (None, *dims), batch=True))
+        elif spec.kind == "text":
+            specs += [TensorSpec(n, "int64", (None, None), batch=True) for n in (spec.ids, spec.mask) if n]
+    return specs or None
+
+
 def declared(config: BentoConfig) -> bool:
     return bool(config.outputs or config.handler or any(s.kind != "tensor" for s in config.inputs or []))
 

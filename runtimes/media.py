@@ -58,6 +58,9 @@ def decode_image(data: bytes, spec: RequestInput, where: str) -> Any:
         raise InputError(f"{where}: a {found.upper()} image; this model takes {', '.join(allowed)}")
     try:
         image = Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[found]])
+    except Image.DecompressionBombError as exc:  # past twice Pillow's own limit: refused from the header too
+        raise PayloadTooLarge(f"{where}: the image is over the {spec.max_pixels} pixels this model accepts "
+                              f"(max_pixels in bento.yaml; {exc}): send a smaller image") from None
     except Exception as exc:  # Pillow raises several types for a bad header
         raise InputError(f"{where}: the {found.upper()} image cannot be read: {exc}") from None
     width, height = image.size

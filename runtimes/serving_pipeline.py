@@ -114,13 +114,28 @@ class ServingPipeline:
                 return decode_inputs(request, self.manifest.inputs, self.manifest.runtime)
             inputs = {declared[0]: inputs}
         payload = dict(inputs)
+        made: dict[str, np.ndarray] = {}  # tensors built here, exact by construction
         for name, spec in self.images.items():
             if name in payload:
-                payload[name] = self._images(payload[name], spec)
+                value = self._images(payload.pop(name), spec)
+                if isinstance(value, np.ndarray):
+                    made[name] = value
+                else:
+                    payload[name] = value
         for name, encoder in self.texts.items():
             if name in payload:
-                payload.update(encoder.encode(payload.pop(name), f"inputs.{name}"))
-        return decode_inputs({"inputs": payload}, self.manifest.inputs, self.manifest.runtime)
+                made.update(encoder.encode(payload.pop(name), f"inputs.{name}"))
+        rest = [s for s in self.manifest.inputs if s.name not in made]
+        feeds, rows = decode_inputs({"inputs": payload}, rest, self.manifest.runtime)
+        batched_rest = any(s.batched for s in rest)
+        for name, array in made.items():
+            if len(array) > self.manifest.runtime.max_batch_rows:
+                raise PayloadTooLarge(f"inputs.{name}: {len(array)} rows; this Bento accepts at most "
+                                      f"{self.manifest.runtime.max_batch_rows} (runtime.max_batch_rows)")
+            if batched_rest and len(array) != rows:
+                raise InputError(f"inputs.{name} has {len(array)} rows but the other inputs have {rows}")
+            rows = len(array)
+        return {**feeds, **made}, rows
 
     def _images(self, value: Any, spec: RequestInput) -> np.ndarray:
         from bento_compile.runtimes.media import image_batch
