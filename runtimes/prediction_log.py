@@ -1,11 +1,12 @@
 """The prediction log: sampled rows (inputs, outputs, latency) written off the request path.
 
-A run's rows are sampled with one binomial draw; only the sampled rows become records (Python work per
-LOGGED row, none per served row). Records go into a bounded queue that one daemon thread drains into
-the sink; when the queue is full a record is dropped and counted, so a slow or unreachable sink never
-slows or fails a request. Sinks: JSON lines on stdout (what Lambda, Cloud Run and Knative ingest), a
-rotating local file (bounded size, for devices), S3 objects of many records each, OTLP logs (when the
-otel extra is installed). Redacted features are replaced by a sha256 (or dropped) before queueing.
+A run's rows are sampled with one binomial draw; only copies of the sampled rows are queued, and one
+daemon thread turns them into records (Python work per LOGGED row, in that thread, none per served row)
+and writes them to the sink. The queue is bounded in records; when it is full, rows are dropped and
+counted, so a slow or unreachable sink never slows or fails a request. Sinks: JSON lines on stdout
+(what Lambda, Cloud Run and Knative ingest), a rotating local file (bounded size, for devices), S3
+objects of many records each, OTLP logs (when the otel extra is installed). Redacted features are
+replaced by a sha256 (or dropped) before a record leaves the process.
 
 Env overrides per deployment: BENTO_COMPILE_MONITORING_LOG (stdout | file:PATH | s3://bucket/prefix/ |
 otlp | off) and BENTO_COMPILE_MONITORING_SAMPLE_RATE (0..1).
@@ -183,7 +184,11 @@ class PredictionLog:
         self.by_tensor: dict[str, list[tuple[str, int | None]]] = {}
         for name, tensor, column in columns:
             self.by_tensor.setdefault(tensor, []).append((name, column))
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=settings.queue_size)
+        # One item per sampled run; its records are counted against queue_size (a bound in records).
+        self.queue: queue.Queue[tuple | None] = queue.Queue()
+        self._queued = 0
+        self._lock = threading.Lock()
+        self._full_reported = False
         self.dropped = 0
         self.written = 0
         self.failed = 0
@@ -200,26 +205,43 @@ class PredictionLog:
 
     def offer_run(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float,
                   request_id: str | None = None) -> None:
-        """Sample this run's rows; queue a record per sampled row. Never raises, never blocks."""
+        """Sample this run's rows and queue them (copies of the sampled rows only: the records are made and
+        serialized in the log thread). Never raises, never blocks."""
         rate = self.settings.sample_rate
         if rate <= 0:
             return
         try:
             rows = _rows(feeds, outputs)
-            picked = range(rows) if rate >= 1 else self._sample(rows, rate)
-            if not picked:
+            picked = np.arange(rows) if rate >= 1 else self._sample(rows, rate)
+            if not len(picked):
                 return
-            run_id = request_id or uuid.uuid4().hex
-            now = time.time()
-            for row in picked:
-                self._put(self._record(feeds, outputs, row, rows, run_id, now, seconds))
+            with self._lock:
+                room = self.settings.queue_size - self._queued
+                if room < len(picked):
+                    self.dropped += len(picked) - max(room, 0)
+                    picked = picked[:max(room, 0)]
+                self._queued += len(picked)
+            if self.dropped and not self._full_reported:
+                self._full_reported = True
+                self._report_once(f"the queue is full ({self.settings.queue_size} records): records are dropped "
+                                  "and counted (bento_prediction_log_dropped_total)")
+            if not len(picked):
+                return
+            taken = {name: _rows_of(value, picked, rows) for name, value in feeds.items()}
+            answers = {name: _rows_of(value, picked, rows) for name, value in outputs.items()}
+            self.queue.put_nowait((taken, answers, len(picked), request_id or uuid.uuid4().hex, time.time(),
+                                   seconds))
         except Exception as exc:
             self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
 
-    def _sample(self, rows: int, rate: float) -> list[int]:
+    def _sample(self, rows: int, rate: float) -> np.ndarray:
         # Expected rows*rate rows: one draw per run, then only the chosen rows are touched.
         count = int(np.random.binomial(rows, rate)) if rows > 1 else int(self._random.random() < rate)
-        return sorted(self._random.sample(range(rows), count)) if count else []
+        return np.sort(np.random.choice(rows, count, replace=False)) if count else np.empty(0, dtype=np.int64)
+
+    def _lines(self, item: tuple) -> list[bytes]:
+        feeds, outputs, count, run_id, now, seconds = item
+        return [self._record(feeds, outputs, row, count, run_id, now, seconds) for row in range(count)]
 
     def _record(self, feeds, outputs, row: int, rows: int, run_id: str, now: float, seconds: float) -> bytes:
         inputs: dict[str, Any] = {}
@@ -240,15 +262,6 @@ class PredictionLog:
                   "latency_ms": round(seconds * 1000, 3), "inputs": inputs, "outputs": answer}
         return json.dumps(record, allow_nan=False, default=str).encode() + b"\n"
 
-    def _put(self, line: bytes) -> None:
-        try:
-            self.queue.put_nowait(line)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1:
-                self._report_once(f"the queue is full ({self.settings.queue_size} records): records are dropped "
-                                  "and counted (bento_prediction_log_dropped_total)")
-
     def _drain(self) -> None:
         try:
             if self._sink is None:
@@ -258,19 +271,25 @@ class PredictionLog:
                               "records are dropped")
             self._sink = _NullSink()
         while True:
-            first = self.queue.get()
-            batch = [first] if first is not None else []
-            while len(batch) < 1000:
+            items = [self.queue.get()]
+            while len(items) < 100 and items[-1] is not None:
                 try:
-                    item = self.queue.get_nowait()
+                    items.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    first = None
-                    break
-                batch.append(item)
-            self._write(batch)
-            if first is None:
+            done = items[-1] is None
+            runs = [i for i in items if i is not None]
+            lines: list[bytes] = []
+            for item in runs:
+                try:
+                    lines.extend(self._lines(item))
+                except Exception as exc:
+                    self.failed += item[2]
+                    self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
+            with self._lock:
+                self._queued -= sum(i[2] for i in runs)
+            self._write(lines)
+            if done:
                 self._close_sink()
                 return
 
@@ -293,16 +312,13 @@ class PredictionLog:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued and close the sink (S3: the last object); used at shutdown and in tests."""
-        try:
-            self.queue.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self.queue.put(None)
         self._thread.join(timeout)
 
     def figures(self) -> dict[str, Any]:
         return {"to": self.settings.to.split("?")[0], "sample_rate": self.settings.sample_rate,
                 "written": self.written, "dropped": self.dropped, "failed": self.failed,
-                "queued": self.queue.qsize()}
+                "queued": self._queued}
 
 
 class _NullSink:
@@ -318,6 +334,11 @@ def _rows(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> int:
         if np.ndim(value):
             return len(value)
     return 1
+
+
+def _rows_of(value: np.ndarray, picked: np.ndarray, rows: int) -> np.ndarray:
+    """The picked rows of a row-aligned tensor (a copy of those rows only); a whole tensor as it is."""
+    return value[picked] if np.ndim(value) and len(value) == rows else value
 
 
 def _json_value(value: Any) -> Any:
