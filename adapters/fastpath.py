@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from bento_compile.adapters.workers import log_memory
 from bento_compile.runtimes import tracing
 from bento_compile.runtimes.backends import thread_plan
 from bento_compile.runtimes.batching import Batcher, BatchPolicy
@@ -313,6 +314,7 @@ class PredictService:
                      "%d inference worker(s) on %d CPU(s); in-flight limit %s", model.manifest.tag, device,
                      ",".join(providers), policy.mode, policy.max_batch_size, policy.max_latency_s * 1000,
                      plan.intra_op_threads, plan.inference_workers, plan.cpus, self.limit or "none")
+            log_memory()  # what one more worker costs (adapters/workers.py)
             for callback in self._on_ready:
                 callback()
 

@@ -5,7 +5,9 @@ BENTO_COMPILE_BENTO (the Bento folder), PORT (Cloud Run / Knative set it),
 HOST (default 127.0.0.1; containers pass 0.0.0.0), BENTO_COMPILE_LOAD (background),
 BENTO_COMPILE_GRACE_SECONDS (how long SIGTERM waits for in-flight requests; default: until done),
 BENTO_COMPILE_HEADER_TIMEOUT_S / _BODY_TIMEOUT_S / _MAX_HEADER_BYTES (slow and oversized clients,
-adapters/http_guard.py), BENTO_COMPILE_HTTP (auto | httptools | h11).
+adapters/http_guard.py), BENTO_COMPILE_HTTP (auto | httptools | h11),
+BENTO_COMPILE_WORKERS (HTTP worker processes; default one per whole CPU the process may use:
+adapters/workers.py).
 """
 
 from __future__ import annotations
@@ -17,12 +19,28 @@ from bento_compile.adapters.http_guard import GuardSettings, http_protocol
 
 
 def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: str = "background",
-        log_level: str = "info", grace_seconds: float | None = None) -> None:
+        log_level: str = "info", grace_seconds: float | None = None, workers: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, let in-flight requests finish
     (at most `grace_seconds`; Knative and Cloud Run kill the container after their own grace
-    period anyway), and exit 0."""
+    period anyway), and exit 0. `workers`: processes (None: BENTO_COMPILE_WORKERS, else one per
+    whole CPU); more than one runs the supervisor of adapters/workers.py."""
+    from bento_compile.adapters import workers as worker_pool
+
+    count = worker_pool.worker_count(workers)
+    if count > 1 and not worker_pool.is_worker():
+        raise SystemExit(worker_pool.supervise(bento_dir, host, port, load_mode, log_level, grace_seconds, count))
+    serve_one(bento_dir, host, port, load_mode, log_level, grace_seconds)
+
+
+def serve_one(bento_dir: str, host: str, port: int, load_mode: str, log_level: str,
+              grace_seconds: float | None) -> None:
+    """One process: one event loop, one session (a worker of several, or the whole server)."""
     import uvicorn
 
+    from bento_compile.adapters import workers as worker_pool
+
+    if worker_pool.is_worker():
+        worker_pool.die_with_supervisor()
     _log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
     guard = GuardSettings.from_env()
@@ -33,7 +51,9 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
                             timeout_graceful_shutdown=grace_seconds,  # type: ignore[arg-type]
                             http=http_protocol(guard),
                             h11_max_incomplete_event_size=guard.max_header_bytes + (1 << 20))
-    _graceful_server_class()(config).run()
+    # A worker accepts from the socket its supervisor listens on (adapters/workers.py says why not SO_REUSEPORT).
+    inherited = worker_pool.inherited_socket()
+    _graceful_server_class()(config).run(sockets=[inherited] if inherited is not None else None)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -122,7 +142,8 @@ def main() -> None:
         raise SystemExit("set BENTO_COMPILE_BENTO to the Bento folder to serve")
     grace = os.environ.get("BENTO_COMPILE_GRACE_SECONDS")
     run(bento, os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "3000")),
-        os.environ.get("BENTO_COMPILE_LOAD", "background"), grace_seconds=float(grace) if grace else None)
+        os.environ.get("BENTO_COMPILE_LOAD", "background"), log_level=os.environ.get("LOG_LEVEL", "info"),
+        grace_seconds=float(grace) if grace else None)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ are cached: `labels()` takes a lock and a dict lookup that the hot path does not
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
+from collections.abc import Callable
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +40,8 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _RUN_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+# prometheus-client's own variable: set (by the worker supervisor) before the client is imported.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def process_start_time() -> float:
@@ -73,7 +78,16 @@ class Metrics:
         if not AVAILABLE:
             self._null()
             return
-        self.registry = registry = CollectorRegistry(auto_describe=True)
+        # Several workers (adapters/workers.py) share one metrics folder: each process writes its values to
+        # its own files there, and /metrics, whichever worker answers it, sums them all (prometheus-client's
+        # multiprocess mode). The metrics themselves are then registered nowhere: the collector reads files.
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
+        self.registry = CollectorRegistry(auto_describe=True)
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry)
+        registry = None if self.multiprocess else self.registry
         self.requests = Counter("bento_request_total", "HTTP requests", ["route", "status"], registry=registry)
         self.latency = Histogram("bento_request_duration_seconds", "HTTP request time in the server",
                                  ["route", "status"], buckets=_LATENCY_BUCKETS, registry=registry)
@@ -86,17 +100,25 @@ class Metrics:
                                    buckets=_RUN_BUCKETS, registry=registry)
         self.wait = Histogram("bento_queue_wait_seconds", "Time a request waited for its batch",
                               buckets=_RUN_BUCKETS, registry=registry)
-        self.depth = Gauge("bento_queue_depth_rows", "Rows waiting for a batch", registry=registry)
-        self.in_flight = Gauge("bento_in_flight_requests", "/predict requests being served", registry=registry)
-        self.load_seconds = Gauge("bento_model_load_seconds", "Hash check + session creation", registry=registry)
-        self.cold_start = Gauge("bento_cold_start_seconds", "Process start to model ready", registry=registry)
+        # Across workers: rows waiting and requests in flight add up; load and cold-start times are the slowest's.
+        self.depth = Gauge("bento_queue_depth_rows", "Rows waiting for a batch", registry=registry,
+                           multiprocess_mode="livesum")
+        self.in_flight = Gauge("bento_in_flight_requests", "/predict requests being served", registry=registry,
+                               multiprocess_mode="livesum")
+        self.load_seconds = Gauge("bento_model_load_seconds", "Hash check + session creation", registry=registry,
+                                  multiprocess_mode="max")
+        self.cold_start = Gauge("bento_cold_start_seconds", "Process start to model ready", registry=registry,
+                                multiprocess_mode="max")
         self.info = Gauge("bento_model_info", "The Bento served and the execution provider in use",
-                          ["tag", "device", "providers"], registry=registry)
+                          ["tag", "device", "providers"], registry=registry, multiprocess_mode="max")
         self._children: dict[tuple[str, int], tuple] = {}
+        self._live: list[tuple[Gauge, Callable[[], float]]] = []
 
     def _null(self) -> None:
         null = _NullMetric()
         self.registry = None
+        self.multiprocess = False
+        self._live = []
         self.requests = self.latency = self.rejections = self.batch_rows = self.batch_requests = null
         self.inference = self.wait = self.depth = self.in_flight = self.load_seconds = self.cold_start = null
         self.info = null
@@ -111,6 +133,27 @@ class Metrics:
             self._children[key] = child
         child[0].inc()
         child[1].observe(seconds)
+
+    def live(self, gauge: Gauge | _NullMetric, read: Callable[[], float]) -> None:
+        """A gauge read when scraped, not kept up to date on the hot path. With several workers, a scrape
+        reads only the answering process, so each worker also copies its value to its file every
+        half second (a gauge, sampled anyway)."""
+        if not self.multiprocess:
+            gauge.set_function(read)
+            return
+        self._live.append((gauge, read))  # type: ignore[arg-type]
+        if len(self._live) == 1:
+            threading.Thread(target=self._copy_live_gauges, name="bento-metrics-live", daemon=True).start()
+
+    def _copy_live_gauges(self) -> None:
+        while True:
+            self._refresh_live()
+            time.sleep(0.5)
+
+    def _refresh_live(self) -> None:
+        for gauge, read in self._live:
+            with contextlib.suppress(Exception):  # a gauge must never take the server down
+                gauge.set(read())
 
     def model_loaded(self, tag: str, providers: list[str], device: str, load_seconds: float) -> None:
         self.load_seconds.set(load_seconds)
@@ -129,6 +172,7 @@ class Metrics:
     def render(self) -> bytes:
         if self.registry is None:
             return b"# prometheus-client is not installed in this artifact: add it to the image's requirements\n"
+        self._refresh_live()
         return generate_latest(self.registry)
 
     # BatchObserver

@@ -21,27 +21,58 @@ import math
 import os
 from dataclasses import dataclass
 
+# Set by the worker supervisor (adapters/workers.py): this worker's share of the CPUs, so that N workers'
+# thread plans add up to the machine instead of each planning for all of it.
+WORKER_CPUS_ENV = "BENTO_COMPILE_CPUS"
+
 
 def available_cpus() -> int:
-    """CPUs this process can use: affinity mask, capped by a cgroup CPU quota when one is set."""
+    """CPUs this process can use: affinity mask, capped by a cgroup CPU quota when one is set
+    (and by BENTO_COMPILE_CPUS, a worker's share)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    quota = _cgroup_quota()
+    quota = cpu_quota()
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
+    share = os.environ.get(WORKER_CPUS_ENV, "").strip()
+    if share.isdigit() and int(share) > 0:
+        cpus = min(cpus, int(share))
     return max(1, cpus)
 
 
-def _cgroup_quota() -> float | None:
+def worker_count_for(cpus: float) -> int:
+    """HTTP worker processes for a CPU limit: one per WHOLE CPU (at least one). A fraction does not earn
+    a worker: 1.5 CPUs split over two event loops would throttle both."""
+    return max(1, int(cpus + 1e-9))
+
+
+def default_workers() -> int:
+    """Workers when neither --workers nor BENTO_COMPILE_WORKERS says: one per whole CPU this process has."""
+    try:
+        cpus: float = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return worker_count_for(cpus)
+
+
+def cpu_quota() -> float | None:
     """The cgroup CPU limit in CPUs, or None when unlimited / unreadable."""
-    try:  # cgroup v2: "max 100000" or "150000 100000"
-        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as handle:
-            quota, period = handle.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
+    limits = []
+    for path in _cgroup_v2_cpu_max_files():  # cgroup v2: "max 100000" or "150000 100000"
+        try:
+            with open(path, encoding="ascii") as handle:
+                quota, period = handle.read().split()[:2]
+            if quota != "max":
+                limits.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            continue
+    if limits:
+        return min(limits)
     try:  # cgroup v1
         with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii") as handle:
             quota_us = int(handle.read())
@@ -50,6 +81,23 @@ def _cgroup_quota() -> float | None:
         return None if quota_us <= 0 else quota_us / period_us
     except (OSError, ValueError):
         return None
+
+
+def _cgroup_v2_cpu_max_files() -> list[str]:
+    """cpu.max of this process's own cgroup and its ancestors (a systemd unit's CPUQuota= lives there,
+    not at the root), then the root of the mount (a container's namespace puts its limit there)."""
+    files = []
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("0::/"):
+                    parts = [p for p in line.strip()[3:].split("/") if p]
+                    if ".." not in parts:
+                        files += [f"/sys/fs/cgroup/{'/'.join(parts[:n])}/cpu.max" for n in range(len(parts), 0, -1)]
+    except OSError:
+        pass
+    files.append("/sys/fs/cgroup/cpu.max")
+    return files
 
 
 @dataclass(frozen=True)

@@ -147,19 +147,23 @@ def delete(tag: str) -> None:
 @click.argument("tag")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=3000, show_default=True, type=int, help="Port to listen on.")
-def serve(tag: str, host: str, port: int) -> None:
-    """Serve a Bento over HTTP: POST /predict, GET /healthz /readyz /metadata /docs.
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="HTTP worker processes, one model session each, accepting from one listening socket. "
+                   "Default: $BENTO_COMPILE_WORKERS, else one per whole CPU of this process's quota.")
+def serve(tag: str, host: str, port: int, workers: int | None) -> None:
+    """Serve a Bento over HTTP: POST /predict, GET /healthz /readyz /metadata /docs /metrics.
 
     \b
-    Example:
+    Examples:
       bento-compile serve churn:latest --port 3000
+      bento-compile serve churn:latest --workers 4      # four processes on one port
       curl -s localhost:3000/predict -d '{"inputs": [[...]]}'
     """
     from bento_compile.adapters.server import run
 
     bento = BentoStore().resolve(tag)
     err.print(f"Serving {bento.tag} on http://{host}:{port} (docs at /docs)")
-    run(str(bento.path), host=host, port=port, load_mode="eager")
+    run(str(bento.path), host=host, port=port, load_mode="eager", workers=workers)
 
 
 COMMANDS = (build, list_bentos, show, delete, serve)
