@@ -40,7 +40,8 @@ def cpu_seconds(pid: int) -> float:
 
 def servers(bento: Path, body: bytes) -> dict[str, bs.Server]:
     guarded_port, stock_port = bs.free_port(), bs.free_port()
-    env = {"BENTO_COMPILE_LOAD": "eager", "LOG_LEVEL": "warning"}
+    # One process each: the protocol is what is compared (the stock variant patches it in this process only).
+    env = {"BENTO_COMPILE_LOAD": "eager", "LOG_LEVEL": "warning", "BENTO_COMPILE_WORKERS": "1"}
     return {
         "guarded (shipped)": bs.Server("guarded", [sys.executable, "-m", "bento_compile.adapters.server"], guarded_port,
                                        body, env={**env, "BENTO_COMPILE_BENTO": str(bento),
