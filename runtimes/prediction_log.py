@@ -30,6 +30,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # the HTTP and Lambda artifacts ship it; stdlib json otherwise
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised in bundles without the HTTP stack
+    _orjson = None  # type: ignore[assignment]
+
 from bento_compile.runtimes.drift import feature_columns
 from bento_compile.runtimes.manifest import Manifest, MonitoringInfo, PredictionLogSettings
 
@@ -241,7 +246,31 @@ class PredictionLog:
 
     def _lines(self, item: tuple) -> list[bytes]:
         feeds, outputs, count, run_id, now, seconds = item
-        return [self._record(feeds, outputs, row, count, run_id, now, seconds) for row in range(count)]
+        if _orjson is None:  # stdlib JSON, one row at a time (artifacts without orjson: edge `run` bundles)
+            return [self._record(feeds, outputs, row, count, run_id, now, seconds) for row in range(count)]
+        # orjson: each tensor turned into Python lists once (non-finite → NaN → null), rows zipped with names.
+        inputs: list[dict[str, Any]] = [{} for _ in range(count)]
+        for tensor, value in feeds.items():
+            columns = self.by_tensor.get(tensor)
+            if columns and np.ndim(value) and len(value) == count:
+                table = _plain(value)
+                for name, column in columns:
+                    if name in self.redact and self.settings.redact_mode == "drop":
+                        continue
+                    for row, values in zip(inputs, table, strict=True):
+                        item = values if column is None else values[column]
+                        row[name] = _hashed(item) if name in self.redact else item
+            elif tensor not in self.redact:
+                for row_number, row in enumerate(inputs):
+                    row[tensor] = _tensor_value(value, row_number, count)
+        answers = {name: _plain(value) if np.ndim(value) and len(value) == count else None
+                   for name, value in outputs.items()}
+        meta = {"time": round(now, 3), "request_id": run_id, "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
+        return [_orjson.dumps({**meta, "inputs": inputs[row],
+                               "outputs": {name: (values[row] if values is not None else
+                                                  _tensor_value(outputs[name], row, count))
+                                           for name, values in answers.items()}}) + b"\n"
+                for row in range(count)]
 
     def _record(self, feeds, outputs, row: int, rows: int, run_id: str, now: float, seconds: float) -> bytes:
         inputs: dict[str, Any] = {}
@@ -253,7 +282,7 @@ class PredictionLog:
                     if name in self.redact:
                         if self.settings.redact_mode == "drop":
                             continue
-                        item = "sha256:" + hashlib.sha256(json.dumps(item).encode()).hexdigest()
+                        item = _hashed(item)
                     inputs[name] = item
             elif tensor not in self.redact:
                 inputs[tensor] = _tensor_value(value, row, rows)
@@ -334,6 +363,19 @@ def _rows(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> int:
         if np.ndim(value):
             return len(value)
     return 1
+
+
+def _plain(value: np.ndarray) -> list[Any]:
+    """A row-aligned tensor as Python lists in one call; non-finite floats become NaN (orjson writes null)."""
+    array = np.asarray(value)
+    if array.dtype.kind == "f":
+        array = np.where(np.isfinite(array), array, np.nan)
+    return array.tolist()
+
+
+def _hashed(value: Any) -> str:
+    clean = None if isinstance(value, float) and value != value else value
+    return "sha256:" + hashlib.sha256(json.dumps(clean).encode()).hexdigest()
 
 
 def _rows_of(value: np.ndarray, picked: np.ndarray, rows: int) -> np.ndarray:
