@@ -44,6 +44,7 @@ from bento_compile.runtimes.boundary import UnsafeName, check_prefix
 from bento_compile.runtimes.errors import IntegrityError
 from bento_compile.runtimes.manifest import read_manifest, verify_files
 from bento_compile.runtimes.model_format import MODEL_FORMATS, ONNX_RUNTIME_FORMATS, model_format_of
+from bento_compile.runtimes.threads import worker_count_for
 from bento_compile.targets import render
 from bento_compile.targets.bundle_tar import Entry, write_tar_gz
 from bento_compile.targets.render import shell_assign
@@ -275,7 +276,9 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
         model_bytes = sum(meta.size for meta in manifest.files.values())
 
         memory = estimate_memory(plan, model_bytes, options.http)
-        memory_max = options.memory_max or memory_max_for(memory)
+        # Every HTTP worker holds its own session: the limit grows with their number.
+        memory_max = options.memory_max or memory_max_for(memory * (workers_for_quota(options.cpu_quota)
+                                                                    if options.http else 1))
         measured = None
         if model_format in ONNX_RUNTIME_FORMATS and options.measure:
             progress("Measuring the memory footprint on this machine")
@@ -360,7 +363,13 @@ def render_unit(tag: str, service: str, memory_max: str, cpu_quota: str) -> byte
     """The systemd unit, each value by systemd's rules (one line, `%` doubled); @PREFIX@ is install.sh's."""
     return render.fill(_template("unit.service"), {
         "TAG": render.systemd_text(tag, "the Bento tag"), "SERVICE": render.systemd_text(service, "the service"),
-        "MEMORY_MAX": render.memory_max(memory_max), "CPU_QUOTA": render.cpu_quota(cpu_quota)}).encode()
+        "MEMORY_MAX": render.memory_max(memory_max), "CPU_QUOTA": render.cpu_quota(cpu_quota),
+        "WORKERS": str(workers_for_quota(cpu_quota))}).encode()
+
+
+def workers_for_quota(cpu_quota: str) -> int:
+    """HTTP workers for a systemd CPUQuota ("250%" is two and a half CPUs: two workers)."""
+    return worker_count_for(int(render.cpu_quota(cpu_quota)[:-1]) / 100)
 
 
 def render_config_env(tag: str, host: str, port: int) -> bytes:

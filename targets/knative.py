@@ -26,6 +26,7 @@ import yaml
 from bento_compile.core.config import KnativeTarget, ServiceTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import Manifest
+from bento_compile.runtimes.threads import worker_count_for
 from bento_compile.targets.images import HTTP_PORT
 
 API_VERSION = "serving.knative.dev/v1"
@@ -60,8 +61,16 @@ def container_env(settings: ServiceTarget) -> list[dict[str, str]]:
         raise BentoCompileError(f"targets env sets {', '.join(bad)}, which the platform sets itself.",
                                 "Remove it from bento.yaml.")
     env = {"BENTO_COMPILE_MAX_CONCURRENCY": str(settings.container_concurrency),
-           "BENTO_COMPILE_GRACE_SECONDS": str(settings.grace_seconds), **settings.env}
+           "BENTO_COMPILE_GRACE_SECONDS": str(settings.grace_seconds),
+           # The container's CPU limit, said outright: the server would read it from the cgroup too, but a
+           # node that shows a different quota (or none) must not get a worker per node core.
+           "BENTO_COMPILE_WORKERS": str(worker_count_for(cpu_quantity(settings.cpu))), **settings.env}
     return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def cpu_quantity(value: str) -> float:
+    """A Kubernetes CPU quantity in CPUs: "2" → 2.0, "1.5" → 1.5, "500m" → 0.5 (the config checked the form)."""
+    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
 
 
 def labels(manifest: Manifest, service: str) -> dict[str, str]:

@@ -52,6 +52,7 @@ def test_knative_service_is_valid_and_carries_the_settings(built_example, crd_sc
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert {"name": "BENTO_COMPILE_MAX_CONCURRENCY", "value": "8"} in container["env"]
+    assert {"name": "BENTO_COMPILE_WORKERS", "value": "1"} in container["env"]  # cpu: "1"
     assert not any(e["name"] == "PORT" for e in container["env"])
     assert container["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
     assert template["metadata"]["name"].startswith(f"cancer-{manifest.version[:8]}-")
@@ -150,3 +151,15 @@ def test_cli_help_has_an_example():
     for name in ("cloudrun", "knative", "lambda-image"):
         result = run_cli("target", name, "--help")
         assert "Example" in result.stdout and "--image" in result.stdout
+
+
+def test_service_targets_pass_one_worker_per_whole_cpu_of_their_limit():
+    from bento_compile.core.config import CloudRunTarget
+    from bento_compile.targets.knative import container_env
+
+    def workers(settings) -> str:
+        return next(e["value"] for e in container_env(settings) if e["name"] == "BENTO_COMPILE_WORKERS")
+
+    assert [workers(KnativeTarget(cpu=cpu)) for cpu in ("500m", "1", "1.5", "2500m", "4")] == ["1", "1", "1", "2", "4"]
+    assert workers(CloudRunTarget(cpu="2")) == "2"
+    assert workers(KnativeTarget(cpu="4", env={"BENTO_COMPILE_WORKERS": "1"})) == "1"  # the user's setting wins

@@ -73,7 +73,7 @@ def test_bundle_layout_manifest_and_checksums(x86_bundle):
     assert len(requirements) == len(wheels) and any(r.startswith("onnxruntime==") for r in requirements)
     unit = files["bento-tiny.service"].decode()
     for line in ("Restart=on-failure", "MemoryMax=256M", "CPUQuota=100%", "ExecStart=@PREFIX@/current/run serve",
-                 "EnvironmentFile=-@PREFIX@/config.env", "DynamicUser=yes"):
+                 "EnvironmentFile=-@PREFIX@/config.env", "DynamicUser=yes", "Environment=BENTO_COMPILE_WORKERS=1"):
         assert line in unit
     assert "PORT=3000" in files["config.env"].decode()
 
@@ -371,3 +371,13 @@ def test_lines_answers_bytes_that_are_not_utf8_with_a_422(tmp_path):
     assert result.returncode == 0, result.stderr
     answers = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert [a.get("status") for a in answers] == [None, 422, None]
+
+
+def test_the_unit_runs_one_worker_per_whole_cpu_of_its_quota():
+    from bento_compile.targets.edge import render_unit
+
+    for quota, workers in (("50%", 1), ("100%", 1), ("250%", 2), ("600%", 6)):
+        unit = render_unit("tiny:1", "bento-tiny", "512M", quota).decode()
+        assert f"Environment=BENTO_COMPILE_WORKERS={workers}\n" in unit
+        # config.env is read after the unit's own Environment=, so a device's setting there wins
+        assert unit.index("Environment=BENTO_COMPILE_WORKERS") < unit.index("EnvironmentFile=")
