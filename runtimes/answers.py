@@ -55,4 +55,6 @@ def internal_outputs(specs: Sequence[OutputLabels]) -> frozenset[str]:
     names: set[str] = set()
     for spec in specs:
         names.update(n for n in (spec.top_k_scores, spec.top_k_indices) if n)
+        if spec.scores and spec.scores != spec.name:  # the folded softmax: its scores are in the answers
+            names.add(spec.scores)
     return frozenset(names)

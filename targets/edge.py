@@ -47,6 +47,7 @@ from bento_compile.runtimes.model_format import MODEL_FORMATS, ONNX_RUNTIME_FORM
 from bento_compile.runtimes.threads import worker_count_for
 from bento_compile.targets import render
 from bento_compile.targets.bundle_tar import Entry, write_tar_gz
+from bento_compile.targets.pipeline_wheels import pipeline_requirements
 from bento_compile.targets.render import shell_assign
 from bento_compile.targets.runtime_files import runtime_package_files
 from bento_compile.targets.wheels import TargetPlatform, Wheel, resolve_wheels, wheels_in
@@ -251,6 +252,9 @@ def build_edge_bundle(bento_dir: Path, options: EdgeOptions, out_dir: Path,
     if (bento_dir / "signature.json").is_file():
         # Only to verify signature.json when the device configures a public key (runtimes/trust.py).
         plan = RuntimePlan(plan.engine, [*plan.requirements, "cryptography>=42"], plan.no_deps, plan.system_modules)
+    if pipeline_requirements(manifest):  # Pillow / tokenizers, only for Bentos that take images / text
+        plan = RuntimePlan(plan.engine, [*plan.requirements, *pipeline_requirements(manifest)], plan.no_deps,
+                           plan.system_modules)
     name = manifest.name
     service = service_name(name)
     prefix = options.prefix or f"/opt/{name}"

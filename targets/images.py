@@ -47,6 +47,7 @@ from bento_compile.targets.oci_layout import (
     is_layout_reference,
     load_base,
 )
+from bento_compile.targets.pipeline_wheels import pipeline_requirements
 from bento_compile.targets.registry import parse_image_reference
 from bento_compile.targets.runtime_files import runtime_package_files
 from bento_compile.targets.wheel_install import unpacked_wheel
@@ -288,6 +289,7 @@ def plan_image(kind: str, bento_dir: Path, base_reference: str, arch: str, pytho
     # A signed Bento ships the verifier, so the container can check it when a public key is configured.
     if (bento_dir / "signature.json").is_file():
         requirements = [*requirements, "cryptography>=42"]
+    requirements = [*requirements, *pipeline_requirements(manifest)]  # Pillow / tokenizers when declared
     deps, wheels, compiled = deps_layer(requirements, target, bytecode)
     runtime = runtime_layer(python if bytecode else None)
     model = bento_layer(bento_dir, manifest, bento_dest)

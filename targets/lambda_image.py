@@ -28,10 +28,12 @@ def lambda_image_requirements(bento_dir: Path, arch: str, python: str) -> list[s
     """The Lambda target's own list (`targets.lambda_zip.lambda_requirements`, so zip and image stay in
     step) plus awslambdaric, which an image on a non-AWS base must bring itself."""
     from bento_compile.targets.lambda_zip import lambda_requirements
+    from bento_compile.targets.pipeline_wheels import pipeline_requirements
 
     manifest = read_manifest(bento_dir)
     signed = (Path(bento_dir) / "signature.json").is_file()
-    return [*lambda_requirements(arch, python, model_format_of(manifest), signed), "awslambdaric>=2.2"]
+    return [*lambda_requirements(arch, python, model_format_of(manifest), signed), *pipeline_requirements(manifest),
+            "awslambdaric>=2.2"]
 
 
 def plan_lambda_image(bento_dir: Path, base_reference: str = DEFAULT_BASE, arch: str = "x86_64",

@@ -38,6 +38,7 @@ from bento_compile.core.sbom import write_sbom
 from bento_compile.runtimes.manifest import Manifest, read_manifest
 from bento_compile.runtimes.model_format import ONNX_RUNTIME_FORMATS, model_format_of
 from bento_compile.targets.bytecode import Interpreter, compile_tree, find_interpreter
+from bento_compile.targets.pipeline_wheels import pipeline_requirements
 from bento_compile.targets.reproducible_zip import tree_files, write_zip
 from bento_compile.targets.runtime_files import runtime_package_files
 from bento_compile.targets.size_budget import MIB, check_budget, contributors_in_tree, contributors_in_zip
@@ -120,7 +121,8 @@ def build_lambda_zip(bento_dir: Path, arch: str = "x86_64", python: str = "3.12"
     platform = lambda_platform(arch, python)
     model_format = model_format_of(manifest)
     signed = (bento_dir / "signature.json").is_file()
-    requirements = lambda_requirements(arch, python, model_format, signed)
+    # Pillow / tokenizers only when the Bento's pipeline declares images / text (targets/pipeline_wheels.py).
+    requirements = sorted([*lambda_requirements(arch, python, model_format, signed), *pipeline_requirements(manifest)])
     notes: list[str] = []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
