@@ -144,20 +144,20 @@ class OtlpSink:
     """OTLP logs through the OpenTelemetry SDK (the otel extra); endpoint from OTEL_EXPORTER_OTLP_* env."""
 
     def __init__(self) -> None:
+        from opentelemetry._logs import LogRecord
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+        from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
+        self.record_type = LogRecord
         self.provider = LoggerProvider()
         self.provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter()))
-        self.logger = logging.getLogger("bento_compile.predictions.otlp")
-        self.logger.propagate = False
-        self.logger.setLevel(logging.INFO)
-        self.logger.addHandler(LoggingHandler(logger_provider=self.provider))
+        self.logger = self.provider.get_logger("bento_compile.predictions")
 
     def write(self, lines: list[bytes]) -> int:
         for line in lines:
-            self.logger.info(line.decode().rstrip("\n"))
+            self.logger.emit(self.record_type(timestamp=time.time_ns(), severity_text="INFO",
+                                              body=line.decode().rstrip("\n")))
         return len(lines)
 
     def close(self) -> int:
