@@ -14,6 +14,7 @@ otlp | off) and BENTO_COMPILE_MONITORING_SAMPLE_RATE (0..1).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ from bento_compile.runtimes.manifest import Manifest, MonitoringInfo, Prediction
 
 log = logging.getLogger("bento_compile.prediction_log")
 
+EXIT_FLUSH_SECONDS = 5.0  # the longest the process exit waits for queued records
 S3_BATCH_RECORDS = 1000  # records per S3 object
 S3_BATCH_SECONDS = 30.0  # ... or this long after the first record of the object
 _MAX_VALUES_PER_TENSOR = 1024  # a row of a wider tensor is logged by shape only
@@ -202,6 +204,14 @@ class PredictionLog:
         self._reported: set[str] = set()
         self._thread = threading.Thread(target=self._drain, name="bento-prediction-log", daemon=True)
         self._thread.start()
+        self._closed = False
+        # A daemon thread dies with the process: write what is queued at exit (one-shot `run predict`, batch
+        # workers, a CLI), bounded so a dead sink cannot hold the exit.
+        atexit.register(self.close, EXIT_FLUSH_SECONDS)
+        if "multiprocessing" in sys.modules:  # pool workers leave through os._exit, which skips atexit
+            from multiprocessing.util import Finalize
+
+            Finalize(self, self.close, args=(EXIT_FLUSH_SECONDS,), exitpriority=10)
 
     def _report_once(self, message: str) -> None:
         if message not in self._reported:
@@ -341,6 +351,9 @@ class PredictionLog:
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued and close the sink (S3: the last object); used at shutdown and in tests."""
+        if self._closed:
+            return
+        self._closed = True
         self.queue.put(None)
         self._thread.join(timeout)
 

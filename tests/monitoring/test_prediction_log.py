@@ -193,3 +193,17 @@ def test_otlp_sink_sends_records_to_a_real_receiver(monkeypatch):
               for rl in ExportLogsServiceRequest.FromString(body).resource_logs
               for sl in rl.scope_logs for record in sl.log_records]
     assert len(bodies) == 4 and bodies[0]["inputs"]["input[7]"] == 2.5 and bodies[0]["outputs"]["label"] == 1
+
+
+def test_a_one_shot_process_writes_its_queued_records_before_it_exits(logged_bento, tmp_path):
+    """`run predict` on a device, a CLI: the process ends right after predicting; the log is still whole."""
+    import os
+    import sys
+
+    bento, _log = logged_bento
+    target = tmp_path / "one-shot.jsonl"
+    script = ("from bento_compile.runtimes.model import BentoModel; import sys; "
+              "BentoModel.load(sys.argv[1]).predict({'inputs': [[14.0] * 30] * 7})")
+    env = {**os.environ, "BENTO_COMPILE_MONITORING_LOG": f"file:{target}"}
+    subprocess.run([sys.executable, "-c", script, str(bento)], check=True, env=env, timeout=120)
+    assert len(target.read_text().splitlines()) == 7
