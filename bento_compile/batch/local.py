@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from bento_compile.runtimes.threads import available_cpus
 
 DEFAULT_BATCH_ROWS = 8192
 MAX_BATCH_ROWS = 1 << 20
+MAX_WORKERS = 256
 Progress = Callable[[int, int], None]  # (rows done, rows with errors)
 
 
@@ -63,8 +65,9 @@ class Summary:
 def plan_workers(workers: int | None, cpus: int | None = None) -> tuple[int, int]:
     """(worker processes, intra-op threads each): the CPUs by default, and workers × threads ≤ CPUs."""
     cpus = cpus or available_cpus()
-    if workers is not None and workers < 1:
-        raise BatchError(f"--workers must be at least 1, got {workers}.", "Omit it to use every CPU.")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise BatchError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}.",
+                         "Omit it to use every CPU (each worker is a process with its own model session).")
     count = workers or cpus
     return count, max(1, cpus // count)
 
@@ -150,13 +153,20 @@ class _Pool:
             return
         assert self._executor is not None
         pending: deque[Future] = deque()
-        for batch in batches:
-            pending.append(self._executor.submit(_score_in_worker, batch, first_row))
-            first_row += batch.num_rows
-            if len(pending) >= 2 * self.workers:
+        try:
+            for batch in batches:
+                pending.append(self._executor.submit(_score_in_worker, batch, first_row))
+                first_row += batch.num_rows
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise BatchError(
+                "A worker process died before it finished its batch (killed, out of memory, or it could not "
+                "start).", "Worker processes are spawned: a script that calls score_files with workers > 1 needs "
+                "an `if __name__ == \"__main__\":` guard. Otherwise retry with fewer --workers or --batch-rows, "
+                "or --workers 1 (scoring in this process).") from None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bento_compile.batch.errors import BatchError
-from bento_compile.batch.local import score_files
+from bento_compile.batch.local import plan_workers, score_files
 from bento_compile.batch.scorer import ScoreOptions
+from bento_compile.runtimes.threads import available_cpus
 from tests.support.batch_data import assert_matches, read_output, write_parquet
 from tests.support.helpers import run_cli
 
@@ -46,7 +47,7 @@ def test_worker_processes_keep_input_order(frame_bento, tmp_path):
     source = write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=1000)
     summary = score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"), ScoreOptions(keep=("id",)),
                           batch_rows=300, workers=2)
-    assert (summary.workers, summary.intra_op_threads) == (2, 1) or summary.workers * summary.intra_op_threads <= 2
+    assert summary.workers == 2 and summary.workers * summary.intra_op_threads <= max(2, available_cpus())
     out = read_output(tmp_path / "out.parquet")
     assert out["id"].tolist() == list(range(5000))
     assert_matches(frame_bento.model, rows, out)
@@ -159,3 +160,13 @@ def test_a_changed_bento_scores_nothing(frame_bento, tmp_path):
     result = run_cli("batch", str(copy), str(source), str(tmp_path / "out.parquet"), check=False)
     assert result.returncode == 1 and "sha256" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_workers_times_threads_never_exceed_the_cpus():
+    assert plan_workers(None, cpus=8) == (8, 1)  # default: a process per CPU
+    assert plan_workers(1, cpus=8) == (1, 8)  # one process gets every CPU as intra-op threads
+    assert plan_workers(3, cpus=8) == (3, 2)
+    assert plan_workers(16, cpus=8) == (16, 1)  # more processes than CPUs: one thread each
+    for bad in (0, -1, 10_000):
+        with pytest.raises(BatchError, match="--workers must be between 1 and"):
+            plan_workers(bad, cpus=8)
