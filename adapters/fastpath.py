@@ -30,6 +30,7 @@ from bento_compile.runtimes import tracing
 from bento_compile.runtimes.backends import thread_plan
 from bento_compile.runtimes.batching import Batcher, BatchPolicy
 from bento_compile.runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
+from bento_compile.runtimes.handler_hook import HandlerFault
 from bento_compile.runtimes.manifest import Manifest, effective_settings
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import BentoModel, ModelHolder
@@ -108,10 +109,12 @@ class PredictService:
                    send: Callable[[dict], Awaitable[None]]) -> None:
         started = time.perf_counter()
         answer: Answer | None
+        phases = self.metrics.phases
         try:
             # The body first, then the slot: only a whole request counts against the in-flight limit, so
             # clients that send slowly (held to a deadline by adapters/http_guard.py) lock nobody out.
             request = await self._read_body(scope, receive)
+            phases["read"].observe(time.perf_counter() - started)
             if not isinstance(request, bytes):
                 answer = request
             elif self.limit and self.in_flight >= self.limit:
@@ -132,9 +135,12 @@ class PredictService:
             return
         status, body, headers = answer
         response_headers = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
+        writing = time.perf_counter()
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.request("/predict", status, time.perf_counter() - started)
+        done = time.perf_counter()
+        phases["write"].observe(done - writing)
+        self.metrics.request("/predict", status, done - started)
 
     async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes | Answer | None:
         """The whole body, or the answer instead of one (413 over the bound, None when the client left)."""
@@ -184,25 +190,30 @@ class PredictService:
             except NotReady as exc:
                 self.metrics.rejected("not_ready")
                 return 503, error_body(str(exc)), [*JSON_HEADERS, (b"retry-after", b"1")]
+        parsing = time.perf_counter()
         try:
             if len(body) > _OFFLOAD_BODY_BYTES:
                 loop = asyncio.get_running_loop()
                 feeds, rows, finish = await loop.run_in_executor(None, self._decode, body, content_type)
             else:
                 feeds, rows, finish = self._decode(body, content_type)
+            self.metrics.phases["parse"].observe(time.perf_counter() - parsing)
         except InputError as exc:
             return 422, error_body(str(exc)), None
         except PayloadTooLarge as exc:
             return 413, error_body(str(exc)), None
+        except HandlerFault as exc:  # handler.py preprocess failed: its own message stays in the log
+            return 500, error_body(str(exc)), None
         batcher = self._batcher
         if batcher is None or batcher.loop is not asyncio.get_running_loop():
             batcher = self._new_batcher(model)
         if self.tracer is not None:
             return await self._traced(batcher, feeds, rows, receive, finish)
-        return await self._run(batcher, feeds, rows, receive, None, finish)
+        return await self._run(batcher, feeds, rows, receive, {}, finish)
 
     async def _run(self, batcher: Batcher, feeds: dict, rows: int, receive: Callable[[], Awaitable[dict]] | None,
-                   timing: dict | None, finish: Callable[[dict], Any] | None = None) -> Answer | None:
+                   timing: dict, finish: Callable[[dict], Any] | None = None) -> Answer | None:
+        inline_before = batcher.inline_seconds
         try:
             if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
                 outputs = await self._submit_watching(batcher, feeds, rows, receive, timing)
@@ -214,12 +225,20 @@ class PredictService:
             return self._overloaded(exc)
         except InputError as exc:  # the model refused a value the signature check let through
             return 422, error_body(str(exc)), None
+        phases = self.metrics.phases
+        # What this request waited behind: runs of other batches done on the event loop meanwhile.
+        phases["loop_blocked"].observe(max(0.0, batcher.inline_seconds - inline_before - timing.get("inline_s", 0.0)))
         if finish is not None:  # labels / handler.py postprocess (runtimes/serving_pipeline.py)
             try:
                 return 200, orjson.dumps(finish(outputs)), None
             except InputError as exc:
                 return 422, error_body(str(exc)), None
-        return 200, orjson.dumps({"outputs": encode_outputs(outputs)}), None
+            except HandlerFault as exc:
+                return 500, error_body(str(exc)), None
+        encoding = time.perf_counter()
+        body = orjson.dumps({"outputs": encode_outputs(outputs)})
+        phases["encode"].observe(time.perf_counter() - encoding)
+        return 200, body, None
 
     async def _traced(self, batcher: Batcher, feeds: dict, rows: int,
                       receive: Callable[[], Awaitable[dict]] | None,
@@ -247,7 +266,7 @@ class PredictService:
         return (*decode_inputs(payload, self.manifest.inputs, self.settings), None)
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
-                               receive: Callable[[], Awaitable[dict]], timing: dict | None) -> Any:
+                               receive: Callable[[], Awaitable[dict]], timing: dict) -> Any:
         """Submit, and cancel the request (dropping it from its batch) if the client disconnects."""
         work = asyncio.ensure_future(batcher.submit(feeds, rows, timing))
         watcher = asyncio.ensure_future(receive())

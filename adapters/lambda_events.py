@@ -21,6 +21,7 @@ import orjson
 from bento_compile.adapters.lambda_metrics import log_event
 from bento_compile.adapters.lambda_sinks import Sink
 from bento_compile.runtimes.errors import InputError, PayloadTooLarge
+from bento_compile.runtimes.handler_hook import HandlerFault
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.runtimes.model import BentoModel
 from bento_compile.runtimes.stacking import run_alone, run_stacked, take_next
@@ -119,18 +120,23 @@ class SqsBatch(EventSource):
         fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
         failed: set[str] = set()
         decoded: list[tuple[str, dict[str, np.ndarray], int]] = []
+        # Images / text / handler.py (runtimes/serving_pipeline.py) need the loaded model to decode a record.
+        pipeline = runtime.model().pipeline if manifest.pipeline is not None else None
+        requests: dict[str, Any] = {}
         for message_id, record in zip(ids, records, strict=True):
             if fifo and failed:
                 break  # left unprocessed: reported as failed below, redelivered in order
             try:
-                decoded.append((message_id, *_decode_record(record, manifest)))
-            except (InputError, PayloadTooLarge) as exc:
+                decoded.append((message_id, *_decode_record(record, manifest, pipeline, requests, message_id)))
+            except (InputError, PayloadTooLarge, HandlerFault) as exc:
                 log_event("record rejected", "WARNING", messageId=message_id, error=str(exc))
                 failed.add(message_id)
 
         model = runtime.model() if decoded else None
         started = time.perf_counter()
-        results, predict_failed = _predict_batched(model, decoded, manifest.runtime.max_batch_rows)
+        finish = None if pipeline is None else (lambda message_id, outputs: pipeline.answer(outputs,
+                                                                                         requests[message_id]))
+        results, predict_failed = _predict_batched(model, decoded, manifest.runtime.max_batch_rows, finish)
         predict_ms = (time.perf_counter() - started) * 1000
         failed.update(predict_failed)
         if fifo:
@@ -158,11 +164,17 @@ def _attributes(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return attributes if isinstance(attributes, Mapping) else {}
 
 
-def _decode_record(record: Mapping[str, Any], manifest: Manifest) -> tuple[dict[str, np.ndarray], int]:
+def _decode_record(record: Mapping[str, Any], manifest: Manifest, pipeline: Any = None,
+                   requests: dict[str, Any] | None = None, message_id: str = "") -> tuple[dict[str, np.ndarray], int]:
     body = record.get("body")
     if not isinstance(body, str) or len(body) > manifest.runtime.max_body_bytes:
         raise InputError(f"the record's body must be a JSON string of at most {manifest.runtime.max_body_bytes} "
                          "bytes (runtime.max_body_bytes)")
+    if pipeline is not None:  # a JSON body whose images are base64 strings, or text
+        request = pipeline.request_from_body(body.encode())
+        if requests is not None:
+            requests[message_id] = request
+        return pipeline.decode(request)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -170,8 +182,8 @@ def _decode_record(record: Mapping[str, Any], manifest: Manifest) -> tuple[dict[
     return decode_inputs(payload, manifest.inputs, manifest.runtime)
 
 
-def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray], int]],
-                     max_rows: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray], int]], max_rows: int,
+                     finish: Any = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Run the records as few model batches as the row bound allows; split outputs back per record.
 
     Batches form and run by the same rules as the HTTP batcher's (runtimes/stacking.py): records
@@ -204,6 +216,12 @@ def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray],
                 log_event("record failed", "ERROR", messageId=message_id,
                           error=f"{type(answer).__name__}: {answer}")
                 failed.append(message_id)
+            elif finish is not None:  # labels / handler.py postprocess
+                try:
+                    results[message_id] = finish(message_id, answer)
+                except Exception as exc:
+                    log_event("record failed", "ERROR", messageId=message_id, error=f"{type(exc).__name__}: {exc}")
+                    failed.append(message_id)
             else:
                 results[message_id] = {"outputs": encode_outputs(answer)}
         taken = set(chosen)

@@ -107,7 +107,7 @@ def plan_pipeline(config: BentoConfig, config_dir: Path | None, model: bytes | N
     del images
     handler = None
     if config.handler:
-        data = _check_handler(root / config.handler, requires, example, compiled)
+        data = _check_handler(root / config.handler, requires, example, compiled, labelled)
         files[HANDLER_FILE] = data
         handler = HANDLER_FILE
     info = RequestPipeline(inputs=request_inputs, outputs=labelled, handler=handler, parity=parity,
@@ -308,7 +308,8 @@ _RUNTIME_MODULES = ("numpy", "onnxruntime", "orjson", "bento_compile")
 _EXTRA_MODULES = {"pillow": "PIL", "tokenizers": "tokenizers"}
 
 
-def _check_handler(path: Path, requires: set[str], example: Any, compiled: dict[str, np.ndarray]) -> bytes:
+def _check_handler(path: Path, requires: set[str], example: Any, compiled: dict[str, np.ndarray],
+                   labelled: list[OutputLabels]) -> bytes:
     if not path.is_file() or path.suffix != ".py":
         raise BentoCompileError(f"bento.yaml handler: {path} is not a .py file.",
                                 "Point handler: at a Python file beside bento.yaml (e.g. handler.py).")
@@ -327,12 +328,15 @@ def _check_handler(path: Path, requires: set[str], example: Any, compiled: dict[
     if not verdict["ok"]:
         raise BentoCompileError(f"{path.name} defines neither preprocess(request) nor postprocess(outputs, request).",
                                 "Define at least one of them.")
-    _run_handler_on_sample(path, example, compiled)
+    _run_handler_on_sample(path, example, compiled, labelled)
     return path.read_bytes()
 
 
-def _run_handler_on_sample(path: Path, example: Any, compiled: dict[str, np.ndarray]) -> None:
-    """The hooks on the Bento's example request and the compiled model's answer to the sample."""
+def _run_handler_on_sample(path: Path, example: Any, compiled: dict[str, np.ndarray],
+                           labelled: list[OutputLabels]) -> None:
+    """The hooks on the Bento's example request and the answer the runtime would give to the sample
+    (the named predictions computed in numpy here: the same figures as the folded graph's)."""
+    from bento_compile.runtimes.answers import label_answers
     from bento_compile.runtimes.handler_hook import load_hooks
     from bento_compile.runtimes.tensors import encode_outputs
 
@@ -345,8 +349,14 @@ def _run_handler_on_sample(path: Path, example: Any, compiled: dict[str, np.ndar
             raise BentoCompileError(f"{path.name} preprocess fails on the example request: "
                                     f"{type(exc).__name__}: {exc}", "Fix handler.py.") from None
     if hooks.postprocess_fn is not None:
+        answer: dict[str, Any] = {"outputs": encode_outputs(compiled)}
+        plain = [replace(s, where="runtime", scores=s.name, top_k_scores=None, top_k_indices=None) for s in labelled]
+        if len(plain) == 1:
+            answer["predictions"] = label_answers(plain[0], compiled)
+        elif plain:
+            answer["predictions"] = {s.name: label_answers(s, compiled) for s in plain}
         try:
-            hooks.postprocess_fn({"outputs": encode_outputs(compiled)}, request)
+            hooks.postprocess_fn(answer, request)
         except Exception as exc:
             raise BentoCompileError(f"{path.name} postprocess fails on the sample's outputs: "
                                     f"{type(exc).__name__}: {exc}", "Fix handler.py.") from None

@@ -144,3 +144,22 @@ def test_runtime_preprocessing_matches_the_reference_on_every_image(image_exampl
         reference, _ = reference_tensor(path, spec)
         assert ours.shape == (3, 224, 224)
         np.testing.assert_allclose(ours, reference, atol=1e-5)
+
+
+def test_sqs_records_with_base64_images(image_example, capsys):
+    import json
+
+    from bento_compile.adapters.aws_lambda import LambdaRuntime
+    from tests.support.helpers import SHARED
+
+    work, bento = image_example
+    event = json.loads((SHARED / "fixtures" / "events" / "sqs-event.json").read_text())
+    good, bad = (dict(event["Records"][0]) for _ in range(2))
+    jpeg = base64.b64encode((work / "images" / "rocket.jpg").read_bytes()).decode()
+    good.update(messageId="good", body=json.dumps({"inputs": {"image": [jpeg]}}))
+    bad.update(messageId="bad", body=json.dumps({"inputs": {"image": ["%%%"]}}))
+    answer = LambdaRuntime(bento).handle({"Records": [good, bad]}, None)
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    delivered = [line for line in lines if line.get("messageId") == "good" and "predictions" in line]
+    assert delivered and delivered[0]["predictions"][0]["label"] in (work / "labels.txt").read_text().splitlines()
