@@ -94,3 +94,58 @@ def test_batch_engine_gets_monitoring_from_the_session(monitored_bento, shifted_
     out = scorer.score(pa.table({n: shifted_rows[:, j] for j, n in enumerate(names)}))
     assert out.num_rows == len(shifted_rows)
     assert monitor.snapshot()["drifting"] == [DRIFTED]
+
+
+def test_local_batch_engine_workers_log_every_sampled_row(monitored_bento, shifted_rows, tmp_path, monkeypatch):
+    """Worker processes each hold a monitored session; their prediction logs reach the file before they exit."""
+    import pyarrow.parquet as pq
+
+    from bento_compile.batch.local import score_files
+    from bento_compile.batch.scorer import ScoreOptions
+
+    names = [f"c{j}" for j in range(30)]
+    pq.write_table(pa.table({n: shifted_rows[:, j] for j, n in enumerate(names)}), tmp_path / "rows.parquet",
+                   row_group_size=100)
+    log = tmp_path / "worker-log" / "predictions.jsonl"
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_LOG", f"file:{log}")
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_SAMPLE_RATE", "1")
+    summary = score_files(monitored_bento, str(tmp_path / "rows.parquet"), str(tmp_path / "out.parquet"),
+                          ScoreOptions(features=tuple(names)), batch_rows=100, workers=2)
+    assert summary.rows == len(shifted_rows)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == len(shifted_rows)
+    assert sorted(r["inputs"][DRIFTED] for r in records) == pytest.approx(sorted(shifted_rows[:, SHIFTED].tolist()))
+
+
+def test_lambda_log_records_carry_the_invocation_request_id(monitored_bento, tmp_path, monkeypatch):
+    log = tmp_path / "lambda.jsonl"
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_LOG", f"file:{log}")
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_SAMPLE_RATE", "1")
+    runtime = LambdaRuntime(monitored_bento, "eager")
+
+    class Context:
+        aws_request_id = "req-123"
+
+    runtime.handle({"inputs": [[14.0] * 30] * 2}, Context())
+    runtime.model().backend.prediction_log.close()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["request_id"] for r in records] == ["req-123", "req-123"]
+
+
+def test_a_window_in_seconds_forgets_old_traffic(monitored_bento, shifted_rows, monkeypatch):
+    from dataclasses import replace
+
+    from bento_compile.runtimes import monitoring
+    from bento_compile.runtimes.manifest import read_manifest
+    from bento_compile.runtimes.monitoring import Monitor
+
+    clock = [1000.0]
+    monkeypatch.setattr(monitoring.time, "monotonic", lambda: clock[0])
+    manifest = read_manifest(monitored_bento)
+    monitor = Monitor(replace(manifest.monitoring, window_seconds=60.0), manifest.tag)
+    monitor.observe({"input": shifted_rows[:200]}, {})
+    assert monitor.snapshot()["drifting"] == [DRIFTED]
+    clock[0] += 61  # past the window, plus one segment
+    monitor.observe({"input": shifted_rows[:0]}, {})
+    clock[0] += 7
+    assert monitor.snapshot()["window_rows"] == 0 and monitor.snapshot()["drifting"] == []
