@@ -69,6 +69,11 @@ def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str,
       bento-compile batch churn:latest events/ scored/ --engine spark --master local[2]
       bento-compile batch churn:latest events/ scored/ --engine ray --workers 2
     """
+    from bento_compile.batch.extras import require
+
+    require("pyarrow")  # before anything imports it: without the extra, say which one to install
+    if engine != "local":
+        require("pyspark" if engine == "spark" else "ray")
     from bento_compile.batch.scorer import ScoreOptions
     from bento_compile.runtimes.errors import RuntimeFault
 

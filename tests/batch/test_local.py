@@ -170,3 +170,29 @@ def test_workers_times_threads_never_exceed_the_cpus():
     for bad in (0, -1, 10_000):
         with pytest.raises(BatchError, match="--workers must be between 1 and"):
             plan_workers(bad, cpus=8)
+
+
+_WITHOUT = r'''
+import sys
+HIDDEN = sys.argv[1].split(",")
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ImportError(f"{name} hidden by the test")
+sys.meta_path.insert(0, Hide())
+from bento_compile.cli import main
+sys.argv = ["bento-compile", "batch", "x:latest", "in.parquet", "out.parquet", *sys.argv[2:]]
+main()
+'''
+
+
+@pytest.mark.parametrize(("hidden", "engine", "extra"), [("pyarrow", "local", "batch"), ("pyspark", "spark", "spark"),
+                                                         ("ray", "ray", "ray")])
+def test_a_missing_extra_is_named(hidden, engine, extra):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT, hidden, "--engine", engine], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"pip install 'bento-compile[{extra}]'" in result.stderr
