@@ -56,7 +56,7 @@ def declared_model_inputs(config: BentoConfig) -> list[TensorSpec] | None:
             dtype = spec.dtype if spec.dtype.startswith("float") else "float32"
             specs.append(TensorSpec(spec.name, dtype, (None, *dims), batch=True))
         elif spec.kind == "text":
-            specs += [TensorSpec(n, "int64", (None, None), batch=True) for n in (spec.ids, spec.mask) if n]
+            specs += [TensorSpec(n, "int64", (None, spec.max_length), batch=True) for n in (spec.ids, spec.mask) if n]
     return specs or None
 
 

@@ -19,7 +19,10 @@ _CHARS_PER_TOKEN_BOUND = 64
 
 
 class TextEncoder:
-    """One declared text input: strings → {ids: [N, L] int64, mask: [N, L] int64}, padded to the longest."""
+    """One declared text input: strings → {ids: [N, max_length] int64, mask: [N, max_length] int64}.
+
+    Always padded to max_length: one shape for every request, so requests stack into shared batches and
+    models exported with a fixed sequence axis take them."""
 
     def __init__(self, bento_dir: Path, spec: RequestInput):
         from tokenizers import Tokenizer
@@ -43,13 +46,12 @@ class TextEncoder:
                 raise PayloadTooLarge(f"{where}: {len(text)} characters, over the {limit} this input reads "
                                       f"(max_length {self.spec.max_length} tokens)")
         encodings = self.tokenizer.encode_batch(texts)
-        longest = 0
+        longest = self.spec.max_length
         for i, encoding in enumerate(encodings):
             if len(encoding.ids) > self.spec.max_length and self.spec.truncation == "refuse":
                 where = field if len(texts) == 1 else f"{field}[{i}]"
                 raise InputError(f"{where}: {len(encoding.ids)} tokens, over max_length {self.spec.max_length} "
                                  "(truncation: refuse): send shorter text")
-            longest = max(longest, min(len(encoding.ids), self.spec.max_length))
         ids = np.zeros((len(texts), longest), dtype=np.int64)
         mask = np.zeros((len(texts), longest), dtype=np.int64)
         for row, encoding in enumerate(encodings):
