@@ -41,6 +41,7 @@ def serve_one(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
 
     if worker_pool.is_worker():
         worker_pool.die_with_supervisor()
+        load_mode = worker_pool.worker_load_mode(load_mode)
     _log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
     guard = GuardSettings.from_env()

@@ -21,7 +21,9 @@ for its thread plan (BENTO_COMPILE_CPUS), and:
   (/monitoring and the bento_drift_* gauges) stay the answering worker's own window;
 - a worker that dies is restarted, unless it died within its first seconds (a Bento that cannot
   load): then everything stops with its exit code, instead of a restart loop;
-- each worker logs its resident memory once its model is loaded (N workers hold N sessions).
+- each worker logs its resident memory once its model is loaded (N workers hold N sessions);
+- worker 1 loads as configured; the others load before accepting (a request never waits for a
+  sibling's model while another worker is ready).
 """
 
 from __future__ import annotations
@@ -69,6 +71,15 @@ def worker_count(setting: int | None = None) -> int:
 
 def is_worker() -> bool:
     return bool(os.environ.get(_WORKER_ID_ENV))
+
+
+def worker_load_mode(configured: str) -> str:
+    """Worker 1 loads as configured (background: /healthz at once, like a single server); the others load
+    BEFORE they accept, so a connection never waits on a sibling's load while a loaded worker is idle.
+    They accept from the same socket, so until they are up worker 1 takes everything."""
+    if configured == "background" and os.environ.get(_WORKER_ID_ENV, "1") != "1":
+        return "eager"
+    return configured
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -204,6 +204,9 @@ class Batcher:
         self._closed = False
         self.loop = asyncio.get_running_loop()
         self._task: asyncio.Task | None = None  # runs only while there is work: no task outlives its loop
+        # Seconds of runs done on the event loop itself, ever: what a request waited behind is the growth of
+        # this while it was in flight, less its own batch's run (`timing["inline_s"]`).
+        self.inline_seconds = 0.0
 
     # ---- the caller's side -------------------------------------------------------------
 
@@ -391,7 +394,14 @@ class Batcher:
     def _launch(self, batch: list[_Pending]) -> None:
         rows = sum(item.rows for item in batch)
         if self.latency.count >= 3 and self.latency.predict(rows) < self._inline_below_s:
-            self._finish(batch, *self._execute(batch))
+            started = time.perf_counter()
+            outcome = self._execute(batch)
+            elapsed = time.perf_counter() - started
+            self.inline_seconds += elapsed
+            for item in batch:
+                if item.timing is not None:
+                    item.timing["inline_s"] = elapsed
+            self._finish(batch, *outcome)
             return
         self._busy += 1
         self._running_rows = rows

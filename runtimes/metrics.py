@@ -13,6 +13,12 @@ Names (all prefixed `bento_`):
   model_load_seconds                       gauge     hash check + session creation
   cold_start_seconds                       gauge     process start → model ready
   model_info{tag,device,providers}         gauge = 1 the provider ACTUALLY in use (session.get_providers())
+  request_phase_seconds{phase}             histogram where a /predict request's server time goes: read (the body),
+                                                     parse (JSON + signature), loop_blocked (waiting while runs of
+                                                     OTHER batches held the event loop), encode (outputs to JSON),
+                                                     write (handing the answer to the transport)
+  gc_pause_seconds{generation}             histogram each cyclic-GC collection (gc.callbacks): a stop-the-world
+                                                     pause every request in the process waits out
 
 A private CollectorRegistry (not the global one) so that two apps in one process (tests,
 Lambda warm containers) never collide. Label children for the common (route, status) pairs
@@ -22,9 +28,11 @@ are cached: `labels()` takes a lock and a dict lookup that the hot path does not
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 try:
@@ -40,6 +48,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 _RUN_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PHASES = ("read", "parse", "loop_blocked", "encode", "write")
 # prometheus-client's own variable: set (by the worker supervisor) before the client is imported.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -73,6 +82,9 @@ class Metrics:
     load_seconds: Gauge | _NullMetric
     cold_start: Gauge | _NullMetric
     info: Gauge | _NullMetric
+    phases: dict[str, Histogram | _NullMetric]
+    phase: Histogram | _NullMetric
+    gc_pause: Histogram | _NullMetric
 
     def __init__(self) -> None:
         if not AVAILABLE:
@@ -111,6 +123,12 @@ class Metrics:
                                 multiprocess_mode="max")
         self.info = Gauge("bento_model_info", "The Bento served and the execution provider in use",
                           ["tag", "device", "providers"], registry=registry, multiprocess_mode="max")
+        self.phase = Histogram("bento_request_phase_seconds", "Where /predict time goes in the server",
+                               ["phase"], buckets=(*_RUN_BUCKETS, 2.5, 5.0), registry=registry)
+        self.phases = {name: self.phase.labels(name) for name in PHASES}
+        self.gc_pause = Histogram("bento_gc_pause_seconds", "Cyclic garbage collections (stop the world)",
+                                  ["generation"], buckets=_RUN_BUCKETS, registry=registry)
+        _GC_WATCH.add(self.gc_pause)
         self._children: dict[tuple[str, int], tuple] = {}
         self._live: list[tuple[Gauge, Callable[[], float]]] = []
 
@@ -121,7 +139,8 @@ class Metrics:
         self._live = []
         self.requests = self.latency = self.rejections = self.batch_rows = self.batch_requests = null
         self.inference = self.wait = self.depth = self.in_flight = self.load_seconds = self.cold_start = null
-        self.info = null
+        self.info = self.phase = self.gc_pause = null
+        self.phases = {name: null for name in PHASES}
         self._children = {}
 
     # HTTP
@@ -189,6 +208,34 @@ class Metrics:
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
+
+
+class _GcWatch:
+    """Times every cyclic-GC collection (gc.callbacks) into each live Metrics' histogram. One callback per
+    process however many apps it holds (tests, warm Lambda containers); a dropped app stops being fed."""
+
+    def __init__(self) -> None:
+        self._targets: weakref.WeakSet = weakref.WeakSet()
+        self._started = 0.0
+        self._installed = False
+
+    def add(self, histogram: Histogram) -> None:
+        self._targets.add(histogram)
+        if not self._installed:
+            gc.callbacks.append(self._callback)
+            self._installed = True
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._started
+        generation = str(info.get("generation", "?"))
+        for histogram in list(self._targets):
+            histogram.labels(generation).observe(seconds)
+
+
+_GC_WATCH = _GcWatch()
 
 
 class _NullMetric:

@@ -1,0 +1,37 @@
+"""Where a /predict request's server time goes (runtimes/metrics.py: request_phase_seconds, gc_pause_seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import re
+
+import httpx
+
+from bento_compile.adapters.http_app import create_app
+from bento_compile.runtimes.manifest import read_manifest
+
+
+def counts(text: str, name: str, label: str) -> dict[str, float]:
+    return {m[1]: float(m[2]) for m in re.finditer(rf'^{name}_count\{{{label}="([^"]+)"\}} ([0-9.e+-]+)$', text, re.M)}
+
+
+def test_every_answered_request_is_timed_by_phase_and_gc_pauses_are_counted(built_example):
+    app = create_app(built_example, load_mode="eager")
+    body = read_manifest(built_example).example
+
+    async def scenario() -> str:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bento") as client:
+            # 24 at once on one event loop: the tiny model's runs go inline, so some requests wait behind others
+            for _ in range(3):
+                answers = await asyncio.gather(*(client.post("/predict", json=body) for _ in range(8)))
+                assert {a.status_code for a in answers} == {200}
+            assert (await client.post("/predict", json={"inputs": [[1.0]]})).status_code == 422
+            gc.collect()
+            return (await client.get("/metrics")).text
+
+    text = asyncio.run(scenario())
+    phases = counts(text, "bento_request_phase_seconds", "phase")
+    # read and write for all 25; parse, loop_blocked and encode only for the 24 whose body was valid
+    assert phases == {"read": 25, "parse": 24, "loop_blocked": 24, "encode": 24, "write": 25}, phases
+    assert counts(text, "bento_gc_pause_seconds", "generation").get("2", 0) >= 1
