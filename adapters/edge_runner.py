@@ -112,6 +112,26 @@ def _answer(model: Any, text: str, limit: int) -> tuple[dict[str, Any], int, Any
         return {"error": str(exc)}, 413, payload
 
 
+def _predict_image(model: Any, path: Path, limit: int, stdout: TextIO) -> int:
+    """`run predict --image FILE`: the file's bytes as the Bento's one image input."""
+    from bento_compile.runtimes.errors import RuntimeFault
+
+    images = [i.name for i in model.manifest.pipeline.inputs if i.kind == "image"] if model.manifest.pipeline else []
+    if len(images) != 1:
+        stdout.write(_dumps({"error": "--image needs a Bento with one image input (inputs: kind: image)"}) + "\n")
+        return EXIT_INPUT
+    if not path.is_file() or path.stat().st_size > limit:
+        stdout.write(_dumps({"error": f"{path} does not exist or is over {limit} bytes (--image)"}) + "\n")
+        return EXIT_INPUT
+    try:
+        answer = model.predict({"inputs": {images[0]: [path.read_bytes()]}})
+    except RuntimeFault as exc:
+        stdout.write(_dumps({"error": str(exc)}) + "\n")
+        return EXIT_INPUT
+    stdout.write(_dumps(answer) + "\n")
+    return EXIT_OK
+
+
 def cmd_predict(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     try:
         model = _load_model(layout.bento)
@@ -119,6 +139,8 @@ def cmd_predict(layout: Layout, args: argparse.Namespace, stdin: TextIO, stdout:
         stdout.write(_dumps({"error": f"the model failed to load: {exc}"}) + "\n")
         return EXIT_LOAD
     limit = model.manifest.runtime.max_body_bytes
+    if getattr(args, "image", None):  # an image file, for Bentos that declare an image input
+        return _predict_image(model, Path(args.image), limit, stdout)
     if args.input:
         path = Path(args.input)
         if not path.is_file():
@@ -271,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port (config PORT; default 3000)")
     predict = sub.add_parser("predict", help="one JSON request on stdin -> one JSON answer on stdout")
     predict.add_argument("--input", help="read the request from this file instead of stdin")
+    predict.add_argument("--image", help="an image file (JPEG/PNG/WebP) for a Bento with an image input")
     sub.add_parser("lines", help="JSON-lines loop: one request per stdin line, one answer per stdout line")
     sub.add_parser("check", help="load the model (hash check) and run the recorded example")
     rb = sub.add_parser("rollback", help="switch `current` back to the previous release")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bento_compile.adapters.openapi_requests import json_input_schemas, pipeline_request_content, predictions_schema
 from bento_compile.runtimes.manifest import Manifest, TensorSpec
 
 _JSON_TYPES = {"f": "number", "i": "integer", "u": "integer", "b": "boolean"}
@@ -81,15 +82,22 @@ ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "
 def predict_openapi_extra(manifest: Manifest) -> dict[str, Any]:
     """The `openapi_extra` for FastAPI's /predict route."""
     error = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    request, response = request_schema(manifest), response_schema(manifest)
+    if manifest.pipeline is not None:  # images / text / labels (adapters/openapi_requests.py)
+        request = {**request, "properties": {"inputs": {"oneOf": [
+            {"type": "object", "properties": json_input_schemas(manifest)}, request["properties"]["inputs"]]}}}
+        predictions = predictions_schema(manifest)
+        if predictions is not None:
+            response = {**response, "properties": {**response["properties"], "predictions": predictions}}
     return {
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": request_schema(manifest)}},
+            "content": {"application/json": {"schema": request}, **pipeline_request_content(manifest)},
         },
         "responses": {
             "200": {
                 "description": "Predictions, one entry per output (batched outputs: one row per input row)",
-                "content": {"application/json": {"schema": response_schema(manifest)}},
+                "content": {"application/json": {"schema": response}},
             },
             "413": {"description": "Body or row count over the Bento's limits", **error},
             "422": {"description": "The inputs do not match the model's signature", **error},

@@ -163,3 +163,34 @@ def test_sqs_records_with_base64_images(image_example, capsys):
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     delivered = [line for line in lines if line.get("messageId") == "good" and "predictions" in line]
     assert delivered and delivered[0]["predictions"][0]["label"] in (work / "labels.txt").read_text().splitlines()
+
+
+def test_edge_runner_predicts_an_image_file(image_example):
+    import argparse
+    import json
+
+    from bento_compile.adapters.edge_runner import EXIT_INPUT, EXIT_OK, cmd_predict
+
+    work, bento = image_example
+    layout = argparse.Namespace(bento=bento)
+    out = io.StringIO()
+    code = cmd_predict(layout, argparse.Namespace(image=str(work / "images" / "rocket.jpg"), input=None),
+                       io.StringIO(), out)
+    assert code == EXIT_OK, out.getvalue()
+    label = _reference_answer(work, bento, work / "images" / "rocket.jpg")[0]
+    assert json.loads(out.getvalue())["predictions"][0]["label"] == label
+    (work / "broken.jpg").write_bytes((work / "images" / "rocket.jpg").read_bytes()[:500])
+    out = io.StringIO()
+    assert cmd_predict(layout, argparse.Namespace(image=str(work / "broken.jpg"), input=None), io.StringIO(),
+                       out) == EXIT_INPUT
+    assert "inputs.image" in json.loads(out.getvalue())["error"]
+
+
+def test_openapi_describes_image_bodies_form_fields_and_predictions(client):
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert {"image/jpeg", "image/png", "image/webp", "multipart/form-data", "application/json"} <= set(body)
+    assert "image/gif" not in body
+    assert set(body["multipart/form-data"]["schema"]["properties"]) == {"image"}
+    answer = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["predictions"]["items"]["properties"]["top_k"]["type"] == "array"
