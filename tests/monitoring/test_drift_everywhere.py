@@ -149,3 +149,43 @@ def test_a_window_in_seconds_forgets_old_traffic(monitored_bento, shifted_rows, 
     monitor.observe({"input": shifted_rows[:0]}, {})
     clock[0] += 7
     assert monitor.snapshot()["window_rows"] == 0 and monitor.snapshot()["drifting"] == []
+
+
+@pytest.mark.slow
+def test_the_shipped_server_reports_the_drift(monitored_bento, shifted_rows):
+    """`bento-compile serve` (uvicorn, the batcher, the guard): concurrent traffic, then /monitoring and /metrics."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.helpers import free_port, stop_process, wait_http
+
+    port = free_port()
+    # One worker: with several, each worker process holds its own window (README: Monitoring and drift).
+    env = {**os.environ, "BENTO_COMPILE_HOME": str(monitored_bento.parents[2]), "BENTO_COMPILE_WORKERS": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "bento_compile.cli", "serve", "cancer:latest", "--port",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def post(start: int) -> int:
+        body = json.dumps({"inputs": shifted_rows[start:start + 8].tolist()}).encode()
+        request = urllib.request.Request(base + "/predict", data=body, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+
+    try:
+        wait_http(base + "/readyz", timeout=60, proc=server)
+        with ThreadPoolExecutor(16) as pool:
+            assert set(pool.map(post, range(0, len(shifted_rows), 8))) == {200}
+        with urllib.request.urlopen(base + "/monitoring", timeout=5) as response:
+            view = json.loads(response.read())
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        stop_process(server)
+    assert view["drifting"] == [DRIFTED] and view["window_rows"] == len(shifted_rows)
+    psi = {s.labels["feature"]: s.value for f in text_string_to_metric_families(text) if f.name == "bento_feature_psi"
+           for s in f.samples}
+    assert [n for n, v in psi.items() if v > 0.2] == [DRIFTED]

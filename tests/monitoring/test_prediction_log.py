@@ -158,6 +158,23 @@ def test_s3_sink_writes_batched_objects_to_moto(moto_endpoint, monkeypatch):
     assert len(lines) == 200 and json.loads(lines[0])["outputs"]["label"] == 1
 
 
+def test_monitor_reads_a_prediction_log_from_s3(moto_endpoint, logged_bento, shifted_rows, monkeypatch):
+    import boto3
+
+    from bento_compile.cli.monitor_report import drift_report, read_records
+    from bento_compile.runtimes.manifest import read_manifest
+
+    for key, value in (("AWS_ENDPOINT_URL_S3", moto_endpoint), ("AWS_ACCESS_KEY_ID", "test"),
+                       ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="drift-log")
+    log = PredictionLog(PredictionLogSettings(to="s3://drift-log/p/", sample_rate=1.0), "t:1", COLUMNS)
+    log.offer_run({"input": shifted_rows}, {}, 0.001)
+    log.close()
+    report = drift_report(read_manifest(logged_bento[0]), read_records("s3://drift-log/p/"))
+    assert report["records"] == len(shifted_rows) and report["drifting"] == [f"input[{SHIFTED}]"]
+
+
 def test_otlp_sink_sends_records_to_a_real_receiver(monkeypatch):
     """An OTLP/HTTP receiver on 127.0.0.1 gets the records as log bodies, decoded with the OTLP schema."""
     pytest.importorskip("opentelemetry.sdk._logs", reason="the otel extra is not installed")
