@@ -27,8 +27,7 @@ def reference_tensor(path: Path, spec: InputSpec) -> tuple[np.ndarray, str]:
     from PIL import Image
 
     assert spec.size is not None
-    image = Image.open(path)
-    image = image.convert("L" if spec.color == "L" else "RGB")
+    image: Any = Image.open(path).convert("L" if spec.color == "L" else "RGB")
     target_h, target_w = spec.size
     try:
         import torchvision.transforms as T  # type: ignore[import-not-found]

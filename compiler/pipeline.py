@@ -101,7 +101,8 @@ def plan_pipeline(config: BentoConfig, config_dir: Path | None, model: bytes | N
         from bento_compile.compiler.image_reference import check_image_parity
 
         entries = {e.name: e for e in request_inputs if e.kind == "image"}
-        runner = _runner(folded_model or model) if (folded_model or model) is not None else None
+        shipped = folded_model or model
+        runner = _runner(shipped) if shipped is not None else None
         parity["images"] = {s.name: check_image_parity(s, entries[s.name], root, runner, feeds)
                             for s in image_specs}
     del images

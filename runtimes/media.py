@@ -92,7 +92,7 @@ def preprocess(image: Any, spec: RequestInput) -> np.ndarray:
     """One decoded image → one model row (CHW or HWC, float, normalized)."""
     from PIL import Image
 
-    width, height = resized_size(*image.size, spec)
+    width, height = resized_size(image.size[0], image.size[1], spec)
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     target_h, target_w = spec.size
@@ -106,7 +106,7 @@ def preprocess(image: Any, spec: RequestInput) -> np.ndarray:
     elif image.size != (target_w, target_h):
         raise InputError(f"inputs.{spec.name}: the image is {width}x{height}; this model takes "
                          f"{target_w}x{target_h} (resize: none, crop: none)")
-    pixels = np.asarray(image, dtype=np.float32)
+    pixels: Any = np.asarray(image, dtype=np.float32)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if spec.color == "BGR":

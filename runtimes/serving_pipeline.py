@@ -137,7 +137,7 @@ class ServingPipeline:
             rows = len(array)
         return {**feeds, **made}, rows
 
-    def _images(self, value: Any, spec: RequestInput) -> np.ndarray:
+    def _images(self, value: Any, spec: RequestInput) -> Any:
         from bento_compile.runtimes.media import image_batch
 
         field = f"inputs.{spec.name}"

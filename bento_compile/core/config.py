@@ -20,6 +20,10 @@ InputDtype = Literal["float16", "float32", "float64", "int8", "int16", "int32", 
                      "uint64", "string", "bool"]
 
 
+ImageFormat = Literal["jpeg", "png", "webp", "gif", "bmp"]
+DEFAULT_IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "webp")
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,8 +48,8 @@ class InputSpec(Strict):
     resize_to: int | None = Field(None, gt=0, description="shorter side after resizing (default: the crop's "
                                   "shorter side; 256 for the usual 224 ImageNet recipe)")
     crop: Literal["center", "none"] = "center"
-    formats: list[Literal["jpeg", "png", "webp", "gif", "bmp"]] = Field(
-        default_factory=lambda: ["jpeg", "png", "webp"], description="image formats a request may send")
+    formats: list[ImageFormat] = Field(default_factory=lambda: list(DEFAULT_IMAGE_FORMATS),
+                                       description="image formats a request may send")
     max_pixels: int = Field(40_000_000, gt=0, description="larger images are refused (413) before decoding")
     images: str | None = Field(None, description="a folder of real images (relative to bento.yaml) the build "
                                "preprocesses both ways to check parity with the torchvision/PIL reference")
