@@ -40,6 +40,8 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("bento_r
 def monitoring_enabled(info: MonitoringInfo | None) -> bool:
     """Live monitoring for this deployment: env BENTO_COMPILE_MONITORING (on|off) over the Bento's setting."""
     switch = os.environ.get("BENTO_COMPILE_MONITORING", "").strip().lower()
+    if switch not in ("", "on", "off", "1", "0", "true", "false"):
+        raise ValueError(f"BENTO_COMPILE_MONITORING must be on or off, got {switch!r}")
     if switch in ("off", "0", "false"):
         return False
     if info is None or not (info.features or info.outputs):

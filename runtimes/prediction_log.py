@@ -48,15 +48,10 @@ _MAX_VALUES_PER_TENSOR = 1024  # a row of a wider tensor is logged by shape only
 
 
 def effective_log_settings(settings: PredictionLogSettings | None) -> PredictionLogSettings | None:
+    """`monitoring.log` with the deployment's env overrides; a malformed override fails the load, naming it."""
     target = os.environ.get("BENTO_COMPILE_MONITORING_LOG", "").strip()
     rate = os.environ.get("BENTO_COMPILE_MONITORING_SAMPLE_RATE", "").strip()
-    if target.lower() == "off":
-        return None
-    if settings is None and not target:
-        return None
-    settings = settings or PredictionLogSettings()
-    if target:
-        settings = replace(settings, to=target)
+    value = None
     if rate:
         try:
             value = float(rate)
@@ -64,8 +59,16 @@ def effective_log_settings(settings: PredictionLogSettings | None) -> Prediction
             value = -1.0
         if not 0 <= value <= 1:
             raise ValueError(f"BENTO_COMPILE_MONITORING_SAMPLE_RATE must be a number from 0 to 1, got {rate!r}")
-        settings = replace(settings, sample_rate=value)
-    return settings
+    if target and target.lower() != "off" and not (target in ("stdout", "otlp") or target.startswith("s3://")
+                                                   or (target.startswith("file:") and len(target) > 5)):
+        raise ValueError("BENTO_COMPILE_MONITORING_LOG must be stdout, file:PATH, s3://bucket/prefix/, otlp or "
+                         f"off, got {target!r}")
+    if target.lower() == "off" or (settings is None and not target):
+        return None
+    settings = settings or PredictionLogSettings()
+    if target:
+        settings = replace(settings, to=target)
+    return settings if value is None else replace(settings, sample_rate=value)
 
 
 class SinkFailed(Exception):

@@ -91,3 +91,19 @@ def test_the_window_slides_and_a_quiet_window_reports_nothing(monitored_bento, c
     assert 180 <= later["window_rows"] <= 200 and later["drifting"] == []
     monitor.observe({"input": np.zeros((3, 7), dtype=np.float32)}, {})  # the wrong width: counted, not raised
     assert monitor.snapshot()["errors"] == 1
+
+
+def test_a_bad_deployment_switch_fails_the_load_naming_it(monitored_bento, monkeypatch):
+    from bento_compile.runtimes.model import BentoModel
+
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING", "maybe")
+    with pytest.raises(ValueError, match="BENTO_COMPILE_MONITORING must be on or off"):
+        BentoModel.load(monitored_bento)
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING", "on")
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_SAMPLE_RATE", "2")
+    with pytest.raises(ValueError, match="BENTO_COMPILE_MONITORING_SAMPLE_RATE"):
+        BentoModel.load(monitored_bento)
+    monkeypatch.delenv("BENTO_COMPILE_MONITORING_SAMPLE_RATE")
+    monkeypatch.setenv("BENTO_COMPILE_MONITORING_LOG", "ftp://somewhere")
+    with pytest.raises(ValueError, match="BENTO_COMPILE_MONITORING_LOG must be"):
+        BentoModel.load(monitored_bento)
