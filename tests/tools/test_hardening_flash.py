@@ -24,6 +24,7 @@ from tests.support import edge_support as es
 from tests.support.helpers import run_cli
 
 PY = es.system_python_version() or "3.11"
+pytestmark = pytest.mark.slow  # builds a bundle with real wheels and runs install.sh
 
 
 @pytest.fixture(scope="module")
