@@ -89,3 +89,18 @@ def test_wrong_label_count_and_unknown_output_are_build_errors(iris_model):
 def test_plain_bento_has_no_pipeline(iris_model):
     folder, _, _ = iris_model
     assert read_manifest(_build(folder, {}, name="plain").path).pipeline is None
+
+
+def test_iris_species_example_answers_with_class_names(tmp_path):
+    import shutil
+
+    from bento_compile.core.config import load_config
+    from tests.support.helpers import REPO, load_example_script
+
+    load_example_script("iris_species").main(tmp_path)
+    shutil.copyfile(REPO / "examples" / "iris_species" / "bento.yaml", tmp_path / "bento.yaml")
+    config, config_dir = load_config(tmp_path / "bento.yaml")
+    result = build(BuildRequest(None, config, config_dir), BentoStore())
+    answer = BentoModel.load(result.path).predict({"inputs": [[6.7, 3.0, 5.2, 2.3], [5.0, 3.4, 1.5, 0.2]]})
+    assert [p["label"] for p in answer["predictions"]] == ["virginica", "setosa"]
+    assert answer["outputs"]["label"] == ["virginica", "setosa"]
