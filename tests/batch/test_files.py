@@ -77,7 +77,7 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(frame_bento, tmp_path):
     source = write_parquet(rows, tmp_path / "in.parquet", row_group_size=2000)
     out = tmp_path / "out.parquet"
     for sig in (signal.SIGKILL, signal.SIGTERM):
-        proc = subprocess.Popen(_cli(str(frame_bento.path), str(source), str(out), "--batch-rows", "100",
+        proc = subprocess.Popen(_cli(str(frame_bento.path), str(source), str(out), "--batch-rows", "20",
                                      "--workers", "1"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             deadline = time.monotonic() + 120
