@@ -347,7 +347,7 @@ def test_a_release_that_fails_its_check_is_removed_and_current_stays(installed, 
     model = folder / "bento" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-3])
     env = folder / "bundle.env"
-    env.write_text(re.sub(r"RELEASE_ID='[^']*'", "RELEASE_ID='tampered'", env.read_text()))
+    env.write_text(re.sub(r"^RELEASE_ID=.*$", "RELEASE_ID='tampered'", env.read_text(), flags=re.M))
     sums = [line.split("  ", 1) for line in (folder / "SHA256SUMS").read_text().splitlines()]
     (folder / "SHA256SUMS").write_text("".join(
         f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n" for _digest, name in sums))
