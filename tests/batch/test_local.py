@@ -228,3 +228,23 @@ def test_a_multi_input_bento_takes_a_column_per_input(tmp_path):
     np.testing.assert_array_equal(good["label"].astype(int).to_numpy(), model.predict(frame.drop(index=5)))
     reference = model.predict_proba(frame.drop(index=5))
     assert np.abs(np.stack(good["probabilities"].to_numpy()) - reference).max() <= 1e-4
+
+
+def test_glob_and_json_lines_inputs(frame_bento, strict_bento, tmp_path):
+    first, second = _rows(frame_bento.frame, 40, seed=10), _rows(frame_bento.frame, 30, seed=11)
+    write_parquet(first, tmp_path / "day1.parquet")
+    write_parquet(second, tmp_path / "day2.parquet")
+    (tmp_path / "notes.csv").write_text("not,scored\n")
+    summary = score_files(frame_bento.path, str(tmp_path / "day*.parquet"), str(tmp_path / "scored"))
+    assert summary.rows == 70 and sorted(p.name for p in (tmp_path / "scored").iterdir()) == ["day1.parquet",
+                                                                                           "day2.parquet"]
+    assert_matches(frame_bento.model, second, read_output(tmp_path / "scored" / "day2.parquet"))
+
+    rows = _rows(strict_bento.frame, 25, seed=12)
+    lines = [json.dumps({"id": i, "x": values}) for i, values in enumerate(rows.to_numpy().tolist())]
+    (tmp_path / "rows.jsonl").write_text("\n".join(lines) + "\n")
+    score_files(strict_bento.path, str(tmp_path / "rows.jsonl"), str(tmp_path / "rows-out.parquet"),
+                ScoreOptions(input_column="x", keep=("id",)))
+    out = read_output(tmp_path / "rows-out.parquet")
+    assert out["id"].tolist() == list(range(25))
+    assert_matches(strict_bento.model, rows, out)
