@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export BENTO_COMPILE_HOME ?= $(CURDIR)/.demo/store
 
-.PHONY: setup demo test lint bench bench-serving bench-quantize clean
+.PHONY: setup demo test lint bench bench-serving bench-tail bench-quantize clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ bench: setup
 ## bench-serving: throughput, p99 and cold start vs BentoML (own venv) and a naive FastAPI + ONNX Runtime server.
 bench-serving: setup
 	$(PY) bench/bench_serving.py $(if $(QUICK),--quick)
+
+## bench-tail: Bento (1 and 2 workers) vs the naive server in alternating rounds, c=1..128: rps, p50/p99/p99.9, server-side breakdown.
+bench-tail: setup
+	$(PY) bench/bench_tail.py $(if $(QUICK),--rounds 1 --duration 2)
 
 ## bench-quantize: size, latency and agreement with the original of each quantization variant.
 bench-quantize: setup

@@ -35,3 +35,18 @@ def test_every_answered_request_is_timed_by_phase_and_gc_pauses_are_counted(buil
     # read and write for all 25; parse, loop_blocked and encode only for the 24 whose body was valid
     assert phases == {"read": 25, "parse": 24, "loop_blocked": 24, "encode": 24, "write": 25}, phases
     assert counts(text, "bento_gc_pause_seconds", "generation").get("2", 0) >= 1
+
+
+def test_the_server_collects_young_garbage_less_often_once_loaded(monkeypatch):
+    from bento_compile.adapters import asgi
+
+    saved = gc.get_threshold()
+    try:
+        monkeypatch.delenv("BENTO_COMPILE_GC_GEN0", raising=False)
+        asgi._tune_gc()
+        assert gc.get_threshold() == (asgi.GC_GEN0_DEFAULT, *saved[1:])
+        monkeypatch.setenv("BENTO_COMPILE_GC_GEN0", "700")  # CPython's own, for comparison runs
+        asgi._tune_gc()
+        assert gc.get_threshold()[0] == 700
+    finally:
+        gc.set_threshold(*saved)

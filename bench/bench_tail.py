@@ -1,0 +1,268 @@
+"""Tail benchmark: the Bento's HTTP server vs the naive FastAPI + ONNX Runtime server, in alternating rounds.
+
+Each round starts each server fresh (the order flips every round), loads it at c = 1, 8, 32 and 128
+connections with `wrk` (closed loop, single-row JSON, GradientBoosting(100) on breast-cancer), and
+reads the Bento server's own /metrics before and after every point, so each point also says where
+the server spent the time of its slow requests: the p99 of each phase (read, parse, queue wait,
+run, loop_blocked: waiting behind other batches' runs on the event loop, encode, write) and the
+cyclic-GC pauses (count per second, longest bucket). The Bento runs with 1 and 2 worker processes
+(`--workers 1 2 4` for more); the naive server is one process, as in bench_serving.py, whose
+naive server and wrk helpers this reuses. Medians over rounds; the machine's load average is
+printed with the results (a shared machine: read the ratios within one run).
+
+Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_serving as serving  # the naive server, Server, ensure_wrk, free_port
+
+WORK = serving.REPO / "bench" / ".work" / "tail"
+CONCURRENCY = (1, 8, 32, 128)
+# wrk prints p50/p99 with --latency but not p99.9: ask its own histogram, in microseconds.
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = %s
+done = function(summary, latency, requests)
+  io.write(string.format("TAIL %%d %%d %%d %%d %%f %%f %%f\\n", summary.requests,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write,
+    summary.errors.timeout, latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+PHASES = ("read", "parse", "loop_blocked", "encode", "write")
+
+
+def build() -> tuple[Path, bytes]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    X, y = load_breast_cancer(return_X_y=True)
+    X = X.astype(np.float32)
+    model_path = WORK / "gb100.joblib"
+    if not model_path.exists():
+        joblib.dump(GradientBoostingClassifier(n_estimators=100, random_state=0).fit(X, y), model_path)
+    np.save(WORK / "sample.npy", X[:64])
+    config = BentoConfig.model_validate({"name": "gbtail"})
+    bento = build(BuildRequest(model_path, config, None, sample_path=WORK / "sample.npy"),
+                  BentoStore(WORK / "store")).path
+    return bento, json.dumps({"inputs": X[:1].tolist()}).encode()
+
+
+def wrk_point(wrk: str, port: int, body: bytes, connections: int, seconds: float) -> dict:
+    script = WORK / "tail.lua"
+    script.write_text(WRK_SCRIPT % json.dumps(body.decode()))
+    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script),
+                          f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"TAIL (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests, status, socket_errors, timeouts = (int(found[i]) for i in range(1, 5))
+    return {"rps": rps, "requests": requests, "non_2xx": status, "socket_errors": socket_errors,
+            "timeouts": timeouts, "p50_ms": float(found[5]) / 1e3, "p99_ms": float(found[6]) / 1e3,
+            "p999_ms": float(found[7]) / 1e3}
+
+
+# ---- the server's own histograms ------------------------------------------------------------
+
+_SAMPLE = re.compile(r'^(bento_[a-z_]+)_bucket\{([^}]*)\} ([0-9.e+-]+)$', re.M)
+_LE = re.compile(r',?le="([^"]+)",?')
+
+
+def scrape(port: int) -> dict[tuple[str, str], dict[float, float]]:
+    """Cumulative bucket counts by (histogram, label set other than le)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[tuple[str, str], dict[float, float]] = {}
+    for name, labels, value in _SAMPLE.findall(text):
+        le = _LE.search(labels)
+        if le:
+            rest = (labels[:le.start()] + "," + labels[le.end():]).strip(",")
+            buckets.setdefault((name, rest), {})[float(le[1])] = float(value)
+    return buckets
+
+
+def quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float | None, float]:
+    """Upper bound (s) of the bucket holding the q-quantile of what was observed between two scrapes."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = delta[-1][1] if delta else 0.0
+    if total <= 0:
+        return None, 0.0
+    for le, count in delta:
+        if count >= q * total:
+            return le, total
+    return delta[-1][0], total
+
+
+def breakdown(before: dict, after: dict, seconds: float) -> dict:
+    out: dict[str, float | None] = {}
+    for phase in PHASES:
+        key = ("bento_request_phase_seconds", f'phase="{phase}"')
+        out[f"{phase}_p99_ms"] = _ms(quantile(before.get(key, {}), after.get(key, {}), 0.99)[0])
+    for name, short in (("bento_queue_wait_seconds", "queue"), ("bento_inference_duration_seconds", "run")):
+        out[f"{short}_p99_ms"] = _ms(quantile(before.get((name, ""), {}), after.get((name, ""), {}), 0.99)[0])
+    key = ("bento_request_phase_seconds", 'phase="loop_blocked"')
+    blocked_any = _share_above(before.get(key, {}), after.get(key, {}), 0.0)
+    out["blocked_share"] = blocked_any
+    pauses = 0.0
+    longest = None
+    for (name, labels), series in after.items():
+        if name == "bento_gc_pause_seconds":
+            bound, count = quantile(before.get((name, labels), {}), series, 1.0)
+            pauses += count
+            if bound is not None and (longest is None or bound > longest):
+                longest = bound
+    out["gc_per_s"] = pauses / seconds
+    out["gc_longest_ms"] = _ms(longest)
+    return out
+
+
+def _share_above(before: dict[float, float], after: dict[float, float], floor: float) -> float | None:
+    """Share of observations above the smallest bucket (here: a request that waited behind a run at all)."""
+    if not after:
+        return None
+    total = after[float("inf")] - before.get(float("inf"), 0.0)
+    smallest = min(after)
+    if total <= 0:
+        return None
+    return 1 - (after[smallest] - before.get(smallest, 0.0)) / total
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else (float("inf") if seconds == float("inf") else seconds * 1e3)
+
+
+# ---- rounds ------------------------------------------------------------------------------------
+
+def servers(bento: Path, body: bytes, workers: list[int]) -> dict[str, serving.Server]:
+    found = {}
+    for count in workers:
+        port = serving.free_port()
+        found[f"bento w{count}"] = serving.Server(
+            f"bento w{count}", [sys.executable, "-m", "bento_compile.adapters.server"], port, body,
+            {"BENTO_COMPILE_BENTO": str(bento), "PORT": str(port), "BENTO_COMPILE_WORKERS": str(count),
+             "BENTO_COMPILE_LOAD": "eager"})
+    port = serving.free_port()
+    script = WORK / "naive.py"
+    script.write_text(serving.NAIVE_SERVER)
+    found["naive"] = serving.Server("naive", [sys.executable, str(script), str(bento / "model.onnx"), str(port)],
+                                    port, body)
+    return found
+
+
+def run(rounds: int, seconds: float, workers: list[int], log) -> tuple[list[dict], dict]:
+    wrk = serving.ensure_wrk(log)
+    if not wrk:
+        raise SystemExit("bench_tail needs wrk (apt-get install wrk)")
+    bento, body = build()
+    info = {"load average at start": " ".join(os.getloadavg().__str__().strip("()").split(", ")),
+            "cpus": str(os.cpu_count()), "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True)
+            .stdout.split("\n")[0], "duration per point (s)": str(seconds), "rounds": str(rounds)}
+    rows: list[dict] = []
+    pool = servers(bento, body, workers)
+    names = list(pool)
+    for index in range(rounds):
+        order = names if index % 2 == 0 else names[::-1]
+        for name in order:
+            server = pool[name]
+            server.start()
+            try:
+                for connections in CONCURRENCY:
+                    wrk_point(wrk, server.port, body, connections, 1)  # warm-up, not measured
+                    before = scrape(server.port) if name != "naive" else {}
+                    point = wrk_point(wrk, server.port, body, connections, seconds)
+                    if name != "naive":
+                        point.update(breakdown(before, scrape(server.port), seconds))
+                    point.update(server=name, c=connections, round=index)
+                    rows.append(point)
+                    log(f"round {index} {name:9} c={connections:<3} {point['rps']:8.0f} rps  p50 "
+                        f"{point['p50_ms']:.2f}  p99 {point['p99_ms']:.2f}  p99.9 {point['p999_ms']:.2f} ms")
+            finally:
+                server.stop()
+    for server in pool.values():
+        server.close()
+    info["load average at end"] = " ".join(str(round(x, 2)) for x in os.getloadavg())
+    return rows, info
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    table = []
+    keys = sorted({(r["server"], r["c"]) for r in rows}, key=lambda k: (k[1], k[0]))
+    for server, c in keys:
+        mine = [r for r in rows if r["server"] == server and r["c"] == c]
+        entry: dict = {"server": server, "c": c, "rounds": len(mine)}
+        for field in ("rps", "p50_ms", "p99_ms", "p999_ms", "queue_p99_ms", "run_p99_ms", "gc_per_s",
+                      "gc_longest_ms", "blocked_share", *(f"{p}_p99_ms" for p in PHASES)):
+            values = [r[field] for r in mine if r.get(field) is not None]
+            entry[field] = statistics.median(values) if values else None
+        entry["errors"] = sum(r["non_2xx"] + r["socket_errors"] + r["timeouts"] for r in mine)
+        table.append(entry)
+    return table
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(table: list[dict], info: dict) -> None:
+    for key, value in info.items():
+        print(f"{key}: {value}")
+    print("\n| c | server | rps | p50 ms | p99 ms | p99.9 ms | errors | vs naive rps | vs naive p99 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    naive = {e["c"]: e for e in table if e["server"] == "naive"}
+    for e in table:
+        base = naive.get(e["c"])
+        ratio = f"{e['rps'] / base['rps']:.2f}x" if base and e["server"] != "naive" else ""
+        tail = f"{e['p99_ms'] / base['p99_ms']:.2f}x" if base and e["server"] != "naive" else ""
+        print(f"| {e['c']} | {e['server']} | {e['rps']:.0f} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | "
+              f"{fmt(e['p999_ms'])} | {e['errors']} | {ratio} | {tail} |")
+    print("\nServer-side p99 by phase (ms, bucket upper bounds), GC pauses, share of requests that waited "
+          "behind another batch's run on the event loop:\n")
+    print("| c | server | read | parse | queue | run | loop_blocked | encode | write | blocked share | "
+          "GC/s | longest GC ≤ ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for e in table:
+        if e["server"] == "naive":
+            continue
+        print(f"| {e['c']} | {e['server']} | {fmt(e['read_p99_ms'], 3)} | {fmt(e['parse_p99_ms'], 3)} | "
+              f"{fmt(e['queue_p99_ms'], 3)} | {fmt(e['run_p99_ms'], 3)} | {fmt(e['loop_blocked_p99_ms'], 3)} | "
+              f"{fmt(e['encode_p99_ms'], 3)} | {fmt(e['write_p99_ms'], 3)} | {fmt(e['blocked_share'])} | "
+              f"{fmt(e['gc_per_s'], 1)} | {fmt(e['gc_longest_ms'], 3)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per server (alternating order); default 5")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load point; default 3")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Bento worker counts; default 1 2")
+    parser.add_argument("--json", type=Path, help="also write every point and the summary as JSON here")
+    args = parser.parse_args()
+    started = time.time()
+    rows, info = run(args.rounds, args.duration, args.workers, lambda m: print(m, file=sys.stderr, flush=True))
+    info["wall time (s)"] = f"{time.time() - started:.0f}"
+    table = summarize(rows)
+    print_table(table, info)
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "points": rows, "summary": table}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
