@@ -64,7 +64,8 @@ def schema_text() -> str:
 
 def _record_schema(cls: type[Record], defs: dict[str, Any]) -> dict[str, Any]:
     hints = type_hints(cls)
-    notes = field_comments(cls)
+    # A class object is hashable; mypy checks the frozen dataclass's instance __hash__ against Hashable instead.
+    notes = field_comments(cls)  # type: ignore[arg-type]
     properties: dict[str, Any] = {}
     required: list[str] = []
     for spec in record_fields(cls):
