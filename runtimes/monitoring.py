@@ -30,9 +30,12 @@ from bento_compile.runtimes.manifest import FeatureBaseline, Manifest, Monitorin
 log = logging.getLogger("bento_compile.monitoring")
 
 WINDOW_SEGMENTS = 10
-# Rows binned per run at most: drift is a property of the distribution, and a sample of a large batch
-# estimates it as well as every row would, at a bounded cost (the window then counts binned rows).
-MAX_BINNED_ROWS = 256
+# Rows binned per run at most once the window has filled: drift is a property of the distribution, and a
+# sample of a large batch estimates it as well as every row would, at a bounded cost (the window then
+# counts binned rows). While the window fills, every row is binned. Binning is O(rows x features x log bins),
+# as costly as a small model's own run: unbounded, monitoring a logistic regression costs more than the
+# model itself (bench/RESULTS.md).
+MAX_BINNED_ROWS = 32
 # Set by an adapter that runs the model in the request's own thread (Lambda): the log record's request id.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("bento_request_id", default=None)
 
@@ -84,6 +87,7 @@ class Monitor:
         self._closed: deque[tuple[float, np.ndarray]] = deque(maxlen=WINDOW_SEGMENTS - 1)
         self._out_of_range_total = np.zeros(self.size)
         self.runs = 0
+        self._binned_total = 0
         self.errors = 0
         self._reported: set[str] = set()
         for feature in (*info.features, *info.outputs):
@@ -101,26 +105,29 @@ class Monitor:
         try:
             delta = np.zeros(self.size)
             start = self.runs  # the same rows of every tensor of this run, a different offset each run
+            rows = 0
+            filled = self._binned_total >= self.window_rows  # until then every row counts
             for group in self.groups:
                 tensor = (outputs if group.is_output else feeds).get(group.tensor)
                 if tensor is None or not np.ndim(tensor):
                     continue
-                if len(tensor) > MAX_BINNED_ROWS:  # a large run (batch scoring): an evenly spaced subset
+                if filled and len(tensor) > MAX_BINNED_ROWS:  # a large run, window full: an evenly spaced subset
                     tensor = tensor[start % step::step] if (step := len(tensor) // MAX_BINNED_ROWS) else tensor
                 binned = group.binner.bin(tensor)
                 delta[group.bins] = binned.counts.ravel()
                 delta[group.missing] = binned.missing
                 delta[group.outside] = binned.out_of_range
                 delta[group.rows] = binned.rows
+                rows = max(rows, binned.rows)
         except Exception as exc:
             self.errors += 1
             self.report_once(f"a run could not be binned ({type(exc).__name__}: {exc}); it is left out")
             return
-        rows = int(max((delta[g.rows] for g in self.groups), default=0))
         with self._lock:
             self._rotate(time.monotonic())
             self._current += delta
             self._current_rows += rows
+            self._binned_total += rows
             self._out_of_range_total += delta
             self.runs += 1
 

@@ -107,3 +107,16 @@ def test_a_bad_deployment_switch_fails_the_load_naming_it(monitored_bento, monke
     monkeypatch.setenv("BENTO_COMPILE_MONITORING_LOG", "ftp://somewhere")
     with pytest.raises(ValueError, match="BENTO_COMPILE_MONITORING_LOG must be"):
         BentoModel.load(monitored_bento)
+
+
+def test_large_runs_are_subsampled_once_the_window_is_full(monitored_bento, shifted_rows):
+    from dataclasses import replace
+
+    manifest = read_manifest(monitored_bento)
+    monitor = Monitor(replace(manifest.monitoring, window=100), manifest.tag)
+    big = np.tile(shifted_rows, (4, 1))
+    monitor.observe({"input": big}, {})  # filling: every row
+    assert monitor.snapshot()["window_rows"] == len(big)
+    monitor.observe({"input": big}, {})  # full: a subset
+    assert len(big) < monitor.snapshot()["window_rows"] <= len(big) + 64
+    assert monitor.snapshot()["drifting"] == ["input[3]"]
