@@ -192,7 +192,8 @@ class PredictService:
                 return 503, error_body(str(exc)), [*JSON_HEADERS, (b"retry-after", b"1")]
         parsing = time.perf_counter()
         try:
-            if len(body) > _OFFLOAD_BODY_BYTES:
+            # Image decoding and resizing take milliseconds: off the event loop too, like large JSON.
+            if len(body) > _OFFLOAD_BODY_BYTES or (model.pipeline is not None and model.pipeline.images):
                 loop = asyncio.get_running_loop()
                 feeds, rows, finish = await loop.run_in_executor(None, self._decode, body, content_type)
             else:
