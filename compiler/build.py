@@ -22,7 +22,7 @@ from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
 from bento_compile.compiler.parity import ParityError
-from bento_compile.compiler.pipeline import declared, declared_model_inputs, plan_pipeline
+from bento_compile.compiler.pipeline import declared, declared_model_inputs, describe_plan, plan_pipeline
 from bento_compile.compiler.request import BuildRequest, resolve_path
 from bento_compile.compiler.samples import (
     example_payload,
@@ -107,6 +107,8 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
                              getattr(source, "class_labels", None),
                              example_payload(feeds, whole=whole_names(inputs)))
         shipped = plan.model or shipped
+        for line in describe_plan(plan):
+            progress(line)
     shipped_outputs = plan.outputs if plan is not None else outputs
     files = {MODEL_FILE: shipped}
     if config.format == "ort":

@@ -116,6 +116,32 @@ def plan_pipeline(config: BentoConfig, config_dir: Path | None, model: bytes | N
     return PipelinePlan(folded_model if folded_model is not model else None, shipped_outputs, info, files)
 
 
+def describe_plan(plan: PipelinePlan) -> list[str]:
+    """One line per decision, for the build's progress output."""
+    if plan.info is None:
+        return []
+    lines = []
+    for out in plan.info.outputs:
+        steps = ", ".join(s for s in ("softmax" if out.softmax else "", f"top-{out.top_k}") if s)
+        where = "folded into the ONNX graph" if out.where == "onnx" else "in the runtime (numpy)"
+        lines.append(f"Output '{out.name}': {len(out.labels)} labels ({out.labels_source or 'indices'}); {steps} "
+                     f"{where}")
+    for name, report in plan.info.parity.get("images", {}).items():
+        if report.get("checked"):
+            lines.append(f"Image '{name}': runtime preprocessing (Pillow) vs {report['reference']} on "
+                         f"{report['images']} real images: max |Δ| {report['tensor_max_abs_diff']:.2e}, label "
+                         f"agreement {report.get('label_agreement', 1.0):.0%}")
+        else:
+            lines.append(f"Image '{name}': {report['note']}")
+    for spec in plan.info.inputs:
+        if spec.kind == "text":
+            lines.append(f"Text '{spec.name}': {spec.tokenizer} (tokenizers), max_length {spec.max_length}, "
+                         f"{spec.truncation}")
+    if plan.info.handler:
+        lines.append("handler.py: imports checked against the runtime's packages; ran on the example and sample")
+    return lines
+
+
 # ---- inputs ---------------------------------------------------------------------------------------
 
 
