@@ -19,12 +19,12 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import random
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from bento_compile.runtimes.manifest import Manifest, MonitoringInfo, Prediction
 
 log = logging.getLogger("bento_compile.prediction_log")
 
+DRAIN_SECONDS = 0.25  # how often the writer thread takes what runs queued
 EXIT_FLUSH_SECONDS = 5.0  # the longest the process exit waits for queued records
 S3_BATCH_RECORDS = 1000  # records per S3 object
 S3_BATCH_SECONDS = 30.0  # ... or this long after the first record of the object
@@ -128,6 +129,9 @@ class S3Sink:
             return self.flush()
         return 0
 
+    def tick(self) -> int:
+        return self.flush() if self.pending and time.monotonic() - self.first >= S3_BATCH_SECONDS else 0
+
     def flush(self) -> int:
         if not self.pending:
             return 0
@@ -195,7 +199,8 @@ class PredictionLog:
         for name, tensor, column in columns:
             self.by_tensor.setdefault(tensor, []).append((name, column))
         # One item per sampled run; its records are counted against queue_size (a bound in records).
-        self.queue: queue.Queue[tuple | None] = queue.Queue()
+        self.queue: deque[tuple] = deque()
+        self._stop = threading.Event()
         self._queued = 0
         self._lock = threading.Lock()
         self._full_reported = False
@@ -247,7 +252,7 @@ class PredictionLog:
                 return
             taken = {name: _rows_of(value, picked, rows) for name, value in feeds.items()}
             answers = {name: _rows_of(value, picked, rows) for name, value in outputs.items()}
-            self.queue.put_nowait((taken, answers, len(picked), request_id or uuid.uuid4().hex, time.time(),
+            self.queue.append((taken, answers, len(picked), request_id or uuid.uuid4().hex, time.time(),
                                    seconds))
         except Exception as exc:
             self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
@@ -255,7 +260,8 @@ class PredictionLog:
     def _sample(self, rows: int, rate: float) -> np.ndarray:
         # Expected rows*rate rows: one draw per run, then only the chosen rows are touched.
         count = int(np.random.binomial(rows, rate)) if rows > 1 else int(self._random.random() < rate)
-        return np.sort(np.random.choice(rows, count, replace=False)) if count else np.empty(0, dtype=np.int64)
+        return np.array(sorted(self._random.sample(range(rows), count)), dtype=np.int64) if count \
+            else np.empty(0, dtype=np.int64)
 
     def _lines(self, item: tuple) -> list[bytes]:
         feeds, outputs, count, run_id, now, seconds = item
@@ -312,15 +318,12 @@ class PredictionLog:
             self._report_once(f"the sink {self.settings.to} cannot be opened ({type(exc).__name__}: {exc}); "
                               "records are dropped")
             self._sink = _NullSink()
+        # Woken on a timer, not per run: a run only appends to a deque, and never hands the GIL to this thread.
         while True:
-            items = [self.queue.get()]
-            while len(items) < 100 and items[-1] is not None:
-                try:
-                    items.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            done = items[-1] is None
-            runs = [i for i in items if i is not None]
+            done = self._stop.wait(DRAIN_SECONDS)
+            runs = []
+            while self.queue:
+                runs.append(self.queue.popleft())
             lines: list[bytes] = []
             for item in runs:
                 try:
@@ -331,9 +334,22 @@ class PredictionLog:
             with self._lock:
                 self._queued -= sum(i[2] for i in runs)
             self._write(lines)
+            if not lines:
+                self._tick()
             if done:
                 self._close_sink()
                 return
+
+    def _tick(self) -> None:
+        """A quiet period: let a batching sink (S3) write what it holds once it is old enough."""
+        tick = getattr(self._sink, "tick", None)
+        if tick is None:
+            return
+        try:
+            self.written += tick()
+        except Exception as exc:
+            self.failed += exc.lost if isinstance(exc, SinkFailed) else 0
+            self._report_once(f"writing to {self.settings.to} failed ({type(exc).__name__}: {exc})")
 
     def _write(self, batch: list[bytes]) -> None:
         if not batch:
@@ -357,7 +373,7 @@ class PredictionLog:
         if self._closed:
             return
         self._closed = True
-        self.queue.put(None)
+        self._stop.set()
         self._thread.join(timeout)
 
     def figures(self) -> dict[str, Any]:
