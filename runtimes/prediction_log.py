@@ -101,8 +101,10 @@ class FileSink:
 
 class StdoutSink:
     def write(self, lines: list[bytes]) -> int:
-        sys.stdout.write(b"".join(lines).decode())
-        sys.stdout.flush()
+        # One write per record: Lambda's runtime client frames each write as one log event.
+        for line in lines:
+            sys.stdout.write(line.decode())
+            sys.stdout.flush()
         return len(lines)
 
     def close(self) -> int:

@@ -224,3 +224,15 @@ def test_a_one_shot_process_writes_its_queued_records_before_it_exits(logged_ben
     env = {**os.environ, "BENTO_COMPILE_MONITORING_LOG": f"file:{target}"}
     subprocess.run([sys.executable, "-c", script, str(bento)], check=True, env=env, timeout=120)
     assert len(target.read_text().splitlines()) == 7
+
+
+def test_stdout_sink_writes_one_json_line_per_record(capsys):
+    log = PredictionLog(PredictionLogSettings(to="stdout", sample_rate=1.0, redact=["input[2]"], redact_mode="drop"),
+                        "t:1", COLUMNS)
+    rows = np.arange(90, dtype=np.float32).reshape(3, 30)
+    rows[1, 5] = np.nan
+    log.offer_run({"input": rows}, {"label": np.array([0, 1, 0])}, 0.001)
+    log.close()
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["outputs"]["label"] for r in records] == [0, 1, 0]
+    assert "input[2]" not in records[0]["inputs"] and records[1]["inputs"]["input[5]"] is None
