@@ -282,7 +282,7 @@ COMMANDS = {"serve": cmd_serve, "predict": cmd_predict, "lines": cmd_lines, "che
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run", description="Run a bento-compile edge bundle on this device.",
-        epilog="examples:\n  run serve --port 3000\n  run predict < request.json\n"
+        epilog="examples:\n  run serve --port 3000\n  run predict < request.json\n  run predict --image photo.jpg\n"
                "  producer | run lines | consumer\n  run rollback",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--release", default=os.environ.get("BENTO_EDGE_RELEASE", "."),
