@@ -22,6 +22,9 @@ for its thread plan (BENTO_COMPILE_CPUS), and:
 - a worker that dies is restarted, unless it died within its first seconds (a Bento that cannot
   load): then everything stops with its exit code, instead of a restart loop;
 - each worker logs its resident memory once its model is loaded (N workers hold N sessions);
+- the in-flight limit (BENTO_COMPILE_MAX_CONCURRENCY, Knative's containerConcurrency) is the
+  container's: it is split over the workers so that their limits add up to it, and there are never
+  more workers than requests allowed in flight;
 - worker 1 loads as configured; the others load before accepting (a request never waits for a
   sibling's model while another worker is ready).
 """
@@ -39,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bento_compile.runtimes.manifest import read_manifest
 from bento_compile.runtimes.metrics import MULTIPROCESS_ENV
 from bento_compile.runtimes.threads import WORKER_CPUS_ENV, available_cpus, default_workers
 
@@ -147,6 +151,9 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
         log.error("cannot listen on %s:%d: %s (pick another --port, or stop what uses it)", host, port, exc)
         return 1
     port = listener.getsockname()[1]  # port 0: the one the system picked
+    limit = _concurrency_limit(bento_dir)
+    if limit:  # more workers than requests allowed in flight would only sit idle
+        count = min(count, limit)
     metrics_dir, owned = _metrics_dir()
     cpus = max(1, available_cpus() // count)
     env = {**os.environ, "BENTO_COMPILE_BENTO": str(bento_dir), "HOST": host, "PORT": str(port),
@@ -165,10 +172,13 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     workers: dict[int, tuple[subprocess.Popen, float]] = {}
     exit_code = 0
-    log.info("starting %d workers on http://%s:%d (%d CPU(s) each for their thread plans)", count, host, port, cpus)
+    log.info("starting %d worker(s) on http://%s:%d (%d CPU(s) each for their thread plans)", count, host, port, cpus)
     try:
+        # Knative's containerConcurrency is the whole container's: the workers' own limits add up to it.
+        envs = [{**env, "BENTO_COMPILE_MAX_CONCURRENCY": str(share)} if limit else env
+                for share in concurrency_shares(limit, count)]
         for index in range(count):
-            workers[index] = _start(command, env, index, listener)
+            workers[index] = _start(command, envs[index], index, listener)
         while workers and not stopping:
             for index, (proc, started) in list(workers.items()):
                 code = proc.poll()
@@ -182,7 +192,7 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
                     del workers[index]
                     break
                 log.warning("worker %d (pid %d) exited with %d: starting it again", index, proc.pid, code)
-                workers[index] = _start(command, env, index, listener)
+                workers[index] = _start(command, envs[index], index, listener)
             time.sleep(0.1)
         # The workers hold the socket now: the last one to drain closes it, as a single server does.
         listener.close()
@@ -207,6 +217,24 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
         if owned:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return exit_code
+
+
+def concurrency_shares(limit: int, count: int) -> list[int]:
+    """The in-flight limit split over the workers so that their limits add up to it exactly (0: none)."""
+    if not limit:
+        return [0] * count
+    return [limit // count + (1 if index < limit % count else 0) for index in range(count)]
+
+
+def _concurrency_limit(bento_dir: str) -> int:
+    """The container's in-flight limit (BENTO_COMPILE_MAX_CONCURRENCY, else runtime.max_concurrency)."""
+    env = os.environ.get("BENTO_COMPILE_MAX_CONCURRENCY", "").strip()
+    if env:
+        return int(env) if env.isdigit() else 0  # not a number: each worker refuses it with the reason
+    try:
+        return read_manifest(Path(bento_dir)).runtime.max_concurrency
+    except Exception:  # no readable Bento: the workers say why
+        return 0
 
 
 def _start(command: list[str], env: dict[str, str], index: int,

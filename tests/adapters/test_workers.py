@@ -137,3 +137,22 @@ def test_a_workers_share_of_the_cpus_bounds_its_thread_plan(monkeypatch):
     assert threads.available_cpus() == 2
     assert threads.plan_threads(0, batching=True).intra_op_threads == 1  # 2 CPUs, one for the event loop
     assert [threads.worker_count_for(c) for c in (0.5, 1, 1.5, 2, 4.0)] == [1, 1, 1, 2, 4]
+
+
+def test_the_in_flight_limit_is_the_containers_split_over_its_workers():
+    assert workers.concurrency_shares(5, 2) == [3, 2]
+    assert workers.concurrency_shares(8, 4) == [2, 2, 2, 2]
+    assert workers.concurrency_shares(0, 3) == [0, 0, 0]  # unlimited stays unlimited
+    assert sum(workers.concurrency_shares(7, 3)) == 7
+
+
+@pytest.mark.slow
+def test_no_more_workers_than_requests_allowed_in_flight(built_example, tmp_path):
+    proc, port = start_workers(built_example, 2, tmp_path, BENTO_COMPILE_MAX_CONCURRENCY="1")
+    try:
+        body = json.dumps(read_manifest(built_example).example).encode()
+        assert post(port, body) == 200
+    finally:
+        assert stop_process(proc, timeout=30) == 0
+    log = (tmp_path / "server.log").read_text()
+    assert "starting 1 worker(s)" in log and "in-flight limit 1" in log, log
