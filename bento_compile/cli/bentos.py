@@ -129,6 +129,9 @@ def show(tag: str, as_json: bool) -> None:
     if manifest.quantization:
         print_variants(manifest.quantization.to_dict(), out)
     print_parity(manifest.parity.to_dict(), out)
+    from bento_compile.cli.pipeline_view import print_pipeline
+
+    print_pipeline(manifest.pipeline, out)
     from bento_compile.cli.monitor import print_baseline
 
     print_baseline(manifest.monitoring, out)

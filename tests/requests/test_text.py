@@ -66,3 +66,11 @@ def test_truncation_refuse_and_padding(text_bento):
         encoder.encode("the striker scored a late goal and the crowd roared again", "inputs.text")
     with pytest.raises(PayloadTooLarge):
         encoder.encode("x" * 10_000, "inputs.text")
+
+
+def test_show_prints_the_request_pipeline(text_bento, monkeypatch):
+    from tests.support.helpers import run_cli
+
+    monkeypatch.setenv("BENTO_COMPILE_HOME", str(text_bento.parents[2]))
+    shown = run_cli("show", "text-classifier:latest").stdout
+    assert "request pipeline" in shown and "runtime (tokenizers)" in shown and "ONNX graph" in shown
