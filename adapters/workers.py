@@ -177,6 +177,9 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
         # Knative's containerConcurrency is the whole container's: the workers' own limits add up to it.
         envs = [{**env, "BENTO_COMPILE_MAX_CONCURRENCY": str(share)} if limit else env
                 for share in concurrency_shares(limit, count)]
+        if limit:
+            log.info("in-flight limit %d for the server: %s per worker", limit,
+                     "+".join(str(share) for share in concurrency_shares(limit, count)))
         for index in range(count):
             workers[index] = _start(command, envs[index], index, listener)
         while workers and not stopping:

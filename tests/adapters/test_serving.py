@@ -355,7 +355,7 @@ def test_real_server_serves_metrics_and_logs_the_provider(built_example, rows):
     """`python -m bento_compile.adapters.server` under uvicorn (uvloop + httptools), real sockets."""
     port = free_port()
     env = {**os.environ, "BENTO_COMPILE_BENTO": str(built_example), "PORT": str(port),
-           "BENTO_COMPILE_MAX_CONCURRENCY": "4"}
+           "BENTO_COMPILE_MAX_CONCURRENCY": "4", "BENTO_COMPILE_WORKERS": "1"}  # one process: test_workers.py has more
     server = subprocess.Popen([sys.executable, "-m", "bento_compile.adapters.server"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

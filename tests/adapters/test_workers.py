@@ -155,4 +155,4 @@ def test_no_more_workers_than_requests_allowed_in_flight(built_example, tmp_path
     finally:
         assert stop_process(proc, timeout=30) == 0
     log = (tmp_path / "server.log").read_text()
-    assert "starting 1 worker(s)" in log and "in-flight limit 1" in log, log
+    assert "starting 1 worker(s)" in log and "in-flight limit 1 for the server: 1 per worker" in log, log
