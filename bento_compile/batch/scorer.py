@@ -17,6 +17,7 @@ import pyarrow as pa
 from bento_compile.batch.bento import open_verified
 from bento_compile.batch.columns import ColumnPlan, RowErrors, check_types, plan_columns, to_feeds
 from bento_compile.batch.errors import BatchError
+from bento_compile.batch.media_columns import image_feeds, without_image_inputs
 from bento_compile.batch.outputs import ERROR_COLUMN, assemble, output_fields
 from bento_compile.runtimes.manifest import Manifest
 
@@ -68,12 +69,13 @@ class Scorer:
         self.options = options
         self.bento = open_verified(Path(bento_dir), intra_op_threads)
         self.manifest = self.bento.manifest
+        self._planned = without_image_inputs(self.manifest)  # image columns are decoded, not planned
         self._plans: dict[tuple[str, ...], ColumnPlan] = {}
 
     def _plan(self, schema: pa.Schema) -> ColumnPlan:
         key = tuple(f"{f.name}:{f.type}" for f in schema)
         if key not in self._plans:
-            self._plans[key] = resolve_plan(self.manifest, schema, self.options)
+            self._plans[key] = resolve_plan(self._planned, schema, self.options)
         return self._plans[key]
 
     def score(self, batch: pa.RecordBatch | pa.Table, first_row: int | None = None) -> pa.RecordBatch:
@@ -84,6 +86,8 @@ class Scorer:
         plan = self._plan(batch.schema)
         rows = batch.num_rows
         feeds, errors = to_feeds(batch, plan, self.manifest.runtime.allow_missing)
+        if self._planned is not self.manifest:
+            feeds.update(image_feeds(batch, self.manifest, errors))
         good = ~errors.bad
         outputs = self._run(feeds, good, errors) if good.any() else {}
         good = ~errors.bad
