@@ -36,6 +36,8 @@ WINDOW_SEGMENTS = 10
 # as costly as a small model's own run: unbounded, monitoring a logistic regression costs more than the
 # model itself (bench/RESULTS.md).
 MAX_BINNED_ROWS = 32
+# Runs smaller than this are gathered and binned together (the per-call cost of numpy dominates tiny runs).
+PENDING_ROWS = 256
 # Set by an adapter that runs the model in the request's own thread (Lambda): the log record's request id.
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("bento_request_id", default=None)
 
@@ -90,6 +92,11 @@ class Monitor:
         self._binned_total = 0
         self.errors = 0
         self._reported: set[str] = set()
+        self._inputs = sorted({g.tensor for g in self.groups if not g.is_output})
+        self._outputs = sorted({g.tensor for g in self.groups if g.is_output})
+        self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        self._pending_rows = 0
+        self._pending_lock = threading.Lock()
         for feature in (*info.features, *info.outputs):
             if feature.note:
                 self.report_once(f"{feature.name}: {feature.note}")
@@ -101,7 +108,42 @@ class Monitor:
             log.warning("monitoring: %s", message)
 
     def observe(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-        """Bin one model run. Never raises: a failure is counted and reported once."""
+        """Take one model run. Small runs wait (by reference) until PENDING_ROWS rows have gathered, then are
+        binned together: a single-row run costs an append, not a dozen numpy calls. Never raises."""
+        rows = _run_rows(feeds, outputs)
+        if rows >= PENDING_ROWS:
+            self._bin_run(feeds, outputs)
+            return
+        with self._pending_lock:
+            self._pending.append((feeds, outputs))
+            self._pending_rows += rows
+            if self._pending_rows < PENDING_ROWS:
+                return
+            taken, self._pending, self._pending_rows = self._pending, [], 0
+        self._bin_pending(taken)
+
+    def flush(self) -> None:
+        """Bin what is pending (before every snapshot, so the figures are never behind)."""
+        with self._pending_lock:
+            taken, self._pending, self._pending_rows = self._pending, [], 0
+        self._bin_pending(taken)
+
+    def _bin_pending(self, taken: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]) -> None:
+        if len(taken) <= 1:
+            for feeds, outputs in taken:
+                self._bin_run(feeds, outputs)
+            return
+        try:
+            feeds = {name: np.concatenate([f[name] for f, _ in taken]) for name in self._inputs}
+            outputs = {name: np.concatenate([o[name] for _, o in taken]) for name in self._outputs}
+        except Exception:  # runs that do not stack (a wrong width): each on its own, counted where it fails
+            for feeds, outputs in taken:
+                self._bin_run(feeds, outputs)
+            return
+        self._bin_run(feeds, outputs, len(taken))
+
+    def _bin_run(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], runs: int = 1) -> None:
+        """Bin one run (or several stacked). Never raises: a failure is counted and reported once."""
         try:
             delta = np.zeros(self.size)
             start = self.runs  # the same rows of every tensor of this run, a different offset each run
@@ -129,7 +171,7 @@ class Monitor:
             self._current_rows += rows
             self._binned_total += rows
             self._out_of_range_total += delta
-            self.runs += 1
+            self.runs += runs
 
     def _rotate(self, now: float) -> None:
         full = self._current_rows >= max(1, self.window_rows // WINDOW_SEGMENTS) if not self.window_seconds \
@@ -144,6 +186,7 @@ class Monitor:
                 self._closed.popleft()
 
     def window(self) -> np.ndarray:
+        self.flush()
         with self._lock:
             self._rotate(time.monotonic())
             total = self._current.copy()
@@ -192,6 +235,13 @@ def _figures(feature: FeatureBaseline, live: np.ndarray, missing: float, rows: i
     if feature.note:
         figures["note"] = feature.note
     return figures
+
+
+def _run_rows(feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> int:
+    for value in (*feeds.values(), *outputs.values()):
+        if np.ndim(value):
+            return len(value)
+    return 1
 
 
 class MonitoredBackend:
