@@ -206,7 +206,9 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
         for index, (proc, _started) in workers.items():
             code = _wait(proc)
             _forget(metrics_dir, proc.pid)
-            if code != 0:
+            # Killed by the SIGTERM itself: it was still loading, before uvicorn's handlers (installed
+            # before it accepts anything), so it had no request to lose.
+            if code not in (0, -signal.SIGTERM):
                 log.error("worker %d exited with %d while stopping", index, code)
                 exit_code = exit_code or code or 1
     finally:

@@ -55,11 +55,16 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(built
                                BENTO_COMPILE_GRACE_SECONDS="20")
     body = json.dumps(read_manifest(built_example).example).encode()
     try:
-        sent = 40
-        assert [post(port, body) for _ in range(sent)] == [200] * sent
-        # Both processes answered (each writes its own counter file), and any worker's /metrics sums both.
-        counter_files = list(metrics_dir.glob("counter_*.db"))
-        assert len(counter_files) == 2, sorted(p.name for p in metrics_dir.iterdir())
+        # The workers accept from one queue: whichever is free takes the next connection. Send 8 at a time
+        # until both have answered (each writes its own counter file), then any /metrics must sum both.
+        from concurrent.futures import ThreadPoolExecutor
+
+        sent = 0
+        with ThreadPoolExecutor(8) as pool:
+            while sent < 400 and len(list(metrics_dir.glob("counter_*.db"))) < 2:
+                assert list(pool.map(lambda _: post(port, body), range(40))) == [200] * 40
+                sent += 40
+        assert len(list(metrics_dir.glob("counter_*.db"))) == 2, sorted(p.name for p in metrics_dir.iterdir())
         for _ in range(6):
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", "/metrics")
@@ -156,3 +161,32 @@ def test_no_more_workers_than_requests_allowed_in_flight(built_example, tmp_path
         assert stop_process(proc, timeout=30) == 0
     log = (tmp_path / "server.log").read_text()
     assert "starting 1 worker(s)" in log and "in-flight limit 1 for the server: 1 per worker" in log, log
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as handle:
+        return {int(p) for p in handle.read().split()}
+
+
+@pytest.mark.slow
+def test_a_worker_killed_later_is_started_again(built_example, tmp_path):
+    import signal
+
+    proc, port = start_workers(built_example, 2, tmp_path)
+    try:
+        body = json.dumps(read_manifest(built_example).example).encode()
+        time.sleep(workers._EARLY_DEATH_S + 0.5)  # past the "broken at start" window
+        first = children(proc.pid)
+        assert len(first) == 2
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (len(children(proc.pid)) == 2 and victim not in children(proc.pid)):
+            time.sleep(0.1)
+        now = children(proc.pid)
+        assert len(now) == 2 and victim not in now, now
+        assert proc.poll() is None
+        assert all(post(port, body) == 200 for _ in range(10))
+    finally:
+        assert stop_process(proc, timeout=30) == 0
+    assert "exited with -9: starting it again" in (tmp_path / "server.log").read_text()
