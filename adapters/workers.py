@@ -7,7 +7,7 @@ WHOLE CPU of the process's real quota, runtimes/threads.py) this supervisor star
 for its thread plan (BENTO_COMPILE_CPUS), and:
 
 - the supervisor binds the port once and hands the listening socket to every worker, which
-  accept from its one queue (the least busy worker wakes first; the supervisor is never in the
+  accept from its one queue (a busy worker is not in accept(): a free one takes the next; the supervisor is never in the
   request path). Not SO_REUSEPORT: there each worker has an accept queue of its own, and a
   worker that closes its socket on SIGTERM resets the handshakes still in flight to it (Linux
   moves them to a sibling only with the net.ipv4.tcp_migrate_req sysctl, off by default and not
