@@ -5,6 +5,7 @@ detector (224 KB), unzipped from its wheel by test_tflite's fixture (cached)."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import tarfile
 
@@ -67,5 +68,6 @@ def test_armv7_bundle_takes_numpy_from_the_device(mediapipe_models, tmp_path):
     with tarfile.open(built.path) as tar:
         env = tar.extractfile("face-edge-armv7/bundle.env").read().decode()
         requirements = tar.extractfile("face-edge-armv7/requirements.txt").read().decode()
-    assert "SYSTEM_MODULES='numpy'" in env and "MACHINE='armv7l'" in env
+    values = dict(shlex.split(line)[0].split("=", 1) for line in env.splitlines() if line)  # as the shell reads it
+    assert values["SYSTEM_MODULES"] == "numpy" and values["MACHINE"] == "armv7l"
     assert "tflite-runtime==2.14.0" in requirements and "numpy" not in requirements
