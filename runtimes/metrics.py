@@ -33,6 +33,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 
 try:
@@ -145,6 +146,8 @@ class Metrics:
 
     # HTTP
     def request(self, route: str, status: int, seconds: float) -> None:
+        if _GC_WATCH.pending:
+            _GC_WATCH.flush()
         key = (route, status)
         child = self._children.get(key)
         if child is None:
@@ -192,6 +195,7 @@ class Metrics:
         if self.registry is None:
             return b"# prometheus-client is not installed in this artifact: add it to the image's requirements\n"
         self._refresh_live()
+        _GC_WATCH.flush()
         return generate_latest(self.registry)
 
     # BatchObserver
@@ -212,10 +216,16 @@ class Metrics:
 
 class _GcWatch:
     """Times every cyclic-GC collection (gc.callbacks) into each live Metrics' histogram. One callback per
-    process however many apps it holds (tests, warm Lambda containers); a dropped app stops being fed."""
+    process however many apps it holds (tests, warm Lambda containers); a dropped app stops being fed.
+
+    The callback only appends to a deque: a collection can start inside ANY allocation, including one
+    made while prometheus-client holds a metric's (non-reentrant) lock, so observing from the callback
+    deadlocks the process (seen: a worker stuck for good at SIGTERM). The pauses are moved into the
+    histograms after each request and before each scrape, outside any lock."""
 
     def __init__(self) -> None:
         self._targets: weakref.WeakSet = weakref.WeakSet()
+        self.pending: deque[tuple[int, float]] = deque(maxlen=4096)
         self._started = 0.0
         self._installed = False
 
@@ -228,11 +238,18 @@ class _GcWatch:
     def _callback(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._started = time.perf_counter()
-            return
-        seconds = time.perf_counter() - self._started
-        generation = str(info.get("generation", "?"))
-        for histogram in list(self._targets):
-            histogram.labels(generation).observe(seconds)
+        else:
+            self.pending.append((info.get("generation", -1), time.perf_counter() - self._started))
+
+    def flush(self) -> None:
+        pending = self.pending
+        while pending:
+            try:
+                generation, seconds = pending.popleft()
+            except IndexError:  # drained by another thread meanwhile
+                return
+            for histogram in list(self._targets):
+                histogram.labels(str(generation)).observe(seconds)
 
 
 _GC_WATCH = _GcWatch()

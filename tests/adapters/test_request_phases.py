@@ -50,3 +50,23 @@ def test_the_server_collects_young_garbage_less_often_once_loaded(monkeypatch):
         assert gc.get_threshold()[0] == 700
     finally:
         gc.set_threshold(*saved)
+
+
+def test_a_collection_inside_a_metrics_lock_does_not_deadlock():
+    """A collection can start in any allocation, also while prometheus-client holds a metric's lock (its
+    locks are not reentrant): the GC callback must not touch a metric itself."""
+    import threading
+
+    from bento_compile.runtimes.metrics import Metrics
+
+    metrics = Metrics()
+
+    def collect_holding_the_lock() -> None:
+        with metrics.gc_pause._lock:  # what labels() and a scrape take
+            gc.collect()
+
+    worker = threading.Thread(target=collect_holding_the_lock, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "the GC callback deadlocked on a metric's lock"
+    assert 'bento_gc_pause_seconds_count{generation="2"}' in metrics.render().decode()
