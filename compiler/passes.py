@@ -69,4 +69,18 @@ def optimize(model: onnx.ModelProto) -> bytes:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BentoCompileError(f"ONNX Runtime cannot load the model: {exc}",
                                     "Check the operators are supported by onnxruntime's CPU provider.") from None
-        return out.read_bytes()
+        return _canonical(out.read_bytes())
+
+
+def _canonical(saved: bytes) -> bytes:
+    """The same bytes for the same graph: ONNX Runtime writes opset_import (and metadata_props) from a hash map,
+    so their order changes from one process to the next, and with it the Bento's content version."""
+    model = onnx.load_from_string(saved)
+    opset_entries = sorted(((entry.domain, entry.version) for entry in model.opset_import))
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in opset_entries)
+    props = sorted((prop.key, prop.value) for prop in model.metadata_props)
+    del model.metadata_props[:]
+    for key, value in props:
+        model.metadata_props.add(key=key, value=value)
+    return model.SerializeToString()
