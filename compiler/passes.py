@@ -76,7 +76,7 @@ def _canonical(saved: bytes) -> bytes:
     """The same bytes for the same graph: ONNX Runtime writes opset_import (and metadata_props) from a hash map,
     so their order changes from one process to the next, and with it the Bento's content version."""
     model = onnx.load_from_string(saved)
-    opset_entries = sorted(((entry.domain, entry.version) for entry in model.opset_import))
+    opset_entries = sorted((entry.domain, entry.version) for entry in model.opset_import)
     del model.opset_import[:]
     model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in opset_entries)
     props = sorted((prop.key, prop.value) for prop in model.metadata_props)

@@ -141,4 +141,3 @@ class BentoStore:
             else:
                 pointer.unlink()
         return bento
-
