@@ -26,7 +26,7 @@ def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: st
     whole CPU); more than one runs the supervisor of adapters/workers.py."""
     from bento_compile.adapters import workers as worker_pool
 
-    count = worker_pool.worker_count(workers)
+    count = worker_pool.worker_count(workers, bento_dir)
     if count > 1 and not worker_pool.is_worker():
         raise SystemExit(worker_pool.supervise(bento_dir, host, port, load_mode, log_level, grace_seconds, count))
     serve_one(bento_dir, host, port, load_mode, log_level, grace_seconds)

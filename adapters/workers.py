@@ -18,7 +18,7 @@ for its thread plan (BENTO_COMPILE_CPUS), and:
   last worker lets it go. The supervisor exits 0 when all have drained;
 - /metrics, whichever worker answers, sums every worker's values (prometheus-client's
   multiprocess mode over a folder made for this run, runtimes/metrics.py); drift figures
-  (/monitoring and the bento_drift_* gauges) stay the answering worker's own window;
+  (/monitoring and the bento_feature_psi and other drift gauges) stay the answering worker's own window;
 - a worker that dies is restarted, unless it died within its first seconds (a Bento that cannot
   load): then everything stops with its exit code, instead of a restart loop;
 - each worker logs its resident memory once its model is loaded (N workers hold N sessions);
@@ -56,14 +56,17 @@ _MAX_WORKERS = 256
 _EARLY_DEATH_S = 10.0  # a worker that dies this soon after its start is broken, not unlucky
 
 
-def worker_count(setting: int | None = None) -> int:
-    """--workers, else BENTO_COMPILE_WORKERS, else one per whole CPU (inside a worker: always 1)."""
+def worker_count(setting: int | None = None, bento_dir: str | None = None) -> int:
+    """--workers, else BENTO_COMPILE_WORKERS, else one per whole CPU (inside a worker: always 1).
+
+    The default is one worker for a Bento that will run on a GPU: each worker would open its own
+    CUDA session (and its own copy of the weights in GPU memory) to share one device."""
     if is_worker():
         return 1
     if setting is None:
         env = os.environ.get(WORKERS_ENV, "").strip()
         if not env or env == "auto":
-            return default_workers()
+            return 1 if bento_dir is not None and wants_gpu(bento_dir) else default_workers()
         if not env.isdigit():
             raise SystemExit(f"{WORKERS_ENV} must be a whole number of worker processes (or auto), got {env[:40]!r}")
         setting = int(env)
@@ -71,6 +74,25 @@ def worker_count(setting: int | None = None) -> int:
         raise SystemExit(f"the worker count must be between 1 and {_MAX_WORKERS}, got {setting} "
                          f"(--workers / {WORKERS_ENV})")
     return setting
+
+
+def wants_gpu(bento_dir: str) -> bool:
+    """Whether the Bento's session would open on CUDA/TensorRT here, decided without importing onnxruntime."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    device = os.environ.get("BENTO_COMPILE_DEVICE", "").strip()
+    if not device:
+        try:
+            device = read_manifest(Path(bento_dir)).runtime.device
+        except Exception:  # no readable Bento: the workers say why
+            return False
+    if device == "cpu":
+        return False
+    try:  # the GPU wheel is the only one with CUDA; "auto" uses it when installed
+        distribution("onnxruntime-gpu")
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def is_worker() -> bool:

@@ -134,6 +134,25 @@ def test_worker_count_reads_the_flag_then_the_environment_then_the_cpu_quota(mon
         workers.worker_count(0)
 
 
+def test_a_bento_that_runs_on_the_gpu_gets_one_worker_by_default(built_example, tmp_path, monkeypatch):
+    """With onnxruntime-gpu installed, each worker would open its own CUDA session on the one device.
+    The GPU wheel cannot be installed here: a real dist-info folder on sys.path stands in for it."""
+    monkeypatch.delenv("BENTO_COMPILE_WORKERS", raising=False)
+    monkeypatch.delenv("BENTO_COMPILE_DEVICE", raising=False)
+    monkeypatch.setattr(threads, "cpu_quota", lambda: 4.0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    bento = str(built_example)
+    assert workers.worker_count(None, bento) == 4  # the CPU wheel: no GPU, one worker per CPU
+    dist = tmp_path / "site" / "onnxruntime_gpu-1.23.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.23.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert workers.wants_gpu(bento) and workers.worker_count(None, bento) == 1
+    assert workers.worker_count(3, bento) == 3  # asked for: given
+    monkeypatch.setenv("BENTO_COMPILE_DEVICE", "cpu")
+    assert not workers.wants_gpu(bento) and workers.worker_count(None, bento) == 4
+
+
 def test_a_workers_share_of_the_cpus_bounds_its_thread_plan(monkeypatch):
     monkeypatch.setattr(threads, "cpu_quota", lambda: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
