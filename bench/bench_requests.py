@@ -9,10 +9,11 @@ In ONE run (ratios are what to read; the machines are shared and noisy):
              + onnxruntime + softmax/argsort in numpy + label lookup, the way such a server is written;
     both uvicorn with one worker process;
   - request body size: the JPEG vs the same image as a float JSON tensor (what the Bento took before);
-  - with --sizes: Lambda zip sizes of a tabular Bento (breast_cancer) and of the image Bento, to show
-    what image support adds and that a tabular zip does not carry it.
+  - with --sizes: Lambda zip sizes and edge bundle sizes (x86_64, Python 3.11) of a tabular Bento
+    (breast_cancer) and of the image Bento, to show what image support adds and that a tabular
+    artifact does not carry it; --sizes-only measures just these, without the throughput rounds.
 
-Usage: python bench/bench_requests.py [--seconds 10] [--sizes]
+Usage: python bench/bench_requests.py [--seconds 10] [--sizes | --sizes-only]
 """
 
 from __future__ import annotations
@@ -176,11 +177,38 @@ def build_tabular_bento(work: Path, store_home: Path) -> Path:
     return build(BuildRequest(None, config, config_dir), BentoStore(store_home)).path
 
 
+def report_sizes(root: Path, image: Path) -> None:
+    """Lambda zip and edge bundle sizes of a tabular Bento and of the image Bento, as Markdown tables."""
+    from bento_compile.targets.edge import EdgeOptions, build_edge_bundle
+    from bento_compile.targets.lambda_zip import build_lambda_zip
+
+    tabular = build_tabular_bento(root / "tabular", root / "store")
+    bentos = (("tabular (breast_cancer)", "tabular", tabular), ("image classifier", "image", image))
+    print("\n| Bento | Lambda zip (zipped) | unzipped |\n|---|---|---|")
+    for label, short, folder in bentos:
+        built = build_lambda_zip(folder, "x86_64", "3.12", root / f"dist-lambda-{short}", template=False)
+        print(f"| {label} | {built.zipped_bytes / 2**20:.1f} MiB | {built.unzipped_bytes / 2**20:.1f} MiB |")
+    print("\n| Bento | edge bundle (x86_64, Python 3.11) | installed (estimate) | wheels beyond the tabular one's |"
+          "\n|---|---|---|---|")
+    first: set[str] | None = None
+    for label, short, folder in bentos:
+        # measure=False: the peak-RSS probe is printed only and is not what this table compares.
+        bundle = build_edge_bundle(folder, EdgeOptions(arch="x86_64", python="3.11", measure=False),
+                                   root / f"dist-edge-{short}")
+        names = {f"{w.name} {w.version}" for w in bundle.wheels}
+        extra = ", ".join(sorted(names - first)) if first is not None else f"({len(names)} wheels)"
+        first = names if first is None else first
+        print(f"| {label} | {bundle.size / 2**20:.1f} MiB | {bundle.installed_size / 2**20:.1f} MiB | {extra} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--sizes", action="store_true", help="also build the Lambda zips and report their sizes")
+    parser.add_argument("--sizes", action="store_true",
+                        help="also build the Lambda zips and edge bundles and report their sizes")
+    parser.add_argument("--sizes-only", action="store_true",
+                        help="only build the Lambda zips and edge bundles and report their sizes (no servers)")
     args = parser.parse_args()
     import numpy as np
     import onnxruntime
@@ -193,6 +221,9 @@ def main() -> None:
                                   .astype(np.float32).tolist()})
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; python "
               f"{platform.python_version()}; onnxruntime {onnxruntime.__version__}")
+        if args.sizes_only:
+            report_sizes(root, bento)
+            return
         print(f"body: JPEG {len(jpeg)} bytes; float32 tensor as JSON {len(tensor_json)} bytes "
               f"({len(tensor_json) / len(jpeg):.1f}x larger)")
         port_b, port_n = free_port(), free_port()
@@ -219,14 +250,7 @@ def main() -> None:
             print(f"| {label} | {r['rps']:.1f} | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['errors']} |")
         print(f"\nthroughput bento/naive: {results['bento']['rps'] / results['naive']['rps']:.2f}x")
         if args.sizes:
-            from bento_compile.targets.lambda_zip import build_lambda_zip
-
-            tabular = build_tabular_bento(root / "tabular", root / "store")
-            print("\n| Bento | Lambda zip (zipped) | unzipped |\n|---|---|---|")
-            for label, folder in (("tabular (breast_cancer)", tabular), ("image classifier", bento)):
-                built = build_lambda_zip(folder, "x86_64", "3.12", root / f"dist-{label[:5]}", template=False)
-                print(f"| {label} | {built.zipped_bytes / 2**20:.1f} MiB | {built.unzipped_bytes / 2**20:.1f} MiB |")
-
+            report_sizes(root, bento)
 
 if __name__ == "__main__":
     main()
