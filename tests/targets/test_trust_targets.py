@@ -120,7 +120,7 @@ def test_signed_edge_bundle_carries_signature_sbom_and_verifier_reproducibly(sig
 @pytest.fixture(scope="module")
 def base_layout(tmp_path_factory) -> str:
     """The cached mmdebstrap bookworm + python3 root file system as an OCI layout (no registry pull)."""
-    from tests import container_infra as infra
+    from tests.support import container_infra as infra
 
     if infra.missing("mmdebstrap") or os.geteuid() != 0:
         pytest.skip("needs root and mmdebstrap (apt-get install mmdebstrap) for the base image")
