@@ -14,17 +14,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from bento_compile.cli.console import err, mib
+from bento_compile.cli.options import LAMBDA_PYTHONS, parse_env_pairs
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
-
-PYTHONS = ("3.10", "3.11", "3.12", "3.13")
 
 
 @click.command("lambda-zip")
 @click.argument("tag")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]),
               help="Lambda architecture (default: targets.lambda.arch in bento.yaml, else x86_64).")
-@click.option("--python", "python_version", type=click.Choice(PYTHONS),
+@click.option("--python", "python_version", type=click.Choice(LAMBDA_PYTHONS),
               help="Lambda Python runtime (default: targets.lambda.python, else 3.12).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True,
               help="Folder for NAME-lambda.zip and template.yaml.")
@@ -77,16 +76,6 @@ def lambda_zip(tag: str, arch: str | None, python_version: str | None, output: P
         click.echo(str(result.path))
 
 
-def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BentoCompileError(f"--env {pair!r} is not KEY=VALUE.", "Write e.g. --env BENTO_COMPILE_LOAD=lazy.")
-        env[key] = value
-    return env
-
-
 @click.command("invoke")
 @click.argument("zip_path", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--event", "event_files", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -123,7 +112,7 @@ def invoke(zip_path: Path, event_files: tuple[Path, ...], python_path: Path | No
             raise BentoCompileError(f"{path} does not exist.", "Pass a JSON event file with --event.") from None
         except ValueError as exc:
             raise BentoCompileError(f"{path} is not valid JSON: {exc}", "Fix the event file.") from None
-    answers, init_seconds = invoke_zip(zip_path, events, python_path, _parse_env(env_pairs), timeout,
+    answers, init_seconds = invoke_zip(zip_path, events, python_path, parse_env_pairs(env_pairs), timeout,
                                        log_file=sys.stderr if logs else None)
     err.print(f"init: {init_seconds:.3f} s")
     failed = False

@@ -19,19 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from bento_compile.cli.console import err
+from bento_compile.cli.options import LAMBDA_PYTHONS, parse_env_pairs
 from bento_compile.core.errors import BentoCompileError
-
-PYTHONS = ("3.10", "3.11", "3.12", "3.13")
-
-
-def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BentoCompileError(f"--env {pair!r} is not KEY=VALUE.", "Write e.g. --env BENTO_COMPILE_LOAD=lazy.")
-        env[key] = value
-    return env
 
 
 def _progress(message: str) -> None:
@@ -134,7 +123,7 @@ def _print_status(status: dict[str, Any]) -> None:
 @click.option("--function", "function_name", help="The Lambda function (default: targets.lambda.function_name, "
                                                    "else the Bento's name).")
 @click.option("--arch", type=click.Choice(["x86_64", "arm64"]), help="Architecture (default: targets.lambda.arch).")
-@click.option("--python", "python_version", type=click.Choice(PYTHONS),
+@click.option("--python", "python_version", type=click.Choice(LAMBDA_PYTHONS),
               help="Python runtime (default: targets.lambda.python, else 3.12).")
 @click.option("--memory", type=click.IntRange(128, 10240), help="MB (default: targets.lambda.memory).")
 @click.option("--timeout", type=click.IntRange(1, 900), help="Seconds per invocation (default: targets.lambda).")
@@ -233,7 +222,7 @@ def deploy_lambda(tag: str | None, function_name: str | None, arch: str | None, 
 
         pub = base64.b64encode(resolve_public_key(public_key)).decode()
     options = LambdaOptions(function_name or "", alias, arch, python_version, memory, timeout, role, canary, bucket,
-                            provisioned, snapstart, url_mode, _parse_env(env_pairs), not no_smoke, adopt, pub)
+                            provisioned, snapstart, url_mode, parse_env_pairs(env_pairs), not no_smoke, adopt, pub)
     with tempfile.TemporaryDirectory(prefix="bento-deploy-") as work:
         source = (_image_source(aws, tag, image, arch, python_version, base_image, builder, Path(work)) if image
                   else _zip_source(tag, arch, python_version, Path(work)))
