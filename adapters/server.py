@@ -42,7 +42,7 @@ def serve_one(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
     if worker_pool.is_worker():
         worker_pool.die_with_supervisor()
         load_mode = worker_pool.worker_load_mode(load_mode)
-    _log_to_stderr(log_level)
+    worker_pool.log_to_stderr(log_level)
     app = create_server_app(bento_dir, load_mode=load_mode)  # /predict first; FastAPI built off the cold path
     guard = GuardSettings.from_env()
     # h11 buffers a header up to its own limit before the guard sees the bytes: keep that limit above the
@@ -55,18 +55,6 @@ def serve_one(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
     # A worker accepts from the socket its supervisor listens on (adapters/workers.py says why not SO_REUSEPORT).
     inherited = worker_pool.inherited_socket()
     _graceful_server_class()(config).run(sockets=[inherited] if inherited is not None else None)
-
-
-def _log_to_stderr(level: str) -> None:
-    """The runtime's own lines (model loaded, device and providers in use, thread plan) next to uvicorn's."""
-    import logging
-
-    logger = logging.getLogger("bento_compile")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(level.upper())
 
 
 def _graceful_server_class():

@@ -166,7 +166,7 @@ def die_with_supervisor() -> None:
 def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: str,
               grace_seconds: float | None, count: int) -> int:
     """Run `count` workers until SIGTERM/SIGINT; the exit code (0 when all drained cleanly)."""
-    _log_to_stderr(log_level)
+    log_to_stderr(log_level)
     try:
         listener = listening_socket(host, port)
     except OSError as exc:
@@ -304,7 +304,9 @@ def _forget(metrics_dir: Path, pid: int) -> None:
         pass
 
 
-def _log_to_stderr(level: str) -> None:
+def log_to_stderr(level: str) -> None:
+    """The runtime's own lines (model loaded, device and providers in use, thread plan, workers) next to
+    uvicorn's, for the supervisor and for each server process."""
     logger = logging.getLogger("bento_compile")
     if not logger.handlers:
         handler = logging.StreamHandler()

@@ -19,22 +19,6 @@ import pytest
 from bento_compile.batch.local import score_files
 from bento_compile.batch.scorer import ScoreOptions
 from tests.support.batch_data import assert_matches, write_parquet
-from tests.support.s3_server import CREDENTIALS
-
-
-@pytest.fixture
-def bucket(moto_endpoint, monkeypatch):
-    import uuid
-
-    import boto3
-
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    client = boto3.client("s3", endpoint_url=moto_endpoint)
-    name = f"lake-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    return client, name
 
 
 def _parquet_bytes(frame) -> bytes:
@@ -43,8 +27,8 @@ def _parquet_bytes(frame) -> bytes:
     return sink.getvalue()
 
 
-def test_s3_file_and_prefix_in_and_out(frame_bento, bucket):
-    client, name = bucket
+def test_s3_file_and_prefix_in_and_out(frame_bento, s3):
+    client, name = s3
     X = frame_bento.frame
     first, second = X.iloc[:300].reset_index(drop=True), X.iloc[300:].reset_index(drop=True)
     client.put_object(Bucket=name, Key="events/day=1/a.parquet", Body=_parquet_bytes(first.assign(id=range(300))))

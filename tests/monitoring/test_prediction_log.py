@@ -139,39 +139,27 @@ def test_an_unreachable_sink_is_reported_and_counted_never_raised(caplog, monkey
     assert sum("prediction log" in r.getMessage() for r in caplog.records) >= 1
 
 
-def test_s3_sink_writes_batched_objects_to_moto(moto_endpoint, monkeypatch):
-    import boto3
-
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
-    for key, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    s3.create_bucket(Bucket="preds")
-    log = PredictionLog(PredictionLogSettings(to="s3://preds/live/", sample_rate=1.0), "t:1", COLUMNS)
+def test_s3_sink_writes_batched_objects_to_moto(s3):
+    client, bucket = s3
+    log = PredictionLog(PredictionLogSettings(to=f"s3://{bucket}/live/", sample_rate=1.0), "t:1", COLUMNS)
     for _ in range(5):
         log.offer_run({"input": np.ones((40, 30), dtype=np.float32)}, {"label": np.ones(40, dtype=np.int64)}, 0.001)
     log.close()
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="preds", Prefix="live/")["Contents"]]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="live/")["Contents"]]
     assert 1 <= len(keys) < 200 and all(k.startswith("live/") and k.endswith(".jsonl") for k in keys)
-    lines = b"".join(s3.get_object(Bucket="preds", Key=k)["Body"].read() for k in keys).splitlines()
+    lines = b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys).splitlines()
     assert len(lines) == 200 and json.loads(lines[0])["outputs"]["label"] == 1
 
 
-def test_monitor_reads_a_prediction_log_from_s3(moto_endpoint, logged_bento, shifted_rows, monkeypatch):
-    import boto3
-
+def test_monitor_reads_a_prediction_log_from_s3(s3, logged_bento, shifted_rows):
     from bento_compile.cli.monitor_report import drift_report, read_records
     from bento_compile.runtimes.manifest import read_manifest
 
-    for key, value in (("AWS_ENDPOINT_URL_S3", moto_endpoint), ("AWS_ACCESS_KEY_ID", "test"),
-                       ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
-    boto3.client("s3", endpoint_url=moto_endpoint).create_bucket(Bucket="drift-log")
-    log = PredictionLog(PredictionLogSettings(to="s3://drift-log/p/", sample_rate=1.0), "t:1", COLUMNS)
+    _, bucket = s3
+    log = PredictionLog(PredictionLogSettings(to=f"s3://{bucket}/p/", sample_rate=1.0), "t:1", COLUMNS)
     log.offer_run({"input": shifted_rows}, {}, 0.001)
     log.close()
-    report = drift_report(read_manifest(logged_bento[0]), read_records("s3://drift-log/p/"))
+    report = drift_report(read_manifest(logged_bento[0]), read_records(f"s3://{bucket}/p/"))
     assert report["records"] == len(shifted_rows) and report["drifting"] == [f"input[{SHIFTED}]"]
 
 

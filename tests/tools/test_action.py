@@ -20,10 +20,7 @@ import pytest
 import yaml
 
 from bento_compile.core.signing import generate_keypair
-from tests.support import s3_server
 from tests.support.helpers import REPO, run_cli
-
-s3 = s3_server.s3  # a fresh bucket per test, on the session's moto_server (conftest)
 
 EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 

@@ -14,11 +14,9 @@ import pytest
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.store import BentoStore
 from bento_compile.tools.remote import RemoteStore
-from tests.support import s3_server
 from tests.support.helpers import run_cli
 
 pytestmark = pytest.mark.slow
-s3 = s3_server.s3
 
 
 def _pushed(client, bucket: str, built_example: Path, home: Path) -> tuple[str, dict]:

@@ -19,11 +19,9 @@ from bento_compile.core.errors import BentoCompileError
 from bento_compile.core.signing import generate_keypair, load_private_key, sign_bento
 from bento_compile.core.store import BentoStore
 from bento_compile.tools.remote import MiB, RemoteStore
-from tests.support import s3_server
 from tests.support.helpers import free_port, run_cli
 
 pytestmark = pytest.mark.slow
-s3 = s3_server.s3  # a fresh bucket per test, on the session's moto_server (conftest)
 
 def stored_copy(bento: Path, home: Path) -> Path:
     manifest = json.loads((bento / "manifest.json").read_text())
