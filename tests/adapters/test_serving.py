@@ -438,30 +438,13 @@ def test_the_cold_path_imports_no_fastapi(built_example):
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"status": 200, "fastapi": False, "otel_sdk": False}
 
 
-def test_otlp_spans_around_queue_wait_and_inference_when_an_endpoint_is_set(built_example, rows, monkeypatch):
+def test_otlp_spans_around_queue_wait_and_inference_when_an_endpoint_is_set(built_example, rows, otlp_receiver):
     """A real OTLP/HTTP receiver on 127.0.0.1 gets the spans, decoded with the OTLP protobuf schema."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from bento_compile.runtimes import tracing
 
-    received: list[tuple[str, bytes]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    received = otlp_receiver
     tracing.reset()
     try:
         with TestClient(create_app(built_example, load_mode="eager")) as client:
@@ -469,7 +452,6 @@ def test_otlp_spans_around_queue_wait_and_inference_when_an_endpoint_is_set(buil
         tracing.flush()
     finally:
         tracing.reset()
-        server.shutdown()
     assert received and all(path == "/v1/traces" for path, _ in received)
     spans = [span for _, body in received for rs in ExportTraceServiceRequest.FromString(body).resource_spans
              for ss in rs.scope_spans for span in ss.spans]

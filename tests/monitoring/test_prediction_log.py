@@ -163,36 +163,15 @@ def test_monitor_reads_a_prediction_log_from_s3(s3, logged_bento, shifted_rows):
     assert report["records"] == len(shifted_rows) and report["drifting"] == [f"input[{SHIFTED}]"]
 
 
-def test_otlp_sink_sends_records_to_a_real_receiver(monkeypatch):
+def test_otlp_sink_sends_records_to_a_real_receiver(otlp_receiver):
     """An OTLP/HTTP receiver on 127.0.0.1 gets the records as log bodies, decoded with the OTLP schema."""
     pytest.importorskip("opentelemetry.sdk._logs", reason="the otel extra is not installed")
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-    received: list[tuple[str, bytes]] = []
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.send_header("content-type", "application/x-protobuf")
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
-    try:
-        log = PredictionLog(PredictionLogSettings(to="otlp", sample_rate=1.0), "t:1", COLUMNS)
-        log.offer_run({"input": np.full((4, 30), 2.5, dtype=np.float32)}, {"label": np.ones(4, dtype=np.int64)}, 0.002)
-        log.close()
-    finally:
-        server.shutdown()
+    received = otlp_receiver
+    log = PredictionLog(PredictionLogSettings(to="otlp", sample_rate=1.0), "t:1", COLUMNS)
+    log.offer_run({"input": np.full((4, 30), 2.5, dtype=np.float32)}, {"label": np.ones(4, dtype=np.int64)}, 0.002)
+    log.close()
     assert received and all(path == "/v1/logs" for path, _ in received)
     bodies = [json.loads(record.body.string_value) for _, body in received
               for rl in ExportLogsServiceRequest.FromString(body).resource_logs

@@ -208,3 +208,32 @@ def local_registry(tmp_path_factory):
         pytest.skip("needs docker-registry (apt-get install docker-registry)")
     with infra.registry(tmp_path_factory.mktemp("registry")) as address:
         yield address
+
+
+@pytest.fixture
+def otlp_receiver(monkeypatch):
+    """A real OTLP/HTTP receiver on 127.0.0.1 (OTEL_EXPORTER_OTLP_ENDPOINT points at it): the list of
+    (path, protobuf body) it was sent, for the test to decode with the OTLP schema."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, bytes]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.path, self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        yield received
+    finally:
+        server.shutdown()
