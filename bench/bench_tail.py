@@ -10,7 +10,19 @@ cyclic-GC pauses (count per second, longest bucket). The Bento runs with 1 and 2
 naive server and wrk helpers this reuses. Medians over rounds; the machine's load average is
 printed with the results (a shared machine: read the ratios within one run).
 
-Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--json OUT]
+Every point also reports the server's CPU time per request: utime + stime of every process of the
+server (the supervisor and its workers) from /proc/<pid>/stat before and after the point, over the
+requests wrk completed. It is the figure that does not move with the neighbours' load: on a server
+that has a core to itself, rps is one core over it.
+
+`--pin` gives the load generator and the servers CPUs of their own (sched affinity, inherited by
+every worker and thread): by default wrk gets the first quarter of this process's CPUs (at least
+one, one wrk thread per CPU) and every server the rest; `--wrk-cpus 0` / `--server-cpus 1` choose.
+On a 2-core machine that is wrk on one core and each server on the other, the naive one alike.
+On a many-core machine, `--pin --workers 1 2 4 8` measures how workers scale.
+
+Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--concurrency 1 8 32 128]
+                                  [--pin [--wrk-cpus LIST] [--server-cpus LIST]] [--json OUT]
 """
 
 from __future__ import annotations
@@ -19,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,17 +81,68 @@ def build() -> tuple[Path, bytes]:
     return bento, json.dumps({"inputs": X[:1].tolist()}).encode()
 
 
-def wrk_point(wrk: str, port: int, body: bytes, connections: int, seconds: float) -> dict:
+def wrk_point(wrk: str, port: int, body: bytes, connections: int, seconds: float, cpus: set[int] | None = None) -> dict:
+    """One closed-loop point; `cpus`: the CPUs wrk runs on (one wrk thread each), None = anywhere, one thread."""
     script = WORK / "tail.lua"
     script.write_text(WRK_SCRIPT % json.dumps(body.decode()))
-    out = subprocess.run([wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script),
-                          f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True).stdout
+    threads = min(len(cpus), connections) if cpus else 1
+    out = subprocess.run([*pinned(cpus), wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                          "-s", str(script), f"http://127.0.0.1:{port}/predict"],
+                         capture_output=True, text=True, check=True).stdout
     found = re.search(r"TAIL (\d+) (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+) ([\d.]+)", out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests, status, socket_errors, timeouts = (int(found[i]) for i in range(1, 5))
     return {"rps": rps, "requests": requests, "non_2xx": status, "socket_errors": socket_errors,
             "timeouts": timeouts, "p50_ms": float(found[5]) / 1e3, "p99_ms": float(found[6]) / 1e3,
             "p999_ms": float(found[7]) / 1e3}
+
+
+# ---- CPUs: pinning and the server's CPU time -------------------------------------------------
+
+def parse_cpus(text: str) -> set[int]:
+    """'0-3,8' → {0, 1, 2, 3, 8} (the list format of taskset and /sys)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def cpu_split(wrk_cpus: str | None, server_cpus: str | None) -> tuple[set[int], set[int]]:
+    """wrk's CPUs and the servers' (disjoint): given, else the first quarter (at least one) and the rest."""
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2 and not (wrk_cpus and server_cpus):
+        raise SystemExit("--pin needs at least 2 CPUs (one for wrk, one for the servers)")
+    load = parse_cpus(wrk_cpus) if wrk_cpus else set(mine[:max(1, len(mine) // 4)])
+    serve = parse_cpus(server_cpus) if server_cpus else set(mine) - load
+    if load & serve or not serve:
+        raise SystemExit(f"wrk's CPUs {sorted(load)} and the servers' {sorted(serve)} must be disjoint and non-empty")
+    return load, serve
+
+
+def pinned(cpus: set[int] | None) -> list[str]:
+    """The argv prefix that runs a command on `cpus` (taskset execs it: the pid stays the command's)."""
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def session_cpu_seconds(session: int) -> float:
+    """utime + stime of every live process in the session `session` (a server started with
+    start_new_session: its supervisor and its workers, every thread included)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session:  # field 6 of stat(5): the session id
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime (clock ticks)
+    return total / _TICK
 
 
 # ---- the server's own histograms ------------------------------------------------------------
@@ -152,32 +216,39 @@ def _ms(seconds: float | None) -> float | None:
 
 # ---- rounds ------------------------------------------------------------------------------------
 
-def servers(bento: Path, body: bytes, workers: list[int]) -> dict[str, serving.Server]:
+def servers(bento: Path, body: bytes, workers: list[int], cpus: set[int] | None = None) -> dict[str, serving.Server]:
     found = {}
     for count in workers:
         port = serving.free_port()
         found[f"bento w{count}"] = serving.Server(
-            f"bento w{count}", [sys.executable, "-m", "bento_compile.adapters.server"], port, body,
+            f"bento w{count}", [*pinned(cpus), sys.executable, "-m", "bento_compile.adapters.server"], port, body,
             {"BENTO_COMPILE_BENTO": str(bento), "PORT": str(port), "BENTO_COMPILE_WORKERS": str(count),
              "BENTO_COMPILE_LOAD": "eager"})
     port = serving.free_port()
     script = WORK / "naive.py"
     script.write_text(serving.NAIVE_SERVER)
-    found["naive"] = serving.Server("naive", [sys.executable, str(script), str(bento / "model.onnx"), str(port)],
-                                    port, body)
+    found["naive"] = serving.Server(
+        "naive", [*pinned(cpus), sys.executable, str(script), str(bento / "model.onnx"), str(port)], port, body)
     return found
 
 
-def run(rounds: int, seconds: float, workers: list[int], log) -> tuple[list[dict], dict]:
+def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple[int, ...] = CONCURRENCY,
+        pin: tuple[set[int], set[int]] | None = None) -> tuple[list[dict], dict]:
+    """`pin`: (wrk's CPUs, the servers' CPUs), or None to let the scheduler place everything."""
     wrk = serving.ensure_wrk(log)
     if not wrk:
         raise SystemExit("bench_tail needs wrk (apt-get install wrk)")
+    if pin and not shutil.which("taskset"):
+        raise SystemExit("--pin needs taskset (util-linux)")
+    wrk_cpus, server_cpus = pin or (None, None)
     bento, body = build()
-    info = {"load average at start": " ".join(os.getloadavg().__str__().strip("()").split(", ")),
+    info = {"load average at start": " ".join(str(round(x, 2)) for x in os.getloadavg()),
             "cpus": str(os.cpu_count()), "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True)
-            .stdout.split("\n")[0], "duration per point (s)": str(seconds), "rounds": str(rounds)}
+            .stdout.split("\n")[0], "duration per point (s)": str(seconds), "rounds": str(rounds),
+            "pinned": (f"wrk on CPU {sorted(wrk_cpus)} ({len(wrk_cpus)} thread(s)), every server on CPU "
+                       f"{sorted(server_cpus)}" if pin else "no (wrk and the servers share every CPU)")}
     rows: list[dict] = []
-    pool = servers(bento, body, workers)
+    pool = servers(bento, body, workers, server_cpus)
     names = list(pool)
     for index in range(rounds):
         order = names if index % 2 == 0 else names[::-1]
@@ -185,16 +256,21 @@ def run(rounds: int, seconds: float, workers: list[int], log) -> tuple[list[dict
             server = pool[name]
             server.start()
             try:
-                for connections in CONCURRENCY:
-                    wrk_point(wrk, server.port, body, connections, 1)  # warm-up, not measured
+                for connections in concurrency:
+                    wrk_point(wrk, server.port, body, connections, 1, wrk_cpus)  # warm-up, not measured
                     before = scrape(server.port) if name != "naive" else {}
-                    point = wrk_point(wrk, server.port, body, connections, seconds)
+                    cpu_before = session_cpu_seconds(server.proc.pid)
+                    point = wrk_point(wrk, server.port, body, connections, seconds, wrk_cpus)
+                    cpu = session_cpu_seconds(server.proc.pid) - cpu_before
+                    point["cpu_us_per_request"] = cpu / point["requests"] * 1e6 if point["requests"] else None
+                    point["server_cpu_share"] = cpu / max(1, round(seconds))  # CPUs the server kept busy
                     if name != "naive":
                         point.update(breakdown(before, scrape(server.port), seconds))
                     point.update(server=name, c=connections, round=index)
                     rows.append(point)
                     log(f"round {index} {name:9} c={connections:<3} {point['rps']:8.0f} rps  p50 "
-                        f"{point['p50_ms']:.2f}  p99 {point['p99_ms']:.2f}  p99.9 {point['p999_ms']:.2f} ms")
+                        f"{point['p50_ms']:.2f}  p99 {point['p99_ms']:.2f}  p99.9 {point['p999_ms']:.2f} ms  "
+                        f"cpu {fmt(point['cpu_us_per_request'], 1)} us/req ({point['server_cpu_share']:.2f} CPU)")
             finally:
                 server.stop()
     for server in pool.values():
@@ -209,7 +285,8 @@ def summarize(rows: list[dict]) -> list[dict]:
     for server, c in keys:
         mine = [r for r in rows if r["server"] == server and r["c"] == c]
         entry: dict = {"server": server, "c": c, "rounds": len(mine)}
-        for field in ("rps", "p50_ms", "p99_ms", "p999_ms", "queue_p99_ms", "run_p99_ms", "gc_per_s",
+        for field in ("rps", "p50_ms", "p99_ms", "p999_ms", "cpu_us_per_request", "server_cpu_share",
+                      "queue_p99_ms", "run_p99_ms", "gc_per_s",
                       "gc_longest_ms", "blocked_share", *(f"{p}_p99_ms" for p in PHASES)):
             values = [r[field] for r in mine if r.get(field) is not None]
             entry[field] = statistics.median(values) if values else None
@@ -225,15 +302,20 @@ def fmt(value: float | None, digits: int = 2) -> str:
 def print_table(table: list[dict], info: dict) -> None:
     for key, value in info.items():
         print(f"{key}: {value}")
-    print("\n| c | server | rps | p50 ms | p99 ms | p99.9 ms | errors | vs naive rps | vs naive p99 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| c | server | rps | p50 ms | p99 ms | p99.9 ms | p99.9/p99 | errors | server CPU µs/req | "
+          "server CPUs busy | vs naive rps | vs naive p99 | vs naive CPU/req |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     naive = {e["c"]: e for e in table if e["server"] == "naive"}
     for e in table:
-        base = naive.get(e["c"])
-        ratio = f"{e['rps'] / base['rps']:.2f}x" if base and e["server"] != "naive" else ""
-        tail = f"{e['p99_ms'] / base['p99_ms']:.2f}x" if base and e["server"] != "naive" else ""
+        base = naive.get(e["c"]) if e["server"] != "naive" else None
+        ratio = f"{e['rps'] / base['rps']:.2f}x" if base else ""
+        tail = f"{e['p99_ms'] / base['p99_ms']:.2f}x" if base else ""
+        cost = (f"{e['cpu_us_per_request'] / base['cpu_us_per_request']:.2f}x"
+                if base and e["cpu_us_per_request"] and base["cpu_us_per_request"] else "")
+        spread = f"{e['p999_ms'] / e['p99_ms']:.2f}" if e["p99_ms"] else "-"
         print(f"| {e['c']} | {e['server']} | {e['rps']:.0f} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | "
-              f"{fmt(e['p999_ms'])} | {e['errors']} | {ratio} | {tail} |")
+              f"{fmt(e['p999_ms'])} | {spread} | {e['errors']} | {fmt(e['cpu_us_per_request'], 1)} | "
+              f"{fmt(e['server_cpu_share'])} | {ratio} | {tail} | {cost} |")
     print("\nServer-side p99 by phase (ms, bucket upper bounds), GC pauses, share of requests that waited "
           "behind another batch's run on the event loop:\n")
     print("| c | server | read | parse | queue | run | loop_blocked | encode | write | blocked share | "
@@ -253,10 +335,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per server (alternating order); default 5")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load point; default 3")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Bento worker counts; default 1 2")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY),
+                        help="connections per point; default 1 8 32 128")
+    parser.add_argument("--pin", action="store_true",
+                        help="wrk and the servers on CPUs of their own (see the module doc)")
+    parser.add_argument("--wrk-cpus", help="with --pin: wrk's CPUs (e.g. 0 or 0-3); default the first quarter")
+    parser.add_argument("--server-cpus", help="with --pin: the servers' CPUs; default every other one")
     parser.add_argument("--json", type=Path, help="also write every point and the summary as JSON here")
     args = parser.parse_args()
+    if (args.wrk_cpus or args.server_cpus) and not args.pin:
+        parser.error("--wrk-cpus / --server-cpus go with --pin")
+    pin = cpu_split(args.wrk_cpus, args.server_cpus) if args.pin else None
     started = time.time()
-    rows, info = run(args.rounds, args.duration, args.workers, lambda m: print(m, file=sys.stderr, flush=True))
+    rows, info = run(args.rounds, args.duration, args.workers, lambda m: print(m, file=sys.stderr, flush=True),
+                     tuple(args.concurrency), pin)
     info["wall time (s)"] = f"{time.time() - started:.0f}"
     table = summarize(rows)
     print_table(table, info)
