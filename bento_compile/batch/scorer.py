@@ -1,6 +1,7 @@
 """Scoring one record batch with a verified Bento: the piece every engine (local, Spark, Ray) runs.
 
-Output rows = input rows, always, in order: the `keep` columns, then one column per model output.
+Output rows = input rows, always, in order: the `keep` columns, then the output columns (outputs.py: a
+labelled Bento's `label`, `score`, `top_k`, then one column per raw model output).
 With on_error="fail" the first bad row stops the run with its row and reason; with "skip" a bad row
 gets null outputs and its reason in an `error` column.
 """
@@ -18,7 +19,7 @@ from bento_compile.batch.bento import open_verified
 from bento_compile.batch.columns import ColumnPlan, RowErrors, check_types, plan_columns, to_feeds
 from bento_compile.batch.errors import BatchError
 from bento_compile.batch.media_columns import image_feeds, without_image_inputs
-from bento_compile.batch.outputs import ERROR_COLUMN, assemble, output_fields
+from bento_compile.batch.outputs import ERROR_COLUMN, output_fields, plan_outputs
 from bento_compile.runtimes.manifest import Manifest
 
 ON_ERROR = ("fail", "skip")
@@ -47,7 +48,7 @@ def resolve_plan(manifest: Manifest, schema: pa.Schema, options: ScoreOptions) -
     if missing:
         raise BatchError(f"--keep names {', '.join(map(repr, missing))}, which the table does not have.",
                          f"The table's columns: {', '.join(schema.names[:12])}.")
-    clash = [c for c in options.keep if c in {s.name for s in manifest.outputs} | {ERROR_COLUMN}]
+    clash = [c for c in options.keep if c in {*plan_outputs(manifest).names, ERROR_COLUMN}]
     if clash:
         raise BatchError(f"The kept column {clash[0]!r} has the name of an output column.",
                          "Rename it in the input, or do not keep it.")
@@ -56,7 +57,7 @@ def resolve_plan(manifest: Manifest, schema: pa.Schema, options: ScoreOptions) -
 
 def output_schema(manifest: Manifest, schema: pa.Schema, options: ScoreOptions) -> pa.Schema:
     """The output table's schema: kept columns (their input types), outputs, and `error` in skip mode."""
-    fields = [schema.field(c) for c in options.keep] + output_fields(manifest.outputs)
+    fields = [schema.field(c) for c in options.keep] + output_fields(manifest)
     if options.on_error == "skip":
         fields.append(pa.field(ERROR_COLUMN, pa.string()))
     return pa.schema(fields)
@@ -71,6 +72,7 @@ class Scorer:
         self.manifest = self.bento.manifest
         self._planned = without_image_inputs(self.manifest)  # image columns are decoded, not planned
         self._plans: dict[tuple[str, ...], ColumnPlan] = {}
+        self._outputs = plan_outputs(self.manifest)
 
     def _plan(self, schema: pa.Schema) -> ColumnPlan:
         key = tuple(f"{f.name}:{f.type}" for f in schema)
@@ -96,12 +98,7 @@ class Scorer:
             raise BatchError(f"{self._where(batch, first, first_row)}: {errors.reasons[first]}.",
                              "Fix the row, or pass --on-error skip to write bad rows with null outputs and an "
                              "`error` column.")
-        columns = [batch.column(c) for c in self.options.keep]
-        for spec in self.manifest.outputs:
-            values = outputs.get(spec.name)
-            if values is None:
-                values = np.zeros((0, *[d or 1 for d in spec.shape[1:]]), dtype=_dtype(spec.dtype))
-            columns.append(assemble(spec, values, good))
+        columns = [batch.column(c) for c in self.options.keep] + self._outputs.columns(outputs, good)
         if self.options.on_error == "skip":
             columns.append(pa.array([errors.reasons.get(i) for i in range(rows)], type=pa.string()))
         return pa.RecordBatch.from_arrays(columns, schema=output_schema(self.manifest, batch.schema, self.options))
@@ -136,10 +133,6 @@ class Scorer:
             kept = ", ".join(f"{c}={batch.column(c)[index].as_py()!r}" for c in self.options.keep[:3])
             where += f" ({kept})"
         return where
-
-
-def _dtype(dtype: str) -> np.dtype:
-    return np.dtype(object) if dtype == "string" else np.dtype(dtype)
 
 
 def _short(exc: Exception) -> str:
