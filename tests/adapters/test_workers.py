@@ -65,11 +65,22 @@ def test_two_workers_share_the_port_sum_their_metrics_and_drain_on_sigterm(built
                 assert list(pool.map(lambda _: post(port, body), range(40))) == [200] * 40
                 sent += 40
         assert len(list(metrics_dir.glob("counter_*.db"))) == 2, sorted(p.name for p in metrics_dir.iterdir())
-        for _ in range(6):
+
+        def scrape() -> str:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()
             conn.close()
+            return text
+
+        # Each worker adds its observations to its files in bulk, at the latest half a second after them
+        # (runtimes/metrics.py): the sum reaches every request sent, then stays there.
+        deadline = time.monotonic() + 5
+        while metric(scrape(), "bento_request_total", 'route="/predict",status="200"') != sent:
+            assert time.monotonic() < deadline, scrape()
+            time.sleep(0.1)
+        for _ in range(6):
+            text = scrape()
             assert metric(text, "bento_request_total", 'route="/predict",status="200"') == sent
             assert metric(text, "bento_request_duration_seconds_count", 'route="/predict",status="200"') == sent
         log = (tmp_path / "server.log").read_text()
