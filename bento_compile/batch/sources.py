@@ -159,13 +159,15 @@ def read_schema(inputs: InputSet, file: InputFile) -> pa.Schema:
 
 
 def read_batches(inputs: InputSet, file: InputFile, batch_rows: int, text_columns: Sequence[str] = (),
-                 columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+                 columns: Sequence[str] | None = None,
+                 row_groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of at most `batch_rows` rows, in order.
 
     `text_columns` (CSV only) are read as text, so that one cell that is not a number is one row error;
-    `columns` (when given) are the only ones read (Parquet, CSV) or kept (JSON lines).
+    `columns` (when given) are the only ones read (Parquet, CSV) or kept (JSON lines); `row_groups`
+    (Parquet only, when given) are the only row groups read.
     """
-    for batch in _batches(inputs.fs, file, batch_rows, text_columns, columns=columns):
+    for batch in _batches(inputs.fs, file, batch_rows, text_columns, columns=columns, row_groups=row_groups):
         if columns is not None and batch.schema.names != list(columns):
             batch = batch.select(list(columns))
         for start in range(0, batch.num_rows, batch_rows):
@@ -173,7 +175,8 @@ def read_batches(inputs: InputSet, file: InputFile, batch_rows: int, text_column
 
 
 def _batches(fs: pafs.FileSystem, file: InputFile, batch_rows: int, text_columns: Sequence[str],
-             schema_only: bool = False, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+             schema_only: bool = False, columns: Sequence[str] | None = None,
+             row_groups: Sequence[int] | None = None) -> Iterator[pa.RecordBatch]:
     try:
         if file.format == "parquet":
             import pyarrow.parquet as pq
@@ -185,7 +188,8 @@ def _batches(fs: pafs.FileSystem, file: InputFile, batch_rows: int, text_columns
                 if schema_only:
                     yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)
                     return
-                yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None)
+                yield from parquet.iter_batches(batch_size=batch_rows, columns=list(columns) if columns else None,
+                                                row_groups=list(row_groups) if row_groups is not None else None)
         elif file.format == "csv":
             import pyarrow.csv as pacsv
 

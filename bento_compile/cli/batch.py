@@ -40,7 +40,8 @@ def _columns(value: str | None) -> tuple[str, ...] | None:
 @click.option("--input-column", help="One list-valued column holding each row's features.")
 @click.option("--keep", help="Columns copied to the output before the model's outputs (e.g. an id): COL,...")
 @click.option("--batch-rows", type=int, default=8192, show_default=True, help="Rows per model run.")
-@click.option("--workers", type=int, help="Worker processes (local) or actors (ray); default: the CPUs.")
+@click.option("--workers", type=int, help="Worker processes (local) or actors (ray). Default, local: measured on "
+              "the first batches (workers only when they pay); ray: the CPUs.")
 @click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
               help="fail: stop at the first bad row; skip: null outputs and an `error` column for it.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]),
@@ -96,6 +97,9 @@ def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str,
     err.print(f"[green]Scored[/] {summary.rows:,} rows{errors} in {summary.seconds:.2f}s "
               f"({summary.rows_per_second:,.0f} rows/s, {summary.engine}, {summary.workers} × "
               f"{summary.intra_op_threads} thread(s)) → {escape(summary.output)}")
+    reason = summary.extra.get("workers_reason")
+    if reason and summary.extra.get("workers_chosen") == "measured":
+        err.print(f"[dim]workers: {escape(reason)}[/]")
 
 
 def _interrupted(signum: int, _frame: Any) -> None:

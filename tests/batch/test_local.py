@@ -13,6 +13,9 @@ import pytest
 from bento_compile.batch.errors import BatchError
 from bento_compile.batch.local import plan_workers, score_files
 from bento_compile.batch.scorer import ScoreOptions
+from bento_compile.batch.sources import discover
+from bento_compile.batch.units import plan_units
+from bento_compile.batch.worker_choice import choose_workers
 from bento_compile.runtimes.threads import available_cpus
 from tests.support.batch_data import assert_matches, read_output, write_parquet
 from tests.support.helpers import run_cli
@@ -42,15 +45,83 @@ def test_cli_scores_parquet_by_feature_names_in_order(frame_bento, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_worker_processes_keep_input_order(frame_bento, tmp_path):
+def test_worker_processes_read_their_own_row_groups_and_keep_input_order(frame_bento, tmp_path):
     rows = _rows(frame_bento.frame, 5000, seed=1)
-    source = write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=1000)
+    table = rows.assign(id=np.arange(len(rows)))
+    source = write_parquet(table, tmp_path / "in.parquet", row_group_size=1000)
+    units = plan_units(discover(str(source)), 300)  # 4 batches of 300 rows a unit: 2 row groups each
+    assert [(u.row_groups, u.first_row, u.rows) for u in units] == [((0, 1), 0, 2000), ((2, 3), 2000, 2000),
+                                                                     ((4,), 4000, 1000)]
     summary = score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"), ScoreOptions(keep=("id",)),
                           batch_rows=300, workers=2)
     assert summary.workers == 2 and summary.workers * summary.intra_op_threads <= max(2, available_cpus())
+    assert summary.to_dict()["workers_chosen"] == "--workers"
     out = read_output(tmp_path / "out.parquet")
     assert out["id"].tolist() == list(range(5000))
     assert_matches(frame_bento.model, rows, out)
+
+    # a bad row in the last unit: its row number is the file's, and nothing is written
+    broken = table.astype({"mean radius": object})
+    broken.loc[4321, "mean radius"] = "n/a"
+    write_parquet(broken.astype({"mean radius": str}), tmp_path / "bad.parquet", row_group_size=1000)
+    with pytest.raises(BatchError, match=r"Row 4321 \(id=4321\): column 'mean radius' holds 'n/a'"):
+        score_files(frame_bento.path, str(tmp_path / "bad.parquet"), str(tmp_path / "bad-out.parquet"),
+                    ScoreOptions(keep=("id",)), batch_rows=300, workers=2)
+    assert not [p for p in tmp_path.iterdir() if "bad-out" in p.name]
+
+
+def test_the_default_measures_and_keeps_a_cheap_model_in_this_process(frame_bento, tmp_path):
+    rows = _rows(frame_bento.frame, 6000, seed=8)
+    source = write_parquet(rows, tmp_path / "in.parquet", row_group_size=1000)
+    result = run_cli("batch", str(frame_bento.path), str(source), str(tmp_path / "out.parquet"), "--batch-rows",
+                     "250", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["workers_chosen"] == "measured"
+    # 6,000 rows of a linear model take milliseconds here; a worker's start alone takes a second
+    assert summary["workers"] == 1 and summary["workers_reason"].startswith("in this process:")
+    assert "rows/s in this process" in summary["workers_reason"]
+    assert summary["intra_op_threads"] == available_cpus()
+    assert_matches(frame_bento.model, rows, read_output(tmp_path / "out.parquet"))
+
+
+def test_a_measured_fan_out_hands_the_later_units_to_workers_in_order(frame_bento, tmp_path, monkeypatch):
+    from bento_compile.batch import local, worker_choice
+
+    seen = []
+
+    def heavy(*args, **kwargs):  # as if the model were slow and single-threaded: the real decision's inputs
+        seen.append(dict(zip(("cpus", "rows_left", "seconds_per_row", "cpus_busy", "open_seconds", "units_left"),
+                             args, strict=True)))
+        return worker_choice.Choice(2, "2 worker processes: forced by the test")
+
+    monkeypatch.setattr(local, "choose_workers", heavy)
+    rows = _rows(frame_bento.frame, 5000, seed=9)
+    source = write_parquet(rows.assign(id=np.arange(5000)), tmp_path / "in.parquet", row_group_size=1000)
+    summary = score_files(frame_bento.path, str(source), str(tmp_path / "out.parquet"), ScoreOptions(keep=("id",)),
+                          batch_rows=250)
+    # decided once, after the second batch of the first unit (a unit: one row group of 4 batches)
+    assert len(seen) == 1 and seen[0]["rows_left"] == 5000 - 500 and seen[0]["units_left"] == 4
+    assert seen[0]["seconds_per_row"] > 0 and seen[0]["open_seconds"] > 0
+    assert (summary.workers, summary.to_dict()["workers_reason"]) == (2, "2 worker processes: forced by the test")
+    out = read_output(tmp_path / "out.parquet")
+    assert out["id"].tolist() == list(range(5000))
+    assert_matches(frame_bento.model, rows, out)
+
+
+def test_worker_choice_fans_out_only_when_it_pays():
+    cheap = choose_workers(cpus=4, rows_left=1_000_000, seconds_per_row=1e-6, cpus_busy=1.0, open_seconds=0.2,
+                           units_left=16)
+    assert cheap.workers == 1 and "estimated 1.0s here" in cheap.reason  # a worker's start costs more
+    heavy = choose_workers(cpus=4, rows_left=1_000_000, seconds_per_row=2e-5, cpus_busy=1.0, open_seconds=0.2,
+                           units_left=16)
+    assert heavy.workers == 4 and heavy.reason.startswith("4 worker processes")  # 20 s here vs 6.7 s
+    threaded = choose_workers(cpus=4, rows_left=1_000_000, seconds_per_row=2e-5, cpus_busy=3.9, open_seconds=0.2,
+                              units_left=16)
+    assert threaded.workers == 1  # the session already keeps the CPUs busy: processes would not add any
+    assert choose_workers(4, 1_000_000, 2e-5, 1.0, 0.2, units_left=1).workers == 1  # nothing to split
+    assert choose_workers(1, 1_000_000, 2e-5, 1.0, 0.2, units_left=16).workers == 1
+    assert choose_workers(4, None, 2e-5, 1.0, 0.2, units_left=16).workers == 1
+    assert choose_workers(4, 1_000_000, 2e-5, 1.0, 0.2, units_left=3).workers == 3  # no more than the units
 
 
 def test_features_option_and_list_column_for_a_model_without_names(strict_bento, tmp_path):
@@ -163,7 +234,7 @@ def test_a_changed_bento_scores_nothing(frame_bento, tmp_path):
 
 
 def test_workers_times_threads_never_exceed_the_cpus():
-    assert plan_workers(None, cpus=8) == (8, 1)  # default: a process per CPU
+    assert plan_workers(None, cpus=8) == (8, 1)  # Ray's default: an actor per CPU
     assert plan_workers(1, cpus=8) == (1, 8)  # one process gets every CPU as intra-op threads
     assert plan_workers(3, cpus=8) == (3, 2)
     assert plan_workers(16, cpus=8) == (16, 1)  # more processes than CPUs: one thread each
