@@ -14,6 +14,7 @@ we replace them with a fixed header so the Bento stays content-addressed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,9 +32,11 @@ def to_ort(onnx_bytes: bytes, timeout_s: float = 300) -> dict[str, bytes]:
         tmp = Path(tmp_name)
         (tmp / "model.onnx").write_bytes(onnx_bytes)
         out = tmp / "out"
+        # Relative paths, a fixed environment and no address randomization: see _fixed_address_space.
         cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", "--optimization_style",
-               "Runtime", "--enable_type_reduction", "--output_dir", str(out), str(tmp / "model.onnx")]
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+               "Runtime", "--enable_type_reduction", "--output_dir", "out", "model.onnx"]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=tmp,
+                                env=_converter_env(), preexec_fn=_fixed_address_space)
         models = sorted(out.glob("*.ort")) if out.is_dir() else []
         configs = sorted(out.glob("*.with_runtime_opt.config")) or (sorted(out.glob("*.config")) if models else [])
         if result.returncode != 0 or not models or not configs:
@@ -44,6 +47,38 @@ def to_ort(onnx_bytes: bytes, timeout_s: float = 300) -> dict[str, bytes]:
                 "operator is one ONNX Runtime's CPU provider implements.")
         config = _deterministic_config(configs[0].read_text(encoding="utf-8"))
         return {ORT_FILE: models[0].read_bytes(), OPS_CONFIG_FILE: config.encode()}
+
+
+def _converter_env() -> dict[str, str]:
+    """The converter's whole environment: the same on every build (its size moves the heap, see below)."""
+    keep = ("LD_LIBRARY_PATH", "SYSTEMROOT")  # what a Python may need to start at all
+    return {"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+            **{key: os.environ[key] for key in keep if key in os.environ}}
+
+
+def _fixed_address_space() -> None:
+    """In the converter's process, before exec: turn address-space randomization off.
+
+    ONNX Runtime's serializer writes some maps (a kernel's type-constraint names, e.g. T1/T2/Z) in the
+    order of an abseil hash table, and abseil seeds its hash with an address: under ASLR every
+    conversion ordered them differently, so the same model gave a new .ort (and a new Bento version)
+    each build. With randomization off (the personality survives exec), the same argv and the same
+    environment, the same installation gives the same bytes; another installation (other paths,
+    other versions) may order them differently, as it may optimize differently. Where the call is
+    refused (a seccomp profile), the conversion still runs, only not byte-reproducibly.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    addr_no_randomize = 0x0040000
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        current = libc.personality(0xFFFFFFFF)
+        if current != -1:
+            libc.personality(current | addr_no_randomize)
+    except (OSError, AttributeError):
+        pass
 
 
 def ops_config_for_ort(data: bytes) -> bytes | None:
