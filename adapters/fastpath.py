@@ -15,10 +15,12 @@ admission (503 + Retry-After) → run → split → JSON.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +36,7 @@ from bento_compile.runtimes.handler_hook import HandlerFault
 from bento_compile.runtimes.manifest import Manifest, effective_settings
 from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import BentoModel, ModelHolder
+from bento_compile.runtimes.monitoring import logs_predictions, run_and_after
 from bento_compile.runtimes.providers import device_in_use
 from bento_compile.runtimes.serving_pipeline import media_accepted
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
@@ -71,6 +74,29 @@ def _content_type(scope: dict) -> bytes:
     return b""
 
 
+_MAX_REQUEST_ID = 128  # characters of a client's x-request-id kept (a log field, not a blob)
+
+
+class RequestIds:
+    """Each request's id for the prediction log: the client's x-request-id when it sent one, else this
+    process's own (a random prefix and a counter: unique across workers and restarts, no uuid per request)."""
+
+    def __init__(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.count = itertools.count(1)
+
+    def of(self, headers: list[tuple[bytes, bytes]]) -> str:
+        for name, value in headers:
+            if name == b"x-request-id" and value:
+                return value[:_MAX_REQUEST_ID].decode("latin-1")
+        return f"{self.prefix}-{next(self.count):x}"
+
+
+def _with_request_id(answer: Answer, request_id: str) -> Answer:
+    status, body, headers = answer
+    return status, body, [*(headers or JSON_HEADERS), (b"x-request-id", request_id.encode("latin-1", "replace"))]
+
+
 def max_concurrency(manifest: Manifest) -> int:
     """In-flight /predict limit: env BENTO_COMPILE_MAX_CONCURRENCY (Knative's containerConcurrency), else
     `runtime.max_concurrency`; 0 means unlimited."""
@@ -100,6 +126,8 @@ class PredictService:
         self._record_lazily: Callable[[], None] | None = None
         self._on_ready: list[Callable[[], None]] = []
         self.tracer = tracing.tracer()  # None unless an OTLP endpoint is configured: then free
+        # Request ids only when the prediction log is on (its records carry them); otherwise no per-request work.
+        self.request_ids = RequestIds() if logs_predictions(manifest) else None
         metrics.live(metrics.in_flight, lambda: self.in_flight)
         metrics.live(metrics.depth, lambda: self._batcher.queued_rows if self._batcher else 0)
 
@@ -124,7 +152,11 @@ class PredictService:
             else:
                 self.in_flight += 1
                 try:
-                    answer = await self.answer(request, receive, content_type=_content_type(scope))
+                    request_id = self.request_ids.of(scope["headers"]) if self.request_ids is not None else None
+                    answer = await self.answer(request, receive, content_type=_content_type(scope),
+                                               request_id=request_id)
+                    if request_id is not None and answer is not None:  # the client can find its log record
+                        answer = _with_request_id(answer, request_id)
                 finally:
                     self.in_flight -= 1
         except Exception:  # never a stack trace to the client, never a non-JSON 500
@@ -181,7 +213,7 @@ class PredictService:
     # ---- the contract, framework-free --------------------------------------------------
 
     async def answer(self, body: bytes, receive: Callable[[], Awaitable[dict]] | None = None, *,
-                     content_type: bytes = b"") -> Answer | None:
+                     content_type: bytes = b"", request_id: str | None = None) -> Answer | None:
         """Status, JSON body and extra headers for one /predict body (None: client disconnected)."""
         model = self._model
         if model is None:
@@ -209,19 +241,20 @@ class PredictService:
         if batcher is None or batcher.loop is not asyncio.get_running_loop():
             batcher = self._new_batcher(model)
         if self.tracer is not None:
-            return await self._traced(batcher, feeds, rows, receive, finish)
-        return await self._run(batcher, feeds, rows, receive, {}, finish)
+            return await self._traced(batcher, feeds, rows, receive, finish, request_id)
+        return await self._run(batcher, feeds, rows, receive, {}, finish, request_id)
 
     async def _run(self, batcher: Batcher, feeds: dict, rows: int, receive: Callable[[], Awaitable[dict]] | None,
-                   timing: dict, finish: Callable[[dict], Any] | None = None) -> Answer | None:
+                   timing: dict, finish: Callable[[dict], Any] | None = None,
+                   request_id: str | None = None) -> Answer | None:
         inline_before = batcher.inline_seconds
         try:
             if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
-                outputs = await self._submit_watching(batcher, feeds, rows, receive, timing)
+                outputs = await self._submit_watching(batcher, feeds, rows, receive, timing, request_id)
                 if outputs is None:
                     return None
             else:
-                outputs = await batcher.submit(feeds, rows, timing)
+                outputs = await batcher.submit(feeds, rows, timing, request_id)
         except Overloaded as exc:
             return self._overloaded(exc)
         except InputError as exc:  # the model refused a value the signature check let through
@@ -243,10 +276,10 @@ class PredictService:
 
     async def _traced(self, batcher: Batcher, feeds: dict, rows: int,
                       receive: Callable[[], Awaitable[dict]] | None,
-                      finish: Callable[[dict], Any] | None = None) -> Answer | None:
+                      finish: Callable[[dict], Any] | None = None, request_id: str | None = None) -> Answer | None:
         started_ns = time.time_ns()
         timing: dict[str, Any] = {}
-        answer = await self._run(batcher, feeds, rows, receive, timing, finish)
+        answer = await self._run(batcher, feeds, rows, receive, timing, finish, request_id)
         try:
             tracing.record_predict(self.tracer, started_ns, answer[0] if answer else 499, rows, timing,
                                    self.manifest.tag)
@@ -267,9 +300,10 @@ class PredictService:
         return (*decode_inputs(payload, self.manifest.inputs, self.settings), None)
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
-                               receive: Callable[[], Awaitable[dict]], timing: dict) -> Any:
+                               receive: Callable[[], Awaitable[dict]], timing: dict,
+                               request_id: str | None = None) -> Any:
         """Submit, and cancel the request (dropping it from its batch) if the client disconnects."""
-        work = asyncio.ensure_future(batcher.submit(feeds, rows, timing))
+        work = asyncio.ensure_future(batcher.submit(feeds, rows, timing, request_id))
         watcher = asyncio.ensure_future(receive())
 
         def on_message(done: asyncio.Future) -> None:
@@ -312,8 +346,10 @@ class PredictService:
         """One batcher per event loop (TestClient may run several loops over an app's life)."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.plan.inference_workers, thread_name_prefix="bento-infer")
-        self._batcher = Batcher(model.backend.run, self.policy, self._executor, workers=self.plan.inference_workers,
-                                observer=self.metrics, whole_inputs=self.manifest.whole_inputs)
+        # The batcher times the model's run alone; monitoring runs after it, with the requests of the run.
+        run, after_run = run_and_after(model.backend)
+        self._batcher = Batcher(run, self.policy, self._executor, workers=self.plan.inference_workers,
+                                observer=self.metrics, whole_inputs=self.manifest.whole_inputs, after_run=after_run)
         return self._batcher
 
     def record_when_loaded(self) -> None:

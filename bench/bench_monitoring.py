@@ -107,7 +107,26 @@ def per_run_cost(bento: Path) -> dict[str, dict[str, float]]:
     return found
 
 
-def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float, float]:
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its live children (the serve supervisor and its workers)."""
+    def stat(p: str) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = stat(entry)
+            if int(entry) == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    return total
+
+
+def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float, float, float]:
+    """Requests/s at c=32, cold start, and the server's CPU µs per request (all its processes)."""
     port = bs.free_port()
     body = json.dumps({"inputs": [[14.0] * 30]}).encode()
     server = bs.Server(f"monitoring {monitoring}", [sys.executable, "-m", "bento_compile.cli", "serve", "cancer:latest",
@@ -115,8 +134,11 @@ def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float
                        env={"BENTO_COMPILE_MONITORING": monitoring, "BENTO_COMPILE_HOME": str(bento.parents[2])})
     try:
         cold = server.start()
+        bs.load(wrk, port, body, 32, 1)  # warm (the batcher's latency model, the FastAPI build)
+        cpu = tree_cpu_seconds(server.proc.pid)
         result = bs.load(wrk, port, body, 32, seconds)
-        return result.rps, cold
+        cpu = tree_cpu_seconds(server.proc.pid) - cpu
+        return result.rps, cold, cpu * 1e6 / max(1.0, result.rps * seconds)
     finally:
         server.close()
 
@@ -127,22 +149,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    wrk = bs.ensure_wrk(sys.stderr)
+    wrk = bs.ensure_wrk(lambda message: print(message, file=sys.stderr))
+    bs.WORK.mkdir(parents=True, exist_ok=True)  # wrk's request script lives there
     # Servers and log threads may still be closing their files when the run ends.
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         bento = build(Path(tmp))
         per_run = per_run_cost(bento)
         figures: dict[str, list[float]] = {k: [] for k in ("rps_on", "rps_off", "cold_on", "cold_off",
-                                                             "batch_on", "batch_off")}
-        for _ in range(args.rounds):
-            for mode in ("off", "on"):
-                rps, cold = http_point(bento, mode, wrk, args.duration)
+                                                             "cpu_us_on", "cpu_us_off", "batch_on", "batch_off")}
+        for round_ in range(args.rounds):
+            # Alternated, and which goes first alternates too: neither always meets the busier half of a round.
+            for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+                rps, cold, cpu_us = http_point(bento, mode, wrk, args.duration)
                 figures[f"rps_{mode}"].append(rps)
                 figures[f"cold_{mode}"].append(cold)
+                figures[f"cpu_us_{mode}"].append(cpu_us)
                 figures[f"batch_{mode}"].append(batch_rows_per_second(bento, mode))
     medians = {k: statistics.median(v) for k, v in figures.items()}
     result = {**medians, "http_cost": 1 - medians["rps_on"] / medians["rps_off"],
-              "batch_cost": 1 - medians["batch_on"] / medians["batch_off"], "per_run_us": per_run,
+              "batch_cost": 1 - medians["batch_on"] / medians["batch_off"],
+              "cpu_per_request_cost": medians["cpu_us_on"] / medians["cpu_us_off"] - 1, "per_run_us": per_run,
+              "rounds": figures, "load_average": os.getloadavg(),
               "machine": bs.machine(),
               "load": "wrk" if wrk else "socket generator"}
     print(json.dumps(result, indent=2))

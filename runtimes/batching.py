@@ -55,6 +55,7 @@ log = logging.getLogger("bento_compile.runtime")
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
+AfterRun = Callable[[Feeds, Feeds, float, list[tuple[str | None, int]]], None]
 
 
 class BatchObserver(Protocol):
@@ -165,11 +166,12 @@ class LatencyModel:
 
 
 class _Pending:
-    __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "rows", "timing")
+    __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "request_id", "rows", "timing")
 
     def __init__(self, feeds: Feeds, rows: int, future: asyncio.Future, enqueued: float, deadline: float,
-                 timing: dict | None = None, key: tuple = ()):
+                 timing: dict | None = None, key: tuple = (), request_id: str | None = None):
         self.timing = timing
+        self.request_id = request_id
         self.feeds = feeds
         self.rows = rows
         self.future = future
@@ -184,8 +186,11 @@ class Batcher:
 
     def __init__(self, run: RunFn, policy: BatchPolicy, executor: Executor, *, workers: int = 1,
                  observer: BatchObserver | None = None, inline_below_s: float = 0.0002,
-                 whole_inputs: frozenset[str] = frozenset()):
+                 whole_inputs: frozenset[str] = frozenset(), after_run: AfterRun | None = None):
+        """`after_run(feeds, outputs, seconds, [(request id, rows), ...])`: called after each run, outside its
+        timing (drift monitoring: runtimes/monitoring.py), with the requests that shared the run."""
         self._run_fn = run
+        self._after_run = after_run
         self._whole = whole_inputs
         self.policy = policy
         self._executor = executor
@@ -214,7 +219,8 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
-    async def submit(self, feeds: Feeds, rows: int, timing: dict | None = None) -> Feeds:
+    async def submit(self, feeds: Feeds, rows: int, timing: dict | None = None,
+                     request_id: str | None = None) -> Feeds:
         """Queue one validated request; returns its own rows of every output.
 
         Raises Overloaded at once when the queue is full or the deadline cannot be met.
@@ -246,7 +252,7 @@ class Batcher:
         if timing is not None:
             timing["enqueued_ns"] = time.time_ns()
         key = stack_key(feeds, self._whole) if policy.mode != "off" else ()
-        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing, key))
+        self._queue.append(_Pending(feeds, rows, future, now, now + policy.timeout_s, timing, key, request_id))
         self._queued_rows += rows
         self._observer.queue_depth(self._queued_rows)
         task = self._task
@@ -448,6 +454,8 @@ class Batcher:
         elapsed = time.perf_counter() - started
         self.latency.observe(rows, elapsed)
         self._observer.batch(rows, len(items), elapsed)
+        if self._after_run is not None:
+            self._after_run(feeds, outputs, elapsed, [(item.request_id, item.rows) for item in items])
         for item in items:
             if item.timing is not None:
                 end_ns = time.time_ns()

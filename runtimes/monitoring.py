@@ -3,9 +3,12 @@
 `monitored(backend, manifest)` wraps the session that `open_backend` returns, so every adapter (HTTP,
 Lambda, edge `run`) and the batch engine get monitoring without a line of their own. It is the bare
 backend (nothing added to a run) unless monitoring is on: `monitoring:` in bento.yaml, switched per
-deployment by env BENTO_COMPILE_MONITORING=on|off. Each run costs one NumericBinner call per input
-tensor (vectorized over rows and features) and a lock-held vector add; the prediction log's sampling is
-one random draw per run.
+deployment by env BENTO_COMPILE_MONITORING=on|off. A run is binned with vectorized numpy, never a loop over
+rows: small runs are gathered by reference and binned PENDING_ROWS at a time, and once the window is full a
+large run adds an evenly spaced subset of MAX_BINNED_ROWS rows to that gathering. The prediction log's
+sample is drawn as the gaps between logged rows (a run that holds none costs two integer operations). A
+caller that times the model's run itself (the HTTP batcher, whose latency model decides what runs inline)
+takes the bare run and `after_run` apart (`run_and_after`), so monitoring never counts as model time.
 
 The window (`monitoring.window` rows, or `window_seconds`) is a ring of WINDOW_SEGMENTS segments: the
 figures cover between (segments-1)/segments of the window and all of it, with memory bounded whatever
@@ -26,11 +29,12 @@ import numpy as np
 
 from bento_compile.runtimes.drift import binners_for, padded, psi, shares
 from bento_compile.runtimes.manifest import FeatureBaseline, Manifest, MonitoringInfo
+from bento_compile.runtimes.monitoring_share import WindowShare
 
 log = logging.getLogger("bento_compile.monitoring")
 
 WINDOW_SEGMENTS = 10
-# Rows binned per run at most once the window has filled: drift is a property of the distribution, and a
+# Rows binned per large run at most once the window has filled: drift is a property of the distribution, and a
 # sample of a large batch estimates it as well as every row would, at a bounded cost (the window then
 # counts binned rows). While the window fills, every row is binned. Binning is O(rows x features x log bins),
 # as costly as a small model's own run: unbounded, monitoring a logistic regression costs more than the
@@ -52,6 +56,19 @@ def monitoring_enabled(info: MonitoringInfo | None) -> bool:
     if info is None or not (info.features or info.outputs):
         return False
     return switch in ("on", "1", "true") or info.enabled
+
+
+def logs_predictions(manifest: Manifest) -> bool:
+    """Whether this deployment writes a prediction log (monitoring on, a log configured, a rate above 0)."""
+    try:
+        if not monitoring_enabled(manifest.monitoring):
+            return False
+        from bento_compile.runtimes.prediction_log import effective_log_settings
+
+        settings = effective_log_settings(manifest.monitoring.log if manifest.monitoring else None)
+    except ValueError:  # a malformed switch: the model's load fails and says why
+        return False
+    return settings is not None and settings.sample_rate > 0
 
 
 class _Group:
@@ -100,6 +117,15 @@ class Monitor:
         for feature in (*info.features, *info.outputs):
             if feature.note:
                 self.report_once(f"{feature.name}: {feature.note}")
+        # A worker of several publishes its window, and answers with every worker's (runtimes/monitoring_share.py).
+        self.share: WindowShare | None = None
+        try:
+            self.share = WindowShare.from_env(self.size)
+        except OSError as exc:
+            self.report_once(f"the window cannot be shared with the other workers ({exc}): this worker's "
+                             "figures cover its own traffic only")
+        if self.share is not None:
+            self.share.keep_publishing(self.publish)
 
     def report_once(self, message: str) -> None:
         """Each distinct problem is logged once per process (never once per request)."""
@@ -111,7 +137,17 @@ class Monitor:
         """Take one model run. Small runs wait (by reference) until PENDING_ROWS rows have gathered, then are
         binned together: a single-row run costs an append, not a dozen numpy calls. Never raises."""
         rows = _run_rows(feeds, outputs)
-        if rows >= PENDING_ROWS:
+        if rows > MAX_BINNED_ROWS and self._binned_total >= self.window_rows:
+            # Window full: a large run joins the gathering as an evenly spaced subset (views, no copy), so
+            # batch scoring bins once per PENDING_ROWS // MAX_BINNED_ROWS runs, not every run.
+            step = rows // MAX_BINNED_ROWS
+            start = self.runs % step  # another offset each time: every row of a run may be counted
+            feeds = {name: value[start::step] if np.ndim(value) and len(value) == rows else value
+                     for name, value in feeds.items()}
+            outputs = {name: value[start::step] if np.ndim(value) and len(value) == rows else value
+                       for name, value in outputs.items()}
+            rows = _run_rows(feeds, outputs)
+        elif rows >= PENDING_ROWS:
             self._bin_run(feeds, outputs)
             return
         with self._pending_lock:
@@ -146,15 +182,11 @@ class Monitor:
         """Bin one run (or several stacked). Never raises: a failure is counted and reported once."""
         try:
             delta = np.zeros(self.size)
-            start = self.runs  # the same rows of every tensor of this run, a different offset each run
             rows = 0
-            filled = self._binned_total >= self.window_rows  # until then every row counts
             for group in self.groups:
                 tensor = (outputs if group.is_output else feeds).get(group.tensor)
                 if tensor is None or not np.ndim(tensor):
                     continue
-                if filled and len(tensor) > MAX_BINNED_ROWS:  # a large run, window full: an evenly spaced subset
-                    tensor = tensor[start % step::step] if (step := len(tensor) // MAX_BINNED_ROWS) else tensor
                 binned = group.binner.bin(tensor)
                 delta[group.bins] = binned.counts.ravel()
                 delta[group.missing] = binned.missing
@@ -185,20 +217,38 @@ class Monitor:
             while self._closed and self._closed[0][0] < now - self.window_seconds:
                 self._closed.popleft()
 
-    def window(self) -> np.ndarray:
+    def _own(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """This process's window, cumulative counts, runs and errors (what is gathered binned first)."""
         self.flush()
         with self._lock:
             self._rotate(time.monotonic())
             total = self._current.copy()
             for _started, segment in self._closed:
                 total += segment
-            return total
+            return total, self._out_of_range_total.copy(), self.runs, self.errors
+
+    def publish(self) -> None:
+        """Put this worker's figures where its siblings read them (never raises: a thread calls it)."""
+        if self.share is None:
+            return
+        try:
+            self.share.publish(*self._own())
+        except Exception as exc:
+            self.report_once(f"publishing the window to the other workers failed ({type(exc).__name__}: {exc})")
+
+    def _totals(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """The figures to answer with: every worker's when the window is shared, else this process's."""
+        if self.share is None:
+            return self._own()
+        self.publish()  # this worker's part as of now; its siblings' as of their last publish
+        return self.share.totals()
+
+    def window(self) -> np.ndarray:
+        return self._totals()[0]
 
     def snapshot(self) -> dict[str, Any]:
         """The figures of GET /monitoring, /metrics and the Lambda EMF lines (computed when asked)."""
-        total = self.window()
-        with self._lock:
-            cumulative = self._out_of_range_total.copy()
+        total, cumulative, runs, errors = self._totals()
         features: dict[str, Any] = {}
         outputs: dict[str, Any] = {}
         window_rows = 0
@@ -215,7 +265,7 @@ class Monitor:
                           key=lambda n: -features[n]["psi"])
         return {"tag": self.tag, "psi_alert": alert, "window_rows": window_rows, "drifting": drifting,
                 "drifting_outputs": [n for n, f in outputs.items() if f["psi"] is not None and f["psi"] > alert],
-                "features": features, "outputs": outputs, "runs": self.runs, "errors": self.errors,
+                "features": features, "outputs": outputs, "runs": runs, "errors": errors,
                 "baseline_rows": self.info.baseline_rows}
 
 
@@ -264,11 +314,25 @@ class MonitoredBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         outputs = self._backend.run(feeds)
-        seconds = time.perf_counter() - started
+        self.after_run(feeds, outputs, time.perf_counter() - started, REQUEST_ID.get())
+        return outputs
+
+    def after_run(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float,
+                  request_ids: Any = None) -> None:
+        """Monitoring's part of one run, apart from the run: binning and the log's sample. `request_ids`: the
+        run's id, or (id, rows) per request when several share the run (runtimes/prediction_log.py)."""
         self.monitor.observe(feeds, outputs)
         if self.prediction_log is not None:
-            self.prediction_log.offer_run(feeds, outputs, seconds, REQUEST_ID.get())
-        return outputs
+            self.prediction_log.offer_run(feeds, outputs, seconds, request_ids)
+
+
+def run_and_after(backend: Any) -> tuple[Any, Any]:
+    """The bare run and monitoring's after-run step (None when off), for a caller that times the model's run
+    itself: the HTTP batcher's latency model must learn what a run of the MODEL costs, or monitoring's
+    work (a gathered binning every few runs) would move its inline-or-thread and wait-or-run decisions."""
+    if isinstance(backend, MonitoredBackend):
+        return backend._backend.run, backend.after_run
+    return backend.run, None
 
 
 def monitored(backend: Any, manifest: Manifest) -> Any:

@@ -1,12 +1,13 @@
 """The prediction log: sampled rows (inputs, outputs, latency) written off the request path.
 
-A run's rows are sampled with one binomial draw; only copies of the sampled rows are queued, and one
-daemon thread turns them into records (Python work per LOGGED row, in that thread, none per served row)
-and writes them to the sink. The queue is bounded in records; when it is full, rows are dropped and
-counted, so a slow or unreachable sink never slows or fails a request. Sinks: JSON lines on stdout
-(what Lambda, Cloud Run and Knative ingest), a rotating local file (bounded size, for devices), S3
-objects of many records each, OTLP logs (when the otel extra is installed). Redacted features are
-replaced by a sha256 (or dropped) before a record leaves the process.
+Each row is logged with probability `sample_rate`, drawn as the gaps between logged rows (a run that holds
+none costs two integer operations); only copies of the sampled rows are queued, and one daemon thread,
+woken on a timer, turns them into records and writes them to the sink: one orjson call formats a tensor's
+values (in its own precision), one %-format per run puts the names before them. The queue is bounded in
+records; when it is full, rows are dropped and counted, so a slow or unreachable sink never slows or fails
+a request. Sinks: JSON lines on stdout (what Lambda, Cloud Run and Knative ingest), a rotating local file
+(bounded size, for devices), S3 objects of many records each, OTLP logs (when the otel extra is
+installed). Redacted features are replaced by a sha256 (or dropped) before a record leaves the process.
 
 Env overrides per deployment: BENTO_COMPILE_MONITORING_LOG (stdout | file:PATH | s3://bucket/prefix/ |
 otlp | off) and BENTO_COMPILE_MONITORING_SAMPLE_RATE (0..1).
@@ -18,6 +19,8 @@ import atexit
 import hashlib
 import json
 import logging
+import math
+import operator
 import os
 import random
 import sys
@@ -25,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ try:  # the HTTP and Lambda artifacts ship it; stdlib json otherwise
 except ImportError:  # pragma: no cover - exercised in bundles without the HTTP stack
     _orjson = None  # type: ignore[assignment]
 
-from bento_compile.runtimes.drift import feature_columns
+from bento_compile.runtimes.drift import column_of, feature_columns
 from bento_compile.runtimes.manifest import Manifest, MonitoringInfo, PredictionLogSettings
 
 log = logging.getLogger("bento_compile.prediction_log")
@@ -210,7 +214,11 @@ class PredictionLog:
         self.written = 0
         self.failed = 0
         self._sink = sink
+        self._gaps = np.random.default_rng()
         self._random = random.Random()
+        # Rows of the stream until the next logged one (see _pick); the first is drawn like every other gap.
+        self._skip = int(self._gaps.geometric(settings.sample_rate)) - 1 if 0 < settings.sample_rate < 1 else 0
+        self._plans: dict[str, _ColumnPlan] = {}
         self._reported: set[str] = set()
         self._thread = threading.Thread(target=self._drain, name="bento-prediction-log", daemon=True)
         self._thread.start()
@@ -229,16 +237,17 @@ class PredictionLog:
             log.warning("prediction log: %s", message)
 
     def offer_run(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float,
-                  request_id: str | None = None) -> None:
+                  request_ids: RequestIds = None) -> None:
         """Sample this run's rows and queue them (copies of the sampled rows only: the records are made and
-        serialized in the log thread). Never raises, never blocks."""
+        serialized in the log thread). `request_ids`: the run's one id, or (id, rows) per request in the run's
+        row order when several requests share it (the HTTP micro-batcher). Never raises, never blocks."""
         rate = self.settings.sample_rate
         if rate <= 0:
             return
         try:
             rows = _rows(feeds, outputs)
-            picked = np.arange(rows) if rate >= 1 else self._sample(rows, rate)
-            if not len(picked):
+            picked = np.arange(rows) if rate >= 1 else self._pick(rows, rate)
+            if picked is None:
                 return
             with self._lock:
                 room = self.settings.queue_size - self._queued
@@ -254,22 +263,112 @@ class PredictionLog:
                 return
             taken = {name: _rows_of(value, picked, rows) for name, value in feeds.items()}
             answers = {name: _rows_of(value, picked, rows) for name, value in outputs.items()}
-            self.queue.append((taken, answers, len(picked), request_id or uuid.uuid4().hex, time.time(),
-                                   seconds))
+            self.queue.append((taken, answers, len(picked), _ids_of(request_ids, picked), time.time(), seconds))
         except Exception as exc:
             self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
 
-    def _sample(self, rows: int, rate: float) -> np.ndarray:
-        # Expected rows*rate rows: one draw per run, then only the chosen rows are touched.
-        count = int(np.random.binomial(rows, rate)) if rows > 1 else int(self._random.random() < rate)
-        return np.array(sorted(self._random.sample(range(rows), count)), dtype=np.int64) if count \
-            else np.empty(0, dtype=np.int64)
+    def _pick(self, rows: int, rate: float) -> np.ndarray | None:
+        """The rows of this run that are logged (None: none). Each row of the stream is logged with probability
+        `rate`, drawn as the gaps between logged rows (geometric): a run that holds no logged row costs two
+        integer operations, a large run one draw per LOGGED row, never a draw per row it holds."""
+        with self._lock:
+            skip = self._skip
+            if skip >= rows:
+                self._skip = skip - rows
+                return None
+            if (rows - skip) * rate < 16:  # a few logged rows (every HTTP run): Python's draws beat numpy's calls
+                picked = []
+                while skip < rows:
+                    picked.append(skip)
+                    skip += self._gap(rate)
+                self._skip = skip - rows
+                return np.array(picked, dtype=np.int64)
+            found = np.array([skip], dtype=np.int64)
+            while found[-1] < rows:
+                more = int((rows - found[-1]) * rate * 1.25) + 4
+                found = np.concatenate([found, found[-1] + np.cumsum(self._gaps.geometric(rate, more))])
+            end = int(np.searchsorted(found, rows))
+            self._skip = int(found[end]) - rows
+            return found[:end]
+
+    def _gap(self, rate: float) -> int:
+        """Rows from one logged row to the next: geometric, by inversion of one uniform draw."""
+        return int(math.log(1.0 - self._random.random()) / math.log1p(-rate)) + 1
 
     def _lines(self, item: tuple) -> list[bytes]:
-        feeds, outputs, count, run_id, now, seconds = item
+        feeds, outputs, count, ids, now, seconds = item
+        if ids is None or (isinstance(ids, list) and None in ids):  # no id given: one of the run's own
+            run_id = uuid.uuid4().hex
+            ids = run_id if ids is None else [i or run_id for i in ids]
+        item = (feeds, outputs, count, ids, now, seconds)
         if _orjson is None:  # stdlib JSON, one row at a time (artifacts without orjson: edge `run` bundles)
-            return [self._record(feeds, outputs, row, count, run_id, now, seconds) for row in range(count)]
-        # orjson: each tensor turned into Python lists once (non-finite → NaN → null), rows zipped with names.
+            return [self._record(feeds, outputs, row, count, _id_at(ids, row), now, seconds) for row in range(count)]
+        try:
+            inputs = self._input_parts(feeds, count)
+            answers = self._output_parts(outputs, count)
+        except (TypeError, ValueError):  # a dtype orjson cannot take from numpy (strings, objects): per row
+            return self._plain_lines(item)
+        meta = {"time": round(now, 3), "request_id": "", "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
+        head, _, tail = _orjson.dumps(meta)[:-1].partition(b'"request_id":""')
+        if isinstance(ids, list):
+            heads = [head + b'"request_id":' + _orjson.dumps(i) for i in ids]
+        else:
+            heads = [head + b'"request_id":' + _orjson.dumps(ids)] * count
+        tail += b',"inputs":{'
+        return [b"".join((h, tail, i, b'},"outputs":{', o, b"}}\n")) for h, i, o in zip(heads, inputs, answers,
+                                                                                          strict=True)]
+
+    def _input_parts(self, feeds: dict[str, np.ndarray], count: int) -> list[bytes]:
+        """Each row's `"name":value,...` of every input: the values formatted by one orjson call per tensor (in
+        the tensor's own precision), the names put in front of them by a join, no Python per value."""
+        per_tensor: list[list[bytes]] = []
+        for tensor, value in feeds.items():
+            columns = self.by_tensor.get(tensor)
+            if columns and np.ndim(value) and len(value) == count:
+                per_tensor.append(self._named_cells(tensor, value, columns, count))
+            elif tensor not in self.redact:
+                key = _orjson.dumps(tensor) + b":"
+                per_tensor.append([key + _orjson.dumps(_tensor_value(value, row, count)) for row in range(count)])
+        return [b",".join(filter(None, parts)) for parts in zip(*per_tensor, strict=True)] if per_tensor \
+            else [b""] * count
+
+    def _named_cells(self, tensor: str, value: np.ndarray, columns: list[tuple[str, int | None]],
+                     count: int) -> list[bytes]:
+        plan = self._plans.get(tensor)
+        if plan is None:
+            plan = self._plans[tensor] = _ColumnPlan(columns, self.redact, self.settings.redact_mode)
+        if not plan.hashed:  # every row's pairs from one %-format over all the run's values, split at a NUL
+            # (JSON never holds a raw NUL: orjson escapes control characters in names and strings)
+            values = _flat_cells(plan.select(value))
+            return ((plan.template + b"\0") * count % tuple(values)).split(b"\0")[:-1]
+        cells = _cells(value)
+        hashed = [[_orjson.dumps(_hashed(v)) for v in np.asarray(column_of(value, column)).tolist()]
+                  for _, column in plan.hashed]
+        rows = []
+        for row, row_cells in enumerate(cells):
+            kept = plan.take(row_cells)
+            if hashed:
+                changed = list(kept)
+                for (position, _), values in zip(plan.hashed, hashed, strict=True):
+                    changed[position] = values[row]
+                kept = tuple(changed)
+            rows.append(plan.template % kept)
+        return rows
+
+    def _output_parts(self, outputs: dict[str, np.ndarray], count: int) -> list[bytes]:
+        per_output = []
+        for name, value in outputs.items():
+            key = _orjson.dumps(name) + b":"
+            if np.ndim(value) and len(value) == count and np.ndim(value) <= 2 and \
+                    np.size(value) <= _MAX_VALUES_PER_TENSOR * count:
+                per_output.append([key + cell for cell in _row_json(value)])
+            else:
+                per_output.append([key + _orjson.dumps(_tensor_value(value, row, count)) for row in range(count)])
+        return [b",".join(parts) for parts in zip(*per_output, strict=True)] if per_output else [b""] * count
+
+    def _plain_lines(self, item: tuple) -> list[bytes]:
+        """Records of tensors orjson cannot take as numpy arrays: Python lists first, then one dict per row."""
+        feeds, outputs, count, ids, now, seconds = item
         inputs: list[dict[str, Any]] = [{} for _ in range(count)]
         for tensor, value in feeds.items():
             columns = self.by_tensor.get(tensor)
@@ -286,8 +385,8 @@ class PredictionLog:
                     row[tensor] = _tensor_value(value, row_number, count)
         answers = {name: _plain(value) if np.ndim(value) and len(value) == count else None
                    for name, value in outputs.items()}
-        meta = {"time": round(now, 3), "request_id": run_id, "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
-        return [_orjson.dumps({**meta, "inputs": inputs[row],
+        meta = {"time": round(now, 3), "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
+        return [_orjson.dumps({**meta, "request_id": _id_at(ids, row), "inputs": inputs[row],
                                "outputs": {name: (values[row] if values is not None else
                                                   _tensor_value(outputs[name], row, count))
                                            for name, values in answers.items()}}) + b"\n"
@@ -333,6 +432,9 @@ class PredictionLog:
                 except Exception as exc:
                     self.failed += item[2]
                     self._report_once(f"a record could not be made ({type(exc).__name__}: {exc})")
+                # Hand the GIL over between runs: a thread waiting for it (the scorer's, the event loop) would
+                # otherwise wait out the interpreter's switch interval (5 ms) behind a long drain.
+                time.sleep(0)
             with self._lock:
                 self._queued -= sum(i[2] for i in runs)
             self._write(lines)
@@ -410,6 +512,80 @@ def _plain(value: np.ndarray) -> list[Any]:
 def _hashed(value: Any) -> str:
     clean = None if isinstance(value, float) and value != value else value
     return "sha256:" + hashlib.sha256(json.dumps(clean).encode()).hexdigest()
+
+
+# A run's request id, or (id, rows) per request of a run that several requests share, in row order.
+RequestIds = str | Sequence[tuple[str | None, int]] | None
+
+
+def _ids_of(request_ids: RequestIds, picked: np.ndarray) -> str | list[str | None] | None:
+    """The request id of each picked row (one id for the whole run when it has one)."""
+    if request_ids is None or isinstance(request_ids, str):
+        return request_ids
+    ends = np.cumsum([rows for _, rows in request_ids])
+    return [request_ids[i][0] for i in np.searchsorted(ends, picked, side="right")]
+
+
+def _id_at(ids: str | list[str | None] | None, row: int) -> str | None:
+    return ids[row] if isinstance(ids, list) else ids
+
+
+class _ColumnPlan:
+    """How one row tensor's cells become `"name":value` pairs: the key of each logged column, which columns
+    are logged (redacted ones dropped), and where a hash replaces a value."""
+
+    def __init__(self, columns: list[tuple[str, int | None]], redact: frozenset[str], mode: str):
+        logged = [(name, column) for name, column in columns if not (name in redact and mode == "drop")]
+        # `"name":%b,...`: one %-format per row puts every name before its value (4x a join over pairs).
+        self.template = b",".join(_orjson.dumps(name).replace(b"%", b"%%") + b":%b" for name, _ in logged)
+        self.hashed = [(position, column) for position, (name, column) in enumerate(logged) if name in redact]
+        indices = [0 if column is None else column for _, column in logged]
+        self.identity = indices == list(range(len(indices)))
+        self.indices = indices
+        self.take: Any = tuple if indices == list(range(len(indices))) else \
+            (lambda cells, pick=operator.itemgetter(*indices): _as_tuple(pick(cells)))
+
+
+    def select(self, value: np.ndarray) -> np.ndarray:
+        """The logged columns of a row tensor, in order (a copy only when some are dropped)."""
+        return value if self.identity or np.ndim(value) != 2 else value[:, self.indices]
+
+
+def _flat_cells(value: np.ndarray) -> list[bytes]:
+    """The JSON of every value of a 1-D or 2-D numeric tensor, row after row, from one orjson call."""
+    array = np.ascontiguousarray(value)
+    text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
+    if array.ndim == 1:
+        return text[1:-1].split(b",")
+    if array.ndim != 2 or not array.shape[1]:
+        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
+    return text[2:-2].replace(b"],[", b",").split(b",")
+
+
+def _as_tuple(picked: Any) -> tuple:
+    return picked if isinstance(picked, tuple) else (picked,)
+
+
+def _cells(value: np.ndarray) -> list[list[bytes]]:
+    """The JSON of every value of a row-aligned 1-D or 2-D numeric tensor, by row: one orjson call formats them
+    all (floats in their own precision, non-finite as null); TypeError for any other tensor."""
+    array = np.ascontiguousarray(value)
+    if array.ndim == 1:
+        return [[cell] for cell in _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")]
+    if array.ndim != 2 or not array.shape[1]:
+        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
+    return [row.split(b",") for row in _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")]
+
+
+def _row_json(value: np.ndarray) -> list[bytes]:
+    """Each row of a row-aligned 1-D or 2-D numeric tensor as JSON, from one orjson call."""
+    array = np.ascontiguousarray(value)
+    text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
+    if array.ndim == 1:
+        return text[1:-1].split(b",")
+    if array.ndim != 2 or not array.shape[1]:
+        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
+    return [b"[" + row + b"]" for row in text[2:-2].split(b"],[")]
 
 
 def _rows_of(value: np.ndarray, picked: np.ndarray, rows: int) -> np.ndarray:

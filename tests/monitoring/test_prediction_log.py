@@ -203,3 +203,19 @@ def test_stdout_sink_writes_one_json_line_per_record(capsys):
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["outputs"]["label"] for r in records] == [0, 1, 0]
     assert "input[2]" not in records[0]["inputs"] and records[1]["inputs"]["input[5]"] is None
+
+
+def test_rows_are_logged_at_the_sample_rate_across_runs_of_any_size(tmp_path):
+    """The sample is drawn as gaps between logged rows: over a stream of single rows, HTTP batches and large
+    batch-scoring runs, the logged share is the rate, and each picked row lies inside its run."""
+    log = PredictionLog(PredictionLogSettings(to=f"file:{tmp_path / 'x.jsonl'}", sample_rate=0.01), "t:1", COLUMNS)
+    total = picked = 0
+    for rows in [1] * 50_000 + [32] * 5_000 + [8192] * 100:
+        chosen = log._pick(rows, 0.01)
+        total += rows
+        if chosen is not None:
+            assert len(chosen) and chosen.min() >= 0 and chosen.max() < rows and (np.diff(chosen) > 0).all()
+            picked += len(chosen)
+    log.close()
+    # 1,029,200 rows at 1 %: a binomial's standard deviation is ~101 rows; 5 of them either side
+    assert abs(picked - 0.01 * total) < 5 * (total * 0.01 * 0.99) ** 0.5
