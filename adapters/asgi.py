@@ -40,6 +40,8 @@ class ServingApp:
         self.holder = ModelHolder(self.bento_dir, load_mode)
         self.metrics = Metrics()
         self.service = PredictService(self.holder, manifest, self.metrics)
+        # The drift gauges from the first scrape, not only once the FastAPI half is built (create_app does the same).
+        self.metrics.watch_monitoring(lambda: self.holder.get().backend if self.holder.ready else None)
         self._fastapi: Any = None
         self._lock = threading.Lock()
         if prebuild:

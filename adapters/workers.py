@@ -17,8 +17,10 @@ for its thread plan (BENTO_COMPILE_CPUS), and:
   accepted, in-flight requests finished), and the socket closes, like a single server's, when the
   last worker lets it go. The supervisor exits 0 when all have drained;
 - /metrics, whichever worker answers, sums every worker's values (prometheus-client's
-  multiprocess mode over a folder made for this run, runtimes/metrics.py); drift figures
-  (/monitoring and the bento_feature_psi and other drift gauges) stay the answering worker's own window;
+  multiprocess mode over a folder made for this run, runtimes/metrics.py), and so do the drift figures
+  (/monitoring and the bento_feature_* gauges): each worker publishes its window to a file of its own in
+  that folder and the answering one sums them (runtimes/monitoring_share.py; a sibling's part is at most
+  half a second old);
 - a worker that dies is restarted, unless it died within its first seconds (a Bento that cannot
   load): then everything stops with its exit code, instead of a restart loop;
 - each worker logs its resident memory once its model is loaded (N workers hold N sessions);
@@ -44,6 +46,7 @@ from pathlib import Path
 
 from bento_compile.runtimes.manifest import read_manifest
 from bento_compile.runtimes.metrics import MULTIPROCESS_ENV
+from bento_compile.runtimes.monitoring_share import SHARE_ENV
 from bento_compile.runtimes.threads import WORKER_CPUS_ENV, available_cpus, default_workers
 
 log = logging.getLogger("bento_compile.server")
@@ -180,7 +183,8 @@ def supervise(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
     cpus = max(1, available_cpus() // count)
     env = {**os.environ, "BENTO_COMPILE_BENTO": str(bento_dir), "HOST": host, "PORT": str(port),
            "BENTO_COMPILE_LOAD": load_mode, "LOG_LEVEL": log_level, WORKERS_ENV: "1", WORKER_CPUS_ENV: str(cpus),
-           MULTIPROCESS_ENV: str(metrics_dir), _SUPERVISOR_ENV: str(os.getpid()),
+           MULTIPROCESS_ENV: str(metrics_dir), SHARE_ENV: str(_monitoring_dir(metrics_dir)),
+           _SUPERVISOR_ENV: str(os.getpid()),
            _LISTEN_FD_ENV: str(listener.fileno())}
     if grace_seconds is not None:
         env["BENTO_COMPILE_GRACE_SECONDS"] = str(grace_seconds)
@@ -292,6 +296,16 @@ def _metrics_dir() -> tuple[Path, bool]:
             stale.unlink(missing_ok=True)
         return folder, False
     return Path(tempfile.mkdtemp(prefix="bento-metrics-")), True
+
+
+def _monitoring_dir(metrics_dir: Path) -> Path:
+    """Where the workers publish their drift windows (runtimes/monitoring_share.py), emptied of a previous
+    run's files, which the answering worker would otherwise sum in."""
+    folder = metrics_dir / "monitoring"
+    folder.mkdir(exist_ok=True)
+    for stale in folder.glob("window-*.bin"):
+        stale.unlink(missing_ok=True)
+    return folder
 
 
 def _forget(metrics_dir: Path, pid: int) -> None:
