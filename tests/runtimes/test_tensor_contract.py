@@ -214,3 +214,41 @@ def test_the_batcher_never_stacks_whole_tensors_and_runs_different_ones_apart():
     assert runs == [(1, 1.0), (10, 10.0), (4, 100.0)]
     for result, (n, scale) in zip(results, [(1, 1.0), (2, 10.0), (3, 10.0), (4, 100.0), (5, 10.0)], strict=True):
         np.testing.assert_array_equal(result["y"], np.full((n, 1), n * scale, dtype=np.float32))
+
+
+# The one-input rows-of-numbers shortcut of decode_inputs must answer exactly as the general checks do:
+# the same arrays (values, dtype, shape) or the same error, for requests it takes and those it passes on.
+_ROWS = [TensorSpec("x", "float32", (None, 3), batch=True), TensorSpec("x", "float64", (None, 3), batch=True),
+         TensorSpec("x", "float32", (None, 2, 2), batch=True), TensorSpec("x", "int64", (None, 3), batch=True)]
+_BODIES = [
+    {"inputs": [[1.0, 2.5, -3.0]]}, {"inputs": [[1, 2, 3], [4, 5, 6]]}, {"inputs": [[1.0, 2, 3]]},
+    {"inputs": [[[1.0, 2.0], [3.0, 4.0]]]}, {"inputs": [[[1, 2], [3, 4]], [[5.0, 6.0], [7.0, 8.0]]]},
+    {"inputs": [[1e300, 0.0, 0.0]]}, {"inputs": [[1.0, None, 3.0]]},
+    {"inputs": [[1.0, 2.0]]}, {"inputs": [[1.0, 2.0, 3.0], [1.0]]}, {"inputs": [[True, 2.0, 3.0]]},
+    {"inputs": [["1", 2.0, 3.0]]}, {"inputs": []}, {"inputs": [[]]}, {"inputs": [1.0, 2.0, 3.0]},
+    {"inputs": {"x": [[1.0, 2.0, 3.0]]}}, {"inputs": [[2**70, 0, 0]]}, {"other": 1}, {"inputs": [[1.0, 2.0, 3.0]] * 5},
+    {"inputs": [[1.0, 2.0, 3.0]], "extra": "ignored"}, {"inputs": [[1.5, 2.0, 3.0]]}, {"inputs": [[7, 8, 9]]},
+    {"inputs": [[float("inf"), 0.0, 0.0]]}, {"inputs": [[float("nan"), 0.0, 0.0]]},
+]
+
+
+def _outcome(decode, body, spec, settings):
+    try:
+        feeds, rows = decode(body, [spec], settings)
+    except (InputError, PayloadTooLarge) as exc:
+        return type(exc).__name__, str(exc)
+    return rows, {name: (value.dtype.str, value.shape, repr(value.tolist())) for name, value in feeds.items()}
+
+
+@pytest.mark.parametrize("spec", _ROWS, ids=lambda s: f"{s.dtype}{s.shape}")
+@pytest.mark.parametrize("allow_missing", [True, False])
+def test_the_rows_of_numbers_shortcut_answers_as_the_general_checks(spec, allow_missing):
+    from bento_compile.runtimes.tensors import _decode_general
+
+    settings = RuntimeSettings(allow_missing=allow_missing, max_batch_rows=4)
+    taken = 0
+    for body in _BODIES:
+        fast = _outcome(decode_inputs, body, spec, settings)
+        assert fast == _outcome(_decode_general, body, spec, settings), body
+        taken += isinstance(fast[0], int)
+    assert taken >= 2  # some requests decode (the comparison covers answers, not only errors)
