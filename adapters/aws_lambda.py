@@ -31,11 +31,12 @@ from typing import Any
 from bento_compile.adapters.lambda_events import infer, lambda_settings
 from bento_compile.adapters.lambda_metrics import emit_metrics, log_event
 from bento_compile.adapters.lambda_monitoring import DriftEmitter
+from bento_compile.adapters.lambda_shutdown import flush_on_sigterm
 from bento_compile.adapters.lambda_sinks import Sink, sink_from_environment
 from bento_compile.runtimes.errors import NotReady
 from bento_compile.runtimes.manifest import read_manifest
 from bento_compile.runtimes.model import LOAD_MODES, BentoModel, ModelHolder
-from bento_compile.runtimes.monitoring import REQUEST_ID
+from bento_compile.runtimes.monitoring import REQUEST_ID, monitoring_enabled
 
 _IMPORT_STARTED = time.perf_counter()
 # One Lambda execution environment answers one event at a time: a micro-batcher could never
@@ -43,6 +44,7 @@ _IMPORT_STARTED = time.perf_counter()
 # (Only inside Lambda: importing this module elsewhere must not change the process.)
 if "AWS_LAMBDA_RUNTIME_API" in os.environ:
     os.environ.setdefault("BENTO_COMPILE_BATCHING", "off")
+SHUTDOWN_LOG_SECONDS = 0.2  # of the 300 ms Lambda gives the runtime after SIGTERM
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the root of the unzipped deployment package
 
 
@@ -72,6 +74,9 @@ class LambdaRuntime:
         self._sink: Sink | None = None
         self.drift = DriftEmitter()
         self._lock = threading.Lock()
+        # Inside Lambda only (elsewhere importing this must not change the process's signal handling).
+        if "AWS_LAMBDA_RUNTIME_API" in os.environ and monitoring_enabled(self.manifest.monitoring):
+            flush_on_sigterm(self.shutdown)
         if mode == "eager":
             self.model()  # raises the load error itself: Lambda reports it as the init error
         elif mode == "background":
@@ -118,6 +123,17 @@ class LambdaRuntime:
             if self._sink is None:
                 self._sink = sink_from_environment(self.manifest.tag, self.settings.get("sink"))
             return self._sink
+
+    def shutdown(self) -> None:
+        """The environment's end (SIGTERM): the drift figures aggregated since the last flush as EMF lines, and
+        the prediction log's queued records, within Lambda's 300 ms for the runtime."""
+        if not self.holder.ready:
+            return
+        backend = self.holder.get().backend
+        self.drift.flush_pending(backend, self.manifest.tag)
+        log = getattr(backend, "prediction_log", None)
+        if log is not None:
+            log.close(SHUTDOWN_LOG_SECONDS)
 
     def handle(self, event: Any, context: Any) -> Any:
         started = time.perf_counter()

@@ -41,6 +41,14 @@ class DriftEmitter:
         self.events, self.last = 0, time.monotonic()
         return self.flush(monitor, tag)
 
+    def flush_pending(self, backend: Any, tag: str) -> list[dict[str, Any]]:
+        """At the environment's end: flush when events came since the last flush (their figures are not out)."""
+        monitor = getattr(backend, "monitor", None)
+        if monitor is None or not self.events:
+            return []
+        self.events, self.last = 0, time.monotonic()
+        return self.flush(monitor, tag)
+
     def flush(self, monitor: Any, tag: str) -> list[dict[str, Any]]:
         snap = monitor.snapshot()
         lines = []
