@@ -114,6 +114,8 @@ class LatencyModel:
         self.decay = decay
         self.count = 0
         self._w = self._n = self._t = self._nn = self._nt = 0.0
+        # The fit changes only when a run is observed, and is read several times per request: keep it.
+        self._fitted: tuple[float, float] | None = None
 
     def observe(self, rows: int, seconds: float) -> None:
         d = self.decay
@@ -123,8 +125,12 @@ class LatencyModel:
         self._t = self._t * d + seconds
         self._nn = self._nn * d + rows * rows
         self._nt = self._nt * d + rows * seconds
+        self._fitted = self._solve()
 
     def _fit(self) -> tuple[float, float] | None:
+        return self._fitted
+
+    def _solve(self) -> tuple[float, float] | None:
         if self._w == 0:
             return None
         mean_n, mean_t = self._n / self._w, self._t / self._w
