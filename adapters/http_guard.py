@@ -169,6 +169,54 @@ class _Guard:
         self.transport.close()
 
 
+class _OneWriteResponse:
+    """A request cycle's transport that sends a response's head and its first body chunk in ONE write.
+
+    uvicorn writes the status line and headers when the app sends `http.response.start`, and the body
+    at `http.response.body`: two write() calls, so two segments on the wire, two wake-ups of the client
+    and, on loopback, twice the kernel's delivery work on the server's CPU. Here the head (the first
+    write once the response has started) is held and joined with the next write; a response that ends
+    with no body write (HEAD) or a closed connection writes it then. Everything else (100 Continue comes
+    before the response starts) goes through at once."""
+
+    __slots__ = ("_cycle", "_finished", "_held", "_transport")
+
+    def __init__(self, transport: Any, cycle: Any):
+        self._transport = transport
+        self._cycle = cycle  # None once the head went out: the rest of the response goes straight through
+        self._held: bytes | None = None
+        self._finished = cycle.on_response
+        cycle.on_response = self._on_response
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif self._cycle is not None and self._cycle.response_started:
+            self._held = data
+            self._cycle = None
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+
+    def _on_response(self) -> None:
+        self._flush()
+        self._finished()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...: the transport's own
+        return getattr(self._transport, name)
+
+
 def guarded_protocol(kind: str, settings: GuardSettings) -> type:
     """The uvicorn protocol class for `kind` ('httptools' or 'h11') with the guard mixed in."""
     if kind == "httptools":
@@ -176,6 +224,12 @@ def guarded_protocol(kind: str, settings: GuardSettings) -> type:
 
         class GuardedHttpTools(_Guard, HttpToolsProtocol):
             guard = settings
+
+            def on_headers_complete(self) -> None:
+                super().on_headers_complete()
+                cycle = self.cycle
+                if cycle is not None and cycle.transport is self.transport:  # a new cycle (not an upgrade)
+                    cycle.transport = _OneWriteResponse(self.transport, cycle)
 
         return GuardedHttpTools
     if kind == "h11":

@@ -176,3 +176,31 @@ def test_a_body_that_is_not_labelled_json_gets_a_415(server, example_model):
     sock = connect(port)  # what `curl -d` sends is still accepted
     sock.sendall(predict_request(payload).replace(b"application/json", b"application/x-www-form-urlencoded"))
     assert read_response(sock)[0] == 200
+
+
+def test_a_head_request_an_expect_100_continue_and_pipelined_requests_are_all_answered(server, example_model):
+    """The response head is held until the body is written (adapters/http_guard.py): a HEAD answer (no body
+    write), a 100 Continue (before the response) and two requests sent in one segment must all still arrive."""
+    port, _ = server
+    payload = json.dumps({"inputs": rows(example_model)}).encode()
+    sock = connect(port)
+    sock.sendall(b"HEAD /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, head
+        head += chunk
+    assert head.split(b" ", 2)[1] in (b"200", b"405"), head
+    sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\n"
+                 b"content-length: %d\r\n\r\n" % len(payload))
+    assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    sock.sendall(payload)
+    assert read_response(sock)[0] == 200
+    sock.sendall(predict_request(payload) * 2)
+    data = b""
+    while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    assert data.count(b'"outputs"') == 2, data
+    sock.close()
