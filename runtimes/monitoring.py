@@ -34,12 +34,12 @@ from bento_compile.runtimes.monitoring_share import WindowShare
 log = logging.getLogger("bento_compile.monitoring")
 
 WINDOW_SEGMENTS = 10
-# Rows binned per large run at most once the window has filled: drift is a property of the distribution, and a
-# sample of a large batch estimates it as well as every row would, at a bounded cost (the window then
-# counts binned rows). While the window fills, every row is binned. Binning is O(rows x features x log bins),
-# as costly as a small model's own run: unbounded, monitoring a logistic regression costs more than the
-# model itself (bench/RESULTS.md).
-MAX_BINNED_ROWS = 32
+# Rows binned per large run (PENDING_ROWS or more) once the window has filled: drift is a property of the
+# distribution, and a sample of a large batch estimates it as well as every row would, at a bounded cost (the
+# window then counts binned rows). While the window fills, every row is binned. Binning is O(rows x features
+# x log bins), as costly as a small model's own run: unbounded, monitoring a logistic regression costs more
+# than the model itself (bench/RESULTS.md).
+MAX_BINNED_ROWS = 16
 # Runs smaller than this are gathered and binned together (the per-call cost of numpy dominates tiny runs).
 PENDING_ROWS = 256
 # Set by an adapter that runs the model in the request's own thread (Lambda): the log record's request id.
@@ -137,7 +137,7 @@ class Monitor:
         """Take one model run. Small runs wait (by reference) until PENDING_ROWS rows have gathered, then are
         binned together: a single-row run costs an append, not a dozen numpy calls. Never raises."""
         rows = _run_rows(feeds, outputs)
-        if rows > MAX_BINNED_ROWS and self._binned_total >= self.window_rows:
+        if rows >= PENDING_ROWS and self._binned_total >= self.window_rows:
             # Window full: a large run joins the gathering as an evenly spaced subset (views, no copy), so
             # batch scoring bins once per PENDING_ROWS // MAX_BINNED_ROWS runs, not every run.
             step = rows // MAX_BINNED_ROWS

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import itertools
 import json
 import logging
 import math
-import operator
 import os
 import random
 import sys
@@ -219,6 +219,7 @@ class PredictionLog:
         # Rows of the stream until the next logged one (see _pick); the first is drawn like every other gap.
         self._skip = int(self._gaps.geometric(settings.sample_rate)) - 1 if 0 < settings.sample_rate < 1 else 0
         self._plans: dict[str, _ColumnPlan] = {}
+        self._run_prefix, self._run_ids = uuid.uuid4().hex[:16], itertools.count(1)  # unique across processes
         self._reported: set[str] = set()
         self._thread = threading.Thread(target=self._drain, name="bento-prediction-log", daemon=True)
         self._thread.start()
@@ -298,73 +299,70 @@ class PredictionLog:
     def _lines(self, item: tuple) -> list[bytes]:
         feeds, outputs, count, ids, now, seconds = item
         if ids is None or (isinstance(ids, list) and None in ids):  # no id given: one of the run's own
-            run_id = uuid.uuid4().hex
+            run_id = f"{self._run_prefix}-{next(self._run_ids):x}"  # a uuid4 per run was 1 % of batch scoring
             ids = run_id if ids is None else [i or run_id for i in ids]
         item = (feeds, outputs, count, ids, now, seconds)
         if _orjson is None:  # stdlib JSON, one row at a time (artifacts without orjson: edge `run` bundles)
             return [self._record(feeds, outputs, row, count, _id_at(ids, row), now, seconds) for row in range(count)]
         try:
-            inputs = self._input_parts(feeds, count)
-            answers = self._output_parts(outputs, count)
+            return self._table_lines(feeds, outputs, count, ids, now, seconds)
         except (TypeError, ValueError):  # a dtype orjson cannot take from numpy (strings, objects): per row
             return self._plain_lines(item)
-        meta = {"time": round(now, 3), "request_id": "", "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
-        head, _, tail = _orjson.dumps(meta)[:-1].partition(b'"request_id":""')
-        if isinstance(ids, list):
-            heads = [head + b'"request_id":' + _orjson.dumps(i) for i in ids]
-        else:
-            heads = [head + b'"request_id":' + _orjson.dumps(ids)] * count
-        tail += b',"inputs":{'
-        return [b"".join((h, tail, i, b'},"outputs":{', o, b"}}\n")) for h, i, o in zip(heads, inputs, answers,
-                                                                                          strict=True)]
 
-    def _input_parts(self, feeds: dict[str, np.ndarray], count: int) -> list[bytes]:
-        """Each row's `"name":value,...` of every input: the values formatted by one orjson call per tensor (in
-        the tensor's own precision), the names put in front of them by a join, no Python per value."""
-        per_tensor: list[list[bytes]] = []
+    def _table_lines(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], count: int,
+                     ids: str | list[str | None], now: float, seconds: float) -> list[bytes]:
+        """A run's records with no Python per row or per value: every value of a tensor is formatted by one
+        orjson call (in the tensor's own precision, non-finite as null) and split into cells; the cells of
+        all fields are laid out row by row in one object array, and one %-format of the record's template
+        (names, brackets and separators, `%b` per value) repeated `count` times writes every line."""
+        meta = {"time": round(now, 3), "request_id": "", "bento": self.tag, "latency_ms": round(seconds * 1000, 3)}
+        head, _, tail = _orjson.dumps(meta)[:-1].replace(b"%", b"%%").partition(b'"request_id":""')
+        fields: list[tuple[bytes, list[Any] | np.ndarray, int]] = []  # (template, cells row by row, cells per row)
+        id_cells = [_orjson.dumps(i) for i in ids] if isinstance(ids, list) else [_orjson.dumps(ids)] * count
+        fields.append((b'"request_id":%b', id_cells, 1))
         for tensor, value in feeds.items():
             columns = self.by_tensor.get(tensor)
             if columns and np.ndim(value) and len(value) == count:
-                per_tensor.append(self._named_cells(tensor, value, columns, count))
-            elif tensor not in self.redact:
-                key = _orjson.dumps(tensor) + b":"
-                per_tensor.append([key + _orjson.dumps(_tensor_value(value, row, count)) for row in range(count)])
-        return [b",".join(filter(None, parts)) for parts in zip(*per_tensor, strict=True)] if per_tensor \
-            else [b""] * count
+                template, cells, width = self._named_cells(tensor, value, columns, count)
+            elif tensor in self.redact:
+                continue
+            else:  # a whole tensor, or a row tensor without named columns: its JSON per row
+                template = _key(tensor) + b"%b"
+                cells, width = [_orjson.dumps(_tensor_value(value, row, count)) for row in range(count)], 1
+            if width:
+                fields.append((template, cells, width))
+        inputs_end = len(fields)
+        answers: list[bytes] = []
+        for name, value in outputs.items():
+            if np.ndim(value) in (1, 2) and len(value) == count and np.size(value) <= _MAX_VALUES_PER_TENSOR * count:
+                template, cells = _key(name) + (b"%b" if np.ndim(value) == 1 else b"[%b]"), _row_cells(value)
+            else:
+                template = _key(name) + b"%b"
+                cells = [_orjson.dumps(_tensor_value(value, row, count)) for row in range(count)]
+            answers.append(template)
+            fields.append((template, cells, 1))
+        line = (head + b'"request_id":%b' + tail + b',"inputs":{' + b",".join(t for t, _, _ in fields[1:inputs_end])
+                + b'},"outputs":{' + b",".join(answers) + b"}}\n")
+        table = np.empty((count, sum(width for _, _, width in fields)), dtype=object)
+        at = 0
+        for _, cells, width in fields:
+            table[:, at:at + width] = np.asarray(cells, dtype=object).reshape(count, width)
+            at += width
+        return ((line * count) % tuple(table.ravel())).splitlines(keepends=True)
 
     def _named_cells(self, tensor: str, value: np.ndarray, columns: list[tuple[str, int | None]],
-                     count: int) -> list[bytes]:
+                     count: int) -> tuple[bytes, Any, int]:
+        """A row tensor's named columns: their template, their cells row by row, and how many per row."""
         plan = self._plans.get(tensor)
         if plan is None:
             plan = self._plans[tensor] = _ColumnPlan(columns, self.redact, self.settings.redact_mode)
-        if not plan.hashed:  # every row's pairs from one %-format over all the run's values, split at a NUL
-            # (JSON never holds a raw NUL: orjson escapes control characters in names and strings)
-            values = _flat_cells(plan.select(value))
-            return ((plan.template + b"\0") * count % tuple(values)).split(b"\0")[:-1]
-        cells = _cells(value)
-        hashed = [[_orjson.dumps(_hashed(v)) for v in np.asarray(column_of(value, column)).tolist()]
-                  for _, column in plan.hashed]
-        rows = []
-        for row, row_cells in enumerate(cells):
-            kept = plan.take(row_cells)
-            if hashed:
-                changed = list(kept)
-                for (position, _), values in zip(plan.hashed, hashed, strict=True):
-                    changed[position] = values[row]
-                kept = tuple(changed)
-            rows.append(plan.template % kept)
-        return rows
-
-    def _output_parts(self, outputs: dict[str, np.ndarray], count: int) -> list[bytes]:
-        per_output = []
-        for name, value in outputs.items():
-            key = _orjson.dumps(name) + b":"
-            if np.ndim(value) and len(value) == count and np.ndim(value) <= 2 and \
-                    np.size(value) <= _MAX_VALUES_PER_TENSOR * count:
-                per_output.append([key + cell for cell in _row_json(value)])
-            else:
-                per_output.append([key + _orjson.dumps(_tensor_value(value, row, count)) for row in range(count)])
-        return [b",".join(parts) for parts in zip(*per_output, strict=True)] if per_output else [b""] * count
+        width = len(plan.indices)
+        if not width:
+            return b"", [], 0
+        cells = np.asarray(_flat_cells(plan.select(value)), dtype=object).reshape(count, width)
+        for position, column in plan.hashed:  # a redacted value's hash instead of the value
+            cells[:, position] = [_orjson.dumps(_hashed(v)) for v in np.asarray(column_of(value, column)).tolist()]
+        return plan.template, cells, width
 
     def _plain_lines(self, item: tuple) -> list[bytes]:
         """Records of tensors orjson cannot take as numpy arrays: Python lists first, then one dict per row."""
@@ -536,19 +534,32 @@ class _ColumnPlan:
 
     def __init__(self, columns: list[tuple[str, int | None]], redact: frozenset[str], mode: str):
         logged = [(name, column) for name, column in columns if not (name in redact and mode == "drop")]
-        # `"name":%b,...`: one %-format per row puts every name before its value (4x a join over pairs).
+        # `"name":%b,...`: the %-format puts every name before its value (4x a join over pairs).
         self.template = b",".join(_orjson.dumps(name).replace(b"%", b"%%") + b":%b" for name, _ in logged)
         self.hashed = [(position, column) for position, (name, column) in enumerate(logged) if name in redact]
         indices = [0 if column is None else column for _, column in logged]
         self.identity = indices == list(range(len(indices)))
         self.indices = indices
-        self.take: Any = tuple if indices == list(range(len(indices))) else \
-            (lambda cells, pick=operator.itemgetter(*indices): _as_tuple(pick(cells)))
-
 
     def select(self, value: np.ndarray) -> np.ndarray:
         """The logged columns of a row tensor, in order (a copy only when some are dropped)."""
         return value if self.identity or np.ndim(value) != 2 else value[:, self.indices]
+
+
+def _key(name: str) -> bytes:
+    """`"name":` for a %-format template."""
+    return _orjson.dumps(name).replace(b"%", b"%%") + b":"
+
+
+def _row_cells(value: np.ndarray) -> list[bytes]:
+    """Each row of a 1-D or 2-D numeric tensor as JSON from one orjson call (a 2-D row without its brackets)."""
+    array = np.ascontiguousarray(value)
+    text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
+    if array.ndim == 1:
+        return text[1:-1].split(b",")
+    if array.ndim != 2 or not array.shape[1]:
+        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
+    return text[2:-2].split(b"],[")
 
 
 def _flat_cells(value: np.ndarray) -> list[bytes]:
@@ -560,32 +571,6 @@ def _flat_cells(value: np.ndarray) -> list[bytes]:
     if array.ndim != 2 or not array.shape[1]:
         raise TypeError("only 1-D and 2-D tensors are formatted in one call")
     return text[2:-2].replace(b"],[", b",").split(b",")
-
-
-def _as_tuple(picked: Any) -> tuple:
-    return picked if isinstance(picked, tuple) else (picked,)
-
-
-def _cells(value: np.ndarray) -> list[list[bytes]]:
-    """The JSON of every value of a row-aligned 1-D or 2-D numeric tensor, by row: one orjson call formats them
-    all (floats in their own precision, non-finite as null); TypeError for any other tensor."""
-    array = np.ascontiguousarray(value)
-    if array.ndim == 1:
-        return [[cell] for cell in _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")]
-    if array.ndim != 2 or not array.shape[1]:
-        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
-    return [row.split(b",") for row in _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)[2:-2].split(b"],[")]
-
-
-def _row_json(value: np.ndarray) -> list[bytes]:
-    """Each row of a row-aligned 1-D or 2-D numeric tensor as JSON, from one orjson call."""
-    array = np.ascontiguousarray(value)
-    text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
-    if array.ndim == 1:
-        return text[1:-1].split(b",")
-    if array.ndim != 2 or not array.shape[1]:
-        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
-    return [b"[" + row + b"]" for row in text[2:-2].split(b"],[")]
 
 
 def _rows_of(value: np.ndarray, picked: np.ndarray, rows: int) -> np.ndarray:

@@ -219,3 +219,29 @@ def test_rows_are_logged_at_the_sample_rate_across_runs_of_any_size(tmp_path):
     log.close()
     # 1,029,200 rows at 1 %: a binomial's standard deviation is ~101 rows; 5 of them either side
     assert abs(picked - 0.01 * total) < 5 * (total * 0.01 * 0.99) ** 0.5
+
+
+def test_records_formatted_in_one_call_per_run_equal_the_records_made_row_by_row():
+    """The fast path (one orjson call per tensor, one %-format per run) writes what the per-row path writes:
+    names, redaction by hash, NaN and inf as null, whole tensors, 2-D outputs, per-request ids."""
+    columns = [*COLUMNS[:4], ("weight", "weight", None)]
+    settings = PredictionLogSettings(sample_rate=1.0, redact=["input[1]", "input[2]"])
+    log = PredictionLog(settings, "t:1%", columns, sink=_SlowSink())
+    rows = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    rows[1, 0], rows[2, 3] = np.nan, np.inf
+    feeds = {"input": rows, "weight": np.arange(5, dtype=np.int64), "bias": np.array([0.5, 1.5], np.float32)}
+    outputs = {"label": np.array([0, 1, 0, 1, 1]), "probabilities": np.random.default_rng(1).random((5, 2))}
+    item = (feeds, outputs, 5, ["a", "b", "c", "d", "e"], 1700000000.123, 0.002)
+    fast = [json.loads(line) for line in log._lines(item)]
+    slow = [json.loads(line) for line in log._plain_lines(item)]
+    log.close()
+    assert [r["request_id"] for r in fast] == list("abcde")
+    assert fast[1]["inputs"]["input[0]"] is None and fast[2]["inputs"]["input[3]"] is None
+    assert fast[0]["inputs"]["input[1]"].startswith("sha256:") and fast[0]["inputs"]["bias"] == [0.5, 1.5]
+    for got, want in zip(fast, slow, strict=True):
+        assert set(got) == set(want) and set(got["inputs"]) == set(want["inputs"])
+        for name, value in want["inputs"].items():
+            assert got["inputs"][name] == (pytest.approx(value) if isinstance(value, float) else value), name
+        assert got["outputs"]["label"] == want["outputs"]["label"]
+        assert got["outputs"]["probabilities"] == pytest.approx(want["outputs"]["probabilities"])
+        assert got["bento"] == "t:1%" and got["latency_ms"] == want["latency_ms"] == 2.0
