@@ -47,3 +47,22 @@ def strict_bento(cancer_frame, tmp_path_factory) -> Built:
     path = build_bento(model, "strict", tmp / "store", tmp, {"runtime": {"allow_missing": False}},
                        sample=X.to_numpy(np.float32)[:64])
     return Built(path, model, X)
+
+
+IRIS_SPECIES = ("setosa", "versicolor", "virginica")
+IRIS_FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+
+
+@pytest.fixture(scope="session")
+def labelled_bento(tmp_path_factory) -> Built:
+    """Fitted on integer classes (no feature names); bento.yaml names the classes and folds top-2 into the graph."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    tmp = tmp_path_factory.mktemp("labelled-bento")
+    path = build_bento(model, "iris-labels", tmp / "store", tmp,
+                       {"outputs": {"probabilities": {"labels": list(IRIS_SPECIES), "top_k": 2}}}, sample=x[::5])
+    return Built(path, model, pd.DataFrame(x, columns=list(IRIS_FEATURES)))

@@ -10,30 +10,23 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
 from bento_compile.batch.local import score_files
 from bento_compile.batch.outputs import TOP_K_TYPE
 from bento_compile.batch.scorer import ScoreOptions
 from bento_compile.runtimes.model import BentoModel
+from tests.batch.conftest import IRIS_FEATURES, IRIS_SPECIES
 from tests.support.batch_data import build_bento, read_output
 from tests.support.helpers import run_cli
 
-SPECIES = np.array(["setosa", "versicolor", "virginica"])
-FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+SPECIES = np.array(IRIS_SPECIES)
+FEATURES = IRIS_FEATURES
 
 
 @pytest.fixture(scope="module")
-def iris(tmp_path_factory):
+def iris(labelled_bento):
     """(Bento folder, model fitted on integer classes, features): the labels come from a list in bento.yaml."""
-    x, y = load_iris(return_X_y=True)
-    x = x.astype(np.float32)
-    model = LogisticRegression(max_iter=500).fit(x, y)
-    tmp = tmp_path_factory.mktemp("iris-labels")
-    path = build_bento(model, "iris-labels", tmp / "store", tmp,
-                       {"outputs": {"probabilities": {"labels": list(SPECIES), "top_k": 2}}}, sample=x[::5])
-    return path, model, x
+    return labelled_bento.path, labelled_bento.model, labelled_bento.frame.to_numpy(np.float32)
 
 
 def _table(x: np.ndarray) -> pa.Table:

@@ -31,6 +31,27 @@ def _rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.iloc[np.random.default_rng(seed).integers(0, len(frame), n)].reset_index(drop=True)
 
 
+# First in the module: the CLI starts its own cluster, before the module's fixture starts one here.
+def test_cli_engine_ray_scores_a_labelled_bento_in_order(labelled_bento, tmp_path):
+    import json
+
+    from tests.batch.conftest import IRIS_FEATURES, IRIS_SPECIES
+    from tests.support.batch_data import assert_labels_match, write_parquet
+    from tests.support.helpers import run_cli
+
+    rows = _rows(labelled_bento.frame, 500, seed=14)
+    write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=125)
+    result = run_cli("batch", str(labelled_bento.path), str(tmp_path / "in.parquet"), str(tmp_path / "scored"),
+                     "--engine", "ray", "--workers", "1", "--features", ",".join(IRIS_FEATURES), "--keep", "id",
+                     "--batch-rows", "100", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["engine"], summary["rows"], summary["errors"], summary["workers"]) == ("ray", 500, 0, 1)
+    out = read_output(tmp_path / "scored")
+    assert list(out.columns) == ["id", "label", "score", "top_k", "probabilities"]
+    assert out["id"].tolist() == list(range(500))
+    assert_labels_match(labelled_bento.model, rows.to_numpy(np.float32), out, IRIS_SPECIES)
+
+
 def test_predict_on_a_dataset_matches_sklearn_in_order(cluster, frame_bento):
     from bento_compile.batch.ray import predict
 

@@ -38,6 +38,31 @@ def _rows(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return frame.iloc[np.random.default_rng(seed).integers(0, len(frame), n)].reset_index(drop=True)
 
 
+# First in the module: the CLI starts its own JVM, before the module's fixture starts one here.
+def test_cli_engine_spark_scores_a_labelled_bento_in_order(labelled_bento, tmp_path):
+    import json
+    import shutil
+
+    from tests.batch.conftest import IRIS_FEATURES, IRIS_SPECIES
+    from tests.support.batch_data import assert_labels_match
+    from tests.support.helpers import run_cli
+
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: apt-get install openjdk-17-jre-headless")
+    rows = _rows(labelled_bento.frame, 600, seed=13)
+    write_parquet(rows.assign(id=np.arange(len(rows))), tmp_path / "in.parquet", row_group_size=150)
+    result = run_cli("batch", str(labelled_bento.path), str(tmp_path / "in.parquet"), str(tmp_path / "scored"),
+                     "--engine", "spark", "--master", "local[2]", "--features", ",".join(IRIS_FEATURES),
+                     "--keep", "id", "--batch-rows", "100", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["engine"], summary["rows"], summary["errors"], summary["master"]) == ("spark", 600, 0, "local[2]")
+    out = read_output(tmp_path / "scored")
+    assert list(out.columns) == ["id", "label", "score", "top_k", "probabilities"]
+    assert out["id"].tolist() == list(range(600))  # the file's order
+    assert_labels_match(labelled_bento.model, rows.to_numpy(np.float32), out, IRIS_SPECIES)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder left
+
+
 def test_predict_on_a_dataframe_matches_sklearn_in_order(spark, frame_bento, tmp_path):
     from bento_compile.batch.spark import predict
 

@@ -61,3 +61,14 @@ def assert_matches(model, features: pd.DataFrame, out: pd.DataFrame) -> None:
     reference = model.predict_proba(features.astype(np.float32) if hasattr(model, "feature_names_in_")
                                     else features.to_numpy(np.float32))
     assert np.abs(probabilities - reference).max() <= TOLERANCE
+
+
+def assert_labels_match(model, x: np.ndarray, out: pd.DataFrame, names) -> None:
+    """A labelled Bento's output: `label` is the class name of the original model's prediction, row for row;
+    `score` and the first of `top_k` are its probability; the raw probabilities within the parity tolerance."""
+    names = np.asarray(names)
+    assert out["label"].tolist() == names[model.predict(x)].tolist()
+    reference = model.predict_proba(x)
+    assert np.abs(out["score"].to_numpy() - reference.max(axis=1)).max() <= TOLERANCE
+    assert [ranked[0]["label"] for ranked in out["top_k"]] == out["label"].tolist()
+    assert np.abs(np.stack(out["probabilities"].to_numpy()) - reference).max() <= TOLERANCE
