@@ -39,7 +39,6 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +95,7 @@ class Point:
 # ---- models and Bentos -------------------------------------------------------------------
 
 def train_models() -> dict[str, Path]:
+    import joblib  # here, not at the top: bench_tail.py imports this module on machines without it
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.exceptions import ConvergenceWarning
@@ -201,6 +201,8 @@ class Server:
 
 def bentoml_venv(log) -> tuple[Path | None, str]:
     """bench/.work/serving/bentoml-venv with bentoml and the same scikit-learn as ours (to load the joblib)."""
+    from importlib.metadata import version
+
     import sklearn
 
     venv = WORK / "bentoml-venv"
@@ -211,7 +213,7 @@ def bentoml_venv(log) -> tuple[Path | None, str]:
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([PY, "-m", "venv", str(venv)], check=True)
         result = subprocess.run([str(python), "-m", "pip", "install", "-q", "bentoml>=1.2,<2",
-                                 f"scikit-learn=={sklearn.__version__}", f"joblib=={joblib.__version__}"],
+                                 f"scikit-learn=={sklearn.__version__}", f"joblib=={version('joblib')}"],
                                 capture_output=True, text=True)
         if result.returncode != 0:
             return None, "pip could not install bentoml: " + result.stderr.strip().splitlines()[-1][:200]

@@ -19,10 +19,15 @@ that has a core to itself, rps is one core over it.
 every worker and thread): by default wrk gets the first quarter of this process's CPUs (at least
 one, one wrk thread per CPU) and every server the rest; `--wrk-cpus 0` / `--server-cpus 1` choose.
 On a 2-core machine that is wrk on one core and each server on the other, the naive one alike.
-On a many-core machine, `--pin --workers 1 2 4 8` measures how workers scale.
+`--nice -10` (root) runs wrk and every server at that priority, so that other processes on a shared
+machine take less of their CPUs (the same for every server). On a many-core machine,
+`--pin --workers 1 2 4 8` measures how workers scale: `bench/gpu_check.sh prepare-tail` packs the
+Bento, the request, wrk and its library for a machine with no registry, `bench/gpu_check.sh tail` runs
+it there (`--bento`, `--body`, `--wrk` take the packed ones).
 
 Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--concurrency 1 8 32 128]
-                                  [--pin [--wrk-cpus LIST] [--server-cpus LIST]] [--json OUT]
+                                  [--pin [--wrk-cpus LIST] [--server-cpus LIST]] [--nice N] [--json OUT]
+                                  [--bento DIR --body FILE] [--wrk PATH] [--prepare-kit DIR]
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import joblib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,6 +65,7 @@ PHASES = ("read", "parse", "loop_blocked", "encode", "write")
 
 
 def build() -> tuple[Path, bytes]:
+    import joblib
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import GradientBoostingClassifier
 
@@ -120,18 +125,24 @@ def cpu_split(wrk_cpus: str | None, server_cpus: str | None) -> tuple[set[int], 
     return load, serve
 
 
+NICE = 0  # --nice: the priority of wrk and every server alike
+
+
 def pinned(cpus: set[int] | None) -> list[str]:
-    """The argv prefix that runs a command on `cpus` (taskset execs it: the pid stays the command's)."""
-    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    """The argv prefix that runs a command on `cpus` at priority NICE (taskset and nice exec it: the pid
+    stays the command's)."""
+    prefix = ["nice", "-n", str(NICE)] if NICE else []
+    return [*prefix, "taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else prefix
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def session_cpu_seconds(session: int) -> float:
-    """utime + stime of every live process in the session `session` (a server started with
-    start_new_session: its supervisor and its workers, every thread included)."""
-    total = 0
+def tree_cpu_seconds(root: int) -> float:
+    """utime + stime of the process `root` and every live descendant (a server: its supervisor and its
+    workers, which run in sessions of their own; every thread included)."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -140,8 +151,16 @@ def session_cpu_seconds(session: int) -> float:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile
             continue
-        if int(fields[3]) == session:  # field 6 of stat(5): the session id
-            total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime (clock ticks)
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])  # field 4 of stat(5): the parent's pid
+        ticks[pid] = int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime (clock ticks)
+    total = 0
+    for pid, spent in ticks.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != root:
+            ancestor = parent.get(ancestor, 0)
+        if ancestor == root:
+            total += spent
     return total / _TICK
 
 
@@ -153,8 +172,16 @@ _LE = re.compile(r',?le="([^"]+)",?')
 
 def scrape(port: int) -> dict[tuple[str, str], dict[float, float]]:
     """Cumulative bucket counts by (histogram, label set other than le)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    for attempt in range(5):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            break
+        except OSError as exc:  # a refused connect right after a load point: try again, then say so
+            if attempt == 4:
+                print(f"could not scrape /metrics on port {port}: {exc}", file=sys.stderr)
+                return {}
+            time.sleep(0.2)
     buckets: dict[tuple[str, str], dict[float, float]] = {}
     for name, labels, value in _SAMPLE.findall(text):
         le = _LE.search(labels)
@@ -233,20 +260,24 @@ def servers(bento: Path, body: bytes, workers: list[int], cpus: set[int] | None 
 
 
 def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple[int, ...] = CONCURRENCY,
-        pin: tuple[set[int], set[int]] | None = None) -> tuple[list[dict], dict]:
-    """`pin`: (wrk's CPUs, the servers' CPUs), or None to let the scheduler place everything."""
-    wrk = serving.ensure_wrk(log)
+        pin: tuple[set[int], set[int]] | None = None, given: tuple[Path, bytes] | None = None,
+        wrk: str | None = None) -> tuple[list[dict], dict]:
+    """`pin`: (wrk's CPUs, the servers' CPUs), or None to let the scheduler place everything; `given`: a
+    built Bento and its request body (else built here); `wrk`: its path (else found or installed)."""
+    wrk = wrk or serving.ensure_wrk(log)
     if not wrk:
         raise SystemExit("bench_tail needs wrk (apt-get install wrk)")
     if pin and not shutil.which("taskset"):
         raise SystemExit("--pin needs taskset (util-linux)")
     wrk_cpus, server_cpus = pin or (None, None)
-    bento, body = build()
+    WORK.mkdir(parents=True, exist_ok=True)
+    bento, body = given or build()
     info = {"load average at start": " ".join(str(round(x, 2)) for x in os.getloadavg()),
             "cpus": str(os.cpu_count()), "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True)
             .stdout.split("\n")[0], "duration per point (s)": str(seconds), "rounds": str(rounds),
             "pinned": (f"wrk on CPU {sorted(wrk_cpus)} ({len(wrk_cpus)} thread(s)), every server on CPU "
-                       f"{sorted(server_cpus)}" if pin else "no (wrk and the servers share every CPU)")}
+                       f"{sorted(server_cpus)}" if pin else "no (wrk and the servers share every CPU)"),
+            "nice (wrk and every server)": str(NICE)}
     rows: list[dict] = []
     pool = servers(bento, body, workers, server_cpus)
     names = list(pool)
@@ -259,9 +290,9 @@ def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple
                 for connections in concurrency:
                     wrk_point(wrk, server.port, body, connections, 1, wrk_cpus)  # warm-up, not measured
                     before = scrape(server.port) if name != "naive" else {}
-                    cpu_before = session_cpu_seconds(server.proc.pid)
+                    cpu_before = tree_cpu_seconds(server.proc.pid)
                     point = wrk_point(wrk, server.port, body, connections, seconds, wrk_cpus)
-                    cpu = session_cpu_seconds(server.proc.pid) - cpu_before
+                    cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
                     point["cpu_us_per_request"] = cpu / point["requests"] * 1e6 if point["requests"] else None
                     point["server_cpu_share"] = cpu / max(1, round(seconds))  # CPUs the server kept busy
                     if name != "naive":
@@ -330,6 +361,25 @@ def print_table(table: list[dict], info: dict) -> None:
               f"{fmt(e['gc_per_s'], 1)} | {fmt(e['gc_longest_ms'], 3)} |")
 
 
+def prepare_kit(kit: Path) -> None:
+    """What `bench/gpu_check.sh tail` needs on a machine with no registry: the Bento, the body, wrk."""
+    wrk = shutil.which("wrk")
+    if not wrk:
+        raise SystemExit("no wrk here to pack (apt-get install wrk)")
+    bento, body = build()
+    shutil.rmtree(kit, ignore_errors=True)
+    (kit / "bin").mkdir(parents=True)
+    (kit / "lib").mkdir()
+    shutil.copytree(bento, kit / "bento")
+    (kit / "body.json").write_bytes(body)
+    shutil.copy2(wrk, kit / "bin" / "wrk")
+    libraries = subprocess.run(["ldd", wrk], capture_output=True, text=True, check=True).stdout
+    for path in re.findall(r"=> (\S*libluajit\S*) ", libraries):  # the one library a bare machine may lack
+        shutil.copy2(path, kit / "lib" / Path(path).name)
+    print(f"packed {kit}: {sorted(p.name for p in kit.iterdir())}; "
+          f"lib: {sorted(p.name for p in (kit / 'lib').iterdir())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="rounds per server (alternating order); default 5")
@@ -341,14 +391,28 @@ def main() -> None:
                         help="wrk and the servers on CPUs of their own (see the module doc)")
     parser.add_argument("--wrk-cpus", help="with --pin: wrk's CPUs (e.g. 0 or 0-3); default the first quarter")
     parser.add_argument("--server-cpus", help="with --pin: the servers' CPUs; default every other one")
+    parser.add_argument("--nice", type=int, default=0, help="priority of wrk and every server (root for < 0)")
+    parser.add_argument("--bento", type=Path, help="serve this built Bento (with --body) instead of building one")
+    parser.add_argument("--body", type=Path, help="with --bento: the request body (JSON)")
+    parser.add_argument("--wrk", help="the wrk binary to use")
+    parser.add_argument("--prepare-kit", type=Path, metavar="DIR",
+                        help="build the Bento and copy it, the body, wrk and its LuaJIT library to DIR, then exit")
     parser.add_argument("--json", type=Path, help="also write every point and the summary as JSON here")
     args = parser.parse_args()
     if (args.wrk_cpus or args.server_cpus) and not args.pin:
         parser.error("--wrk-cpus / --server-cpus go with --pin")
+    if bool(args.bento) != bool(args.body):
+        parser.error("--bento and --body go together")
+    if args.prepare_kit:
+        prepare_kit(args.prepare_kit)
+        return
+    global NICE
+    NICE = args.nice
     pin = cpu_split(args.wrk_cpus, args.server_cpus) if args.pin else None
+    given = (args.bento.resolve(), args.body.read_bytes()) if args.bento else None
     started = time.time()
     rows, info = run(args.rounds, args.duration, args.workers, lambda m: print(m, file=sys.stderr, flush=True),
-                     tuple(args.concurrency), pin)
+                     tuple(args.concurrency), pin, given, args.wrk)
     info["wall time (s)"] = f"{time.time() - started:.0f}"
     table = summarize(rows)
     print_table(table, info)

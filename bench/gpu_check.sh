@@ -21,9 +21,21 @@
 #   bench/gpu_check.sh stage                    THERE, once per part, carry=["bench/.work/gpu-ort-K"]
 #   bench/gpu_check.sh run                      THERE, carry=["bench/.work/gpu"]: joins, checks sha256, installs
 # Without the parts, `run` reports "NOT RUN" (the CPU wheel) and still checks what /metadata says.
+#
+# Serving tail and workers on the machine's many CPUs (bench/bench_tail.py; about 4 minutes):
+#   bench/gpu_check.sh prepare && bench/gpu_check.sh prepare-tail     HERE: + the tail Bento, its request,
+#                                wrk and its LuaJIT library, and uvloop's wheel, in bench/.work/gpu/tail
+#   bench/gpu_check.sh tail      THERE, carry=["bench/.work/gpu"], timeout_s=420: Bento with 1, 2, 4 and 8
+#                                workers vs the naive server, wrk pinned to its own quarter of the CPUs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=bench/.work/gpu
+
+install_runtime() {  # the carried wheels, into a folder of their own first on the path
+    SITE=/tmp/bento-site
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --upgrade "$WORK"/wheels/*.whl "$@"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+}
 
 case "${1:-}" in
 prepare)
@@ -47,9 +59,7 @@ stage)
 run)
     PY=${PY:-python3}
     [ -d "$WORK/bento" ] && [ -d "$WORK/wheels" ] || { echo "no $WORK: run 'bench/gpu_check.sh prepare' first and carry $WORK"; exit 1; }
-    SITE=/tmp/bento-site
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" --upgrade "$WORK"/wheels/*.whl
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    install_runtime
     if ! "$PY" -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
         GPU_SITE=/tmp/ort-gpu-site   # its own folder, first on the path: never beside the CPU onnxruntime
         if [ -d /tmp/ort-gpu-parts ] && [ -f "$WORK/ort-gpu.json" ]; then
@@ -68,8 +78,26 @@ run)
     fi
     timeout 240 "$PY" bench/gpu_check.py run
     ;;
+prepare-tail)
+    PY=${PY:-.venv/bin/python}
+    "$PY" bench/bench_tail.py --prepare-kit "$WORK/tail"
+    "$PY" -m pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$WORK/tail/wheels" \
+        "uvloop==$("$PY" -c 'from importlib.metadata import version; print(version("uvloop"))')"
+    du -sh "$WORK"
+    ;;
+tail)
+    PY=${PY:-python3}
+    KIT=$WORK/tail
+    [ -d "$KIT/bento" ] && [ -d "$WORK/wheels" ] || { echo "no $KIT: run prepare and prepare-tail first and carry $WORK"; exit 1; }
+    install_runtime "$KIT"/wheels/*.whl
+    export LD_LIBRARY_PATH="$PWD/$KIT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    command -v taskset >/dev/null || { echo "no taskset on this machine: cannot pin"; exit 1; }
+    timeout 400 "$PY" bench/bench_tail.py --bento "$KIT/bento" --body "$KIT/body.json" --wrk "$PWD/$KIT/bin/wrk" \
+        --pin --workers 1 2 4 8 --concurrency 32 128 --rounds "${TAIL_ROUNDS:-3}" --duration 3
+    ;;
 *)
-    echo "usage: bench/gpu_check.sh prepare|prepare-ort-gpu|stage|run" >&2
+    echo "usage: bench/gpu_check.sh prepare|prepare-ort-gpu|stage|run|prepare-tail|tail" >&2
     exit 64
     ;;
 esac
