@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,7 +29,7 @@ import orjson
 from bento_compile.adapters.workers import log_memory
 from bento_compile.runtimes import tracing
 from bento_compile.runtimes.backends import thread_plan
-from bento_compile.runtimes.batching import Batcher, BatchPolicy
+from bento_compile.runtimes.batching import Batcher, BatchPolicy, RequestId
 from bento_compile.runtimes.errors import InputError, NotReady, Overloaded, PayloadTooLarge
 from bento_compile.runtimes.handler_hook import HandlerFault
 from bento_compile.runtimes.manifest import Manifest, effective_settings
@@ -78,23 +77,23 @@ _MAX_REQUEST_ID = 128  # characters of a client's x-request-id kept (a log field
 
 
 class RequestIds:
-    """Each request's id for the prediction log: the client's x-request-id when it sent one, else this
-    process's own (a random prefix and a counter: unique across workers and restarts, no uuid per request)."""
+    """Each request's id for the prediction log: the client's x-request-id (bytes as sent) when it sent one,
+    else a number of this process's, which the log thread turns into the server's own id (its process
+    prefix and the number in hex) for the few rows it logs: nothing is formatted per request."""
 
     def __init__(self) -> None:
-        self.prefix = uuid.uuid4().hex[:16]
         self.count = itertools.count(1)
 
-    def of(self, headers: list[tuple[bytes, bytes]]) -> str:
+    def of(self, headers: list[tuple[bytes, bytes]]) -> RequestId:
         for name, value in headers:
             if name == b"x-request-id" and value:
-                return value[:_MAX_REQUEST_ID].decode("latin-1")
-        return f"{self.prefix}-{next(self.count):x}"
+                return value[:_MAX_REQUEST_ID]
+        return next(self.count)
 
 
-def _with_request_id(answer: Answer, request_id: str) -> Answer:
+def _with_request_id(answer: Answer, request_id: bytes) -> Answer:
     status, body, headers = answer
-    return status, body, [*(headers or JSON_HEADERS), (b"x-request-id", request_id.encode("latin-1", "replace"))]
+    return status, body, [*(headers or JSON_HEADERS), (b"x-request-id", request_id)]
 
 
 def max_concurrency(manifest: Manifest) -> int:
@@ -136,6 +135,26 @@ class PredictService:
     async def asgi(self, scope: dict, receive: Callable[[], Awaitable[dict]],
                    send: Callable[[dict], Awaitable[None]]) -> None:
         started = time.perf_counter()
+        answer = await self.respond(scope, receive, started)
+        if answer is None:  # the client went away; nobody to answer
+            return
+        status, body, headers = answer
+        response_headers = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
+        writing = time.perf_counter()
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+        self.written(status, started, writing)
+
+    def written(self, status: int, started: float, writing: float) -> None:
+        """Count an answer handed to the transport (`writing`: when the write began)."""
+        done = time.perf_counter()
+        self.metrics.phases["write"].observe(done - writing)
+        self.metrics.request("/predict", status, done - started)
+
+    async def respond(self, scope: dict, receive: Callable[[], Awaitable[dict]], started: float) -> Answer | None:
+        """The answer to one POST /predict, from its scope and ASGI `receive` (None: the client went away,
+        counted here). The raw-ASGI route above and adapters/direct.py, which writes it to the connection
+        itself, both answer with this."""
         answer: Answer | None
         phases = self.metrics.phases
         try:
@@ -155,24 +174,16 @@ class PredictService:
                     request_id = self.request_ids.of(scope["headers"]) if self.request_ids is not None else None
                     answer = await self.answer(request, receive, content_type=_content_type(scope),
                                                request_id=request_id)
-                    if request_id is not None and answer is not None:  # the client can find its log record
+                    if isinstance(request_id, bytes) and answer is not None:  # echoed: the client finds its records
                         answer = _with_request_id(answer, request_id)
                 finally:
                     self.in_flight -= 1
         except Exception:  # never a stack trace to the client, never a non-JSON 500
             log.exception("unexpected error")
             answer = 500, error_body("internal error while predicting; see the server log"), None
-        if answer is None:  # the client went away; nobody to answer
+        if answer is None:
             self.metrics.request("/predict", 499, time.perf_counter() - started)
-            return
-        status, body, headers = answer
-        response_headers = [*(headers or JSON_HEADERS), (b"content-length", str(len(body)).encode())]
-        writing = time.perf_counter()
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": body})
-        done = time.perf_counter()
-        phases["write"].observe(done - writing)
-        self.metrics.request("/predict", status, done - started)
+        return answer
 
     async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes | Answer | None:
         """The whole body, or the answer instead of one (413 over the bound, None when the client left)."""
@@ -213,7 +224,7 @@ class PredictService:
     # ---- the contract, framework-free --------------------------------------------------
 
     async def answer(self, body: bytes, receive: Callable[[], Awaitable[dict]] | None = None, *,
-                     content_type: bytes = b"", request_id: str | None = None) -> Answer | None:
+                     content_type: bytes = b"", request_id: RequestId = None) -> Answer | None:
         """Status, JSON body and extra headers for one /predict body (None: client disconnected)."""
         model = self._model
         if model is None:
@@ -246,7 +257,7 @@ class PredictService:
 
     async def _run(self, batcher: Batcher, feeds: dict, rows: int, receive: Callable[[], Awaitable[dict]] | None,
                    timing: dict, finish: Callable[[dict], Any] | None = None,
-                   request_id: str | None = None) -> Answer | None:
+                   request_id: RequestId = None) -> Answer | None:
         inline_before = batcher.inline_seconds
         try:
             if receive is not None and batcher.latency.predict(rows) > _WATCH_RUNS_LONGER_THAN_S:
@@ -276,7 +287,7 @@ class PredictService:
 
     async def _traced(self, batcher: Batcher, feeds: dict, rows: int,
                       receive: Callable[[], Awaitable[dict]] | None,
-                      finish: Callable[[dict], Any] | None = None, request_id: str | None = None) -> Answer | None:
+                      finish: Callable[[dict], Any] | None = None, request_id: RequestId = None) -> Answer | None:
         started_ns = time.time_ns()
         timing: dict[str, Any] = {}
         answer = await self._run(batcher, feeds, rows, receive, timing, finish, request_id)
@@ -301,7 +312,7 @@ class PredictService:
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
                                receive: Callable[[], Awaitable[dict]], timing: dict,
-                               request_id: str | None = None) -> Any:
+                               request_id: RequestId = None) -> Any:
         """Submit, and cancel the request (dropping it from its batch) if the client disconnects."""
         work = asyncio.ensure_future(batcher.submit(feeds, rows, timing, request_id))
         watcher = asyncio.ensure_future(receive())

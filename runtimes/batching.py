@@ -55,7 +55,10 @@ log = logging.getLogger("bento_compile.runtime")
 
 Feeds = dict[str, np.ndarray]
 RunFn = Callable[[Feeds], Feeds]
-AfterRun = Callable[[Feeds, Feeds, float, list[tuple[str | None, int]]], None]
+# A request's id for the prediction log: the client's (str, or bytes as the header came), or a number the
+# log turns into the server's own id (runtimes/prediction_log.py), or none.
+RequestId = str | bytes | int | None
+AfterRun = Callable[[Feeds, Feeds, float, list[tuple[RequestId, int]]], None]
 
 
 class BatchObserver(Protocol):
@@ -175,7 +178,7 @@ class _Pending:
     __slots__ = ("deadline", "enqueued", "feeds", "future", "key", "request_id", "rows", "timing")
 
     def __init__(self, feeds: Feeds, rows: int, future: asyncio.Future, enqueued: float, deadline: float,
-                 timing: dict | None = None, key: tuple = (), request_id: str | None = None):
+                 timing: dict | None = None, key: tuple = (), request_id: RequestId = None):
         self.timing = timing
         self.request_id = request_id
         self.feeds = feeds
@@ -226,7 +229,7 @@ class Batcher:
         return self._queued_rows
 
     async def submit(self, feeds: Feeds, rows: int, timing: dict | None = None,
-                     request_id: str | None = None) -> Feeds:
+                     request_id: RequestId = None) -> Feeds:
         """Queue one validated request; returns its own rows of every output.
 
         Raises Overloaded at once when the queue is full or the deadline cannot be met.

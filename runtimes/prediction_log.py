@@ -301,6 +301,11 @@ class PredictionLog:
         if ids is None or (isinstance(ids, list) and None in ids):  # no id given: one of the run's own
             run_id = f"{self._run_prefix}-{next(self._run_ids):x}"  # a uuid4 per run was 1 % of batch scoring
             ids = run_id if ids is None else [i or run_id for i in ids]
+        if isinstance(ids, list):  # a header's bytes, or the server's request number: as text
+            ids = [i if isinstance(i, str) else i.decode("latin-1") if isinstance(i, bytes)
+                   else f"{self._run_prefix}-r{i:x}" for i in ids]
+        elif not isinstance(ids, str):
+            ids = ids.decode("latin-1") if isinstance(ids, bytes) else f"{self._run_prefix}-r{ids:x}"
         item = (feeds, outputs, count, ids, now, seconds)
         if _orjson is None:  # stdlib JSON, one row at a time (artifacts without orjson: edge `run` bundles)
             return [self._record(feeds, outputs, row, count, _id_at(ids, row), now, seconds) for row in range(count)]
@@ -512,11 +517,12 @@ def _hashed(value: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(clean).encode()).hexdigest()
 
 
-# A run's request id, or (id, rows) per request of a run that several requests share, in row order.
-RequestIds = str | Sequence[tuple[str | None, int]] | None
+# A run's request id, or (id, rows) per request of a run that several requests share, in row order. An id is
+# text, a header's bytes, or a number of the server's (turned into text in the log thread, for logged rows only).
+RequestIds = str | Sequence[tuple[str | bytes | int | None, int]] | None
 
 
-def _ids_of(request_ids: RequestIds, picked: np.ndarray) -> str | list[str | None] | None:
+def _ids_of(request_ids: RequestIds, picked: np.ndarray) -> Any:
     """The request id of each picked row (one id for the whole run when it has one)."""
     if request_ids is None or isinstance(request_ids, str):
         return request_ids
