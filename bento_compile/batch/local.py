@@ -118,7 +118,7 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
         for index, (file, schema) in enumerate(zip(inputs.files, schemas, strict=True)):
             text_columns = run.reading[index][0]
             with target.open_part(file.relative if inputs.is_folder else None,
-                                  output_schema(manifest, _reading_schema(schema, text_columns), options)) as writer:
+                                  output_schema(manifest, reading_schema(schema, text_columns), options)) as writer:
                 for position, unit in enumerate(units):
                     if unit.file == index:
                         for result in run.unit_results(position, workers is None):
@@ -237,7 +237,7 @@ class _Run:
             self._pool.close()
 
 
-def _reading_schema(schema: pa.Schema, text_columns) -> pa.Schema:
+def reading_schema(schema: pa.Schema, text_columns) -> pa.Schema:
     """The schema batches arrive with once CSV feature columns are read as text (kept columns keep theirs)."""
     if not text_columns:
         return schema

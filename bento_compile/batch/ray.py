@@ -21,7 +21,7 @@ from bento_compile.batch.bento import bento_archive, resolve_bento, unpack_archi
 from bento_compile.batch.errors import BatchError
 from bento_compile.batch.extras import require
 from bento_compile.batch.local import Summary, plan_workers
-from bento_compile.batch.scorer import ScoreOptions, Scorer
+from bento_compile.batch.scorer import ROW_FIX, ScoreOptions, Scorer
 from bento_compile.batch.sinks import as_text, output_format, text_schema
 from bento_compile.batch.sources import format_of
 from bento_compile.batch.summary import summarize_output
@@ -167,8 +167,7 @@ def _ray_error(exc: Exception) -> Exception:
     text = str(exc)
     for kind in ("BatchError: ", "IntegrityError: "):
         if kind in text:
-            return BatchError(text.split(kind, 1)[1].splitlines()[0].strip(),
-                              "Fix the row, or pass --on-error skip to write bad rows with null outputs and an "
-                              "`error` column.")
+            message = text.split(kind, 1)[1].splitlines()[0].strip()
+            return BatchError(message[: -len(ROW_FIX)].strip() if message.endswith(ROW_FIX) else message, ROW_FIX)
     return BatchError(f"Ray failed: {text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__}",
                       "See Ray's log for the failing task.")

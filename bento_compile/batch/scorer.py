@@ -23,6 +23,7 @@ from bento_compile.batch.outputs import ERROR_COLUMN, output_fields, plan_output
 from bento_compile.runtimes.manifest import Manifest
 
 ON_ERROR = ("fail", "skip")
+ROW_FIX = "Fix the row, or pass --on-error skip to write bad rows with null outputs and an `error` column."
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,7 @@ class Scorer:
         good = ~errors.bad
         if errors.bad.any() and self.options.on_error == "fail":
             first = int(np.flatnonzero(errors.bad)[0])
-            raise BatchError(f"{self._where(batch, first, first_row)}: {errors.reasons[first]}.",
-                             "Fix the row, or pass --on-error skip to write bad rows with null outputs and an "
-                             "`error` column.")
+            raise BatchError(f"{self._where(batch, first, first_row)}: {errors.reasons[first]}.", ROW_FIX)
         columns = [batch.column(c) for c in self.options.keep] + self._outputs.columns(outputs, good)
         if self.options.on_error == "skip":
             columns.append(pa.array([errors.reasons.get(i) for i in range(rows)], type=pa.string()))
@@ -140,4 +139,4 @@ def _short(exc: Exception) -> str:
     return text[:300]
 
 
-__all__: Sequence[str] = ("ON_ERROR", "ScoreOptions", "Scorer", "output_schema", "resolve_plan")
+__all__: Sequence[str] = ("ON_ERROR", "ROW_FIX", "ScoreOptions", "Scorer", "output_schema", "resolve_plan")

@@ -12,7 +12,6 @@ import functools
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,18 +20,19 @@ from typing import Any
 
 import pyarrow as pa
 
-from bento_compile.batch.bento import bento_archive, resolve_bento, verify_bento
+from bento_compile.batch.bento import resolve_bento, verify_bento
 from bento_compile.batch.errors import BatchError
 from bento_compile.batch.extras import require
 from bento_compile.batch.local import Summary
-from bento_compile.batch.scorer import ScoreOptions, Scorer, output_schema, resolve_plan
+from bento_compile.batch.scorer import ROW_FIX, ScoreOptions, output_schema, resolve_plan
 from bento_compile.batch.sinks import output_format
 from bento_compile.batch.sources import FORMATS
+from bento_compile.batch.spark_executor import executor_scorer, ship
+from bento_compile.batch.spark_units import score_units
 from bento_compile.batch.summary import summarize_output
-from bento_compile.runtimes.errors import IntegrityError
+from bento_compile.core.errors import BentoCompileError
 
-_ARCHIVES: dict[tuple[int, str], str] = {}  # (SparkContext, Bento version) → archive name, on the driver
-_SCORERS: dict[str, Scorer] = {}  # archive name → the Python worker's scorer, kept across tasks
+LOG_LEVEL_ENV = "BENTO_COMPILE_SPARK_LOG_LEVEL"  # Spark's log level for a session the CLI starts (default OFF)
 
 
 def predict(df: Any, bento: str | Path, *, features: list[str] | tuple[str, ...] | None = None,
@@ -52,42 +52,17 @@ def predict(df: Any, bento: str | Path, *, features: list[str] | tuple[str, ...]
     manifest = verify_bento(bento_dir)
     arrow_input = to_arrow_schema(df.schema)
     resolve_plan(manifest, arrow_input, options)  # missing columns and wrong types fail here, on the driver
-    archive = _ship(df.sparkSession.sparkContext, bento_dir, manifest.version)
+    archive = ship(df.sparkSession.sparkContext, bento_dir, manifest.version)
     schema = from_arrow_schema(output_schema(manifest, arrow_input, options))
     score = functools.partial(_score_partition, archive=archive, version=manifest.version, options=options,
                               threads=max(1, intra_op_threads))
     return df.mapInArrow(score, schema)
 
 
-def _ship(sc: Any, bento_dir: Path, version: str) -> str:
-    """Add the Bento to the SparkContext as an archive, once per context and version."""
-    key = (id(sc), version)
-    if key not in _ARCHIVES:
-        name = f"bento-{version}-{uuid.uuid4().hex[:6]}"
-        folder = Path(tempfile.mkdtemp(prefix="bento-compile-spark-"))
-        path = folder / f"{name}.tar.gz"
-        path.write_bytes(bento_archive(bento_dir))
-        sc.addArchive(str(path))
-        _ARCHIVES[key] = f"{name}.tar.gz"
-    return _ARCHIVES[key]
-
-
 def _score_partition(batches: Iterator[pa.RecordBatch], archive: str, version: str, options: ScoreOptions,
                      threads: int) -> Iterator[pa.RecordBatch]:
     """Runs in the executor's Python worker: the worker's one scorer over this task's batches."""
-    scorer = _SCORERS.get(archive)
-    if scorer is None:
-        from pyspark import SparkFiles
-
-        folder = Path(SparkFiles.get(archive))
-        scorer = Scorer(folder, options, threads)  # every file's sha256 checked against the manifest
-        if scorer.manifest.version != version:
-            raise IntegrityError(f"the executor's copy of the Bento is version {scorer.manifest.version}, "
-                                 f"the driver asked for {version}")
-        _SCORERS[archive] = scorer
-    elif scorer.options != options:
-        scorer = Scorer(scorer.bento.path, options, threads)
-        _SCORERS[archive] = scorer
+    scorer = executor_scorer(archive, version, options, threads)
     for batch in batches:
         if batch.num_rows:
             yield scorer.score(batch)
@@ -106,7 +81,7 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
         raise BatchError(f"{output} already exists.", "Delete it, pick another OUTPUT, or pass --overwrite.")
     builder = (pyspark.sql.SparkSession.builder.master(master).appName("bento-compile batch")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-               .config("spark.ui.enabled", "false"))
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
     # Python workers run this interpreter (where bento-compile is installed) unless told otherwise; pyspark
     # reads the variable when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -115,9 +90,19 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     owned = pyspark.sql.SparkSession.getActiveSession() is None  # stop only a session this call started
     spark = builder.getOrCreate()
-    if owned:
-        spark.sparkContext.setLogLevel("ERROR")
+    if owned:  # quiet: a failing task's stack trace is told once, plainly, by _spark_error
+        spark.sparkContext.setLogLevel(os.environ.get(LOG_LEVEL_ENV, "OFF"))
     try:
+        if not local_output or "://" in input:  # s3:// with plain pyspark: pyarrow reads and writes (spark_units.py)
+            try:
+                summary = score_units(spark, bento, input, output, options, batch_rows=batch_rows, fmt=fmt,
+                                      overwrite=overwrite, master=master)
+            except BentoCompileError:
+                raise
+            except Exception as exc:
+                raise _spark_error(exc) from None
+            summary.seconds = time.perf_counter() - started
+            return summary
         df = _read(spark, input)
         scored = predict(df, bento, features=options.features, input_column=options.input_column,
                          keep=options.keep, on_error=options.on_error)
@@ -189,8 +174,12 @@ def _spark_error(exc: Exception) -> Exception:
     for kind in ("BatchError: ", "IntegrityError: "):
         if kind in text:
             message = text.split(kind, 1)[1].splitlines()[0].strip()
-            return BatchError(message, "Fix the row, or pass --on-error skip to write bad rows with null outputs "
-                              "and an `error` column." if kind == "BatchError: " else
-                              "Rebuild the Bento, or pull it again from a good copy.")
+            if kind == "IntegrityError: ":
+                return BatchError(f"The Bento cannot be used: {message}",
+                                  "Rebuild the Bento, or pull it again from a good copy.")
+            # The task's text is the error's problem and fix together; a row error's fix is known.
+            if message.endswith(ROW_FIX):
+                return BatchError(message[: -len(ROW_FIX)].strip(), ROW_FIX)
+            return BatchError(message, "See the message above.")
     return BatchError(f"Spark failed: {text.strip().splitlines()[0][:500] if text.strip() else type(exc).__name__}",
-                      "See the Spark log above for the failing stage.")
+                      f"Rerun with {LOG_LEVEL_ENV}=ERROR to see Spark's own log of the failing stage.")

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from bento_compile.batch.errors import BatchError
 from bento_compile.batch.outputs import ERROR_COLUMN
@@ -60,8 +61,7 @@ class UnitPool:
         if part is None:
             return
         try:
-            with pa.memory_map(part) as source:
-                yield from pa.ipc.open_stream(source)
+            yield from read_part(pafs.LocalFileSystem(), part)
         finally:
             os.unlink(part)
 
@@ -78,32 +78,49 @@ def _init_worker(bento_dir: Path, options: ScoreOptions, threads: int, inputs: I
 
 
 def _score_unit(unit: Unit, text_columns: tuple[str, ...], columns: tuple[str, ...], part: str) -> PartResult:
-    scorer: Scorer = _WORKER["scorer"]
-    inputs: InputSet = _WORKER["inputs"]
-    file = inputs.files[unit.file]
     if unit.row_groups == ():
         return None, 0, 0
+    try:
+        with pa.OSFile(part, "wb") as sink:
+            rows, errors = write_unit(_WORKER["scorer"], _WORKER["inputs"], unit, _WORKER["batch_rows"], text_columns,
+                                      columns, sink)
+    except BaseException:
+        if os.path.exists(part):
+            os.unlink(part)
+        raise
+    if not rows:
+        os.unlink(part)
+        return None, 0, 0
+    return part, rows, errors
+
+
+def write_unit(scorer: Scorer, inputs: InputSet, unit: Unit, batch_rows: int, text_columns: Sequence[str],
+               columns: Sequence[str], sink: pa.NativeFile) -> tuple[int, int]:
+    """Read one unit, score it and write its rows to `sink` as an Arrow IPC stream: (rows, rows with an error).
+    Nothing is written for a unit without rows. The local engine's workers and Spark's tasks (s3://) share it."""
+    if unit.row_groups == ():
+        return 0, 0
     rows = errors = 0
     writer = None
     first_row = unit.first_row
     try:
-        for batch in read_batches(inputs, file, _WORKER["batch_rows"], text_columns, columns=columns,
+        for batch in read_batches(inputs, inputs.files[unit.file], batch_rows, text_columns, columns=columns,
                                   row_groups=unit.row_groups):
             result = scorer.score(batch, first_row)
             first_row += batch.num_rows
             if writer is None:
-                writer = pa.ipc.new_stream(part, result.schema)
+                writer = pa.ipc.new_stream(sink, result.schema)
             writer.write_batch(result)
             rows += result.num_rows
             if ERROR_COLUMN in result.schema.names:
                 errors += result.num_rows - result.column(ERROR_COLUMN).null_count
-    except BaseException:
+    finally:
         if writer is not None:
             writer.close()
-        if os.path.exists(part):
-            os.unlink(part)
-        raise
-    if writer is None:
-        return None, 0, 0
-    writer.close()
-    return part, rows, errors
+    return rows, errors
+
+
+def read_part(fs: pafs.FileSystem, path: str) -> Iterator[pa.RecordBatch]:
+    """A part's batches, in order (the file is read a batch at a time, never whole)."""
+    with fs.open_input_file(path) as source:
+        yield from pa.ipc.open_stream(source)

@@ -63,6 +63,52 @@ def test_cli_engine_spark_scores_a_labelled_bento_in_order(labelled_bento, tmp_p
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folder left
 
 
+# Also before the module's fixture: s3:// with plain pyspark (no hadoop-aws), through the CLI as a user runs it.
+def test_cli_engine_spark_reads_and_writes_s3_through_pyarrow(frame_bento, s3, tmp_path):
+    import io
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.support.helpers import run_cli
+
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: apt-get install openjdk-17-jre-headless")
+    client, bucket = s3
+    first, second = _rows(frame_bento.frame, 700, seed=15), _rows(frame_bento.frame, 300, seed=16)
+    broken = second.astype({"mean radius": str})
+    broken.loc[123, "mean radius"] = "n/a"  # a row the server would answer 422
+    for key, frame, offset in (("events/day=1/a.parquet", first, 0), ("events/day=2/b.parquet", broken, 700)):
+        sink = io.BytesIO()
+        table = pa.Table.from_pandas(frame.assign(id=np.arange(offset, offset + len(frame))), preserve_index=False)
+        pq.write_table(table, sink, row_group_size=100)
+        client.put_object(Bucket=bucket, Key=key, Body=sink.getvalue())
+
+    failed = run_cli("batch", str(frame_bento.path), f"s3://{bucket}/events/", f"s3://{bucket}/failed",
+                     "--engine", "spark", "--keep", "id", "--batch-rows", "100", check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert "Row 123 (id=823): column 'mean radius' holds 'n/a'" in " ".join(failed.stderr.split())
+    assert not [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="failed").get("Contents", [])
+                if not o["Key"].endswith("/")]  # nothing written, no part or unit left
+
+    result = run_cli("batch", str(frame_bento.path), f"s3://{bucket}/events/", f"s3://{bucket}/scored",
+                     "--engine", "spark", "--keep", "id", "--batch-rows", "100", "--on-error", "skip", "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["engine"], summary["io"], summary["rows"], summary["errors"]) == ("spark", "pyarrow", 1000, 1)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="scored/")["Contents"]
+                  if not o["Key"].endswith("/"))
+    assert keys == ["scored/day=1/a.parquet", "scored/day=2/b.parquet"]
+    parts = [pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=k)["Body"].read())).to_pandas()
+             for k in keys]
+    assert parts[0]["id"].tolist() == list(range(700)) and parts[1]["id"].tolist() == list(range(700, 1000))
+    assert_matches(frame_bento.model, first, parts[0].drop(columns="error"))
+    assert "'n/a'" in parts[1].loc[123, "error"] and pd.isna(parts[1].loc[123, "label"])
+    good = parts[1].drop(index=123)
+    assert_matches(frame_bento.model, second.drop(index=123), good.drop(columns="error"))
+
+
 def test_predict_on_a_dataframe_matches_sklearn_in_order(spark, frame_bento, tmp_path):
     from bento_compile.batch.spark import predict
 
