@@ -11,14 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from bento_compile.batch.bento import open_verified
 from bento_compile.batch.columns import ColumnPlan, RowErrors, check_types, plan_columns, to_feeds
+from bento_compile.batch.constants import check_constants, constant_feeds, without_constants
 from bento_compile.batch.errors import BatchError
-from bento_compile.batch.media_columns import image_feeds, without_image_inputs
+from bento_compile.batch.media_columns import image_feeds, image_inputs, without_image_inputs
 from bento_compile.batch.outputs import ERROR_COLUMN, output_fields, plan_outputs
 from bento_compile.runtimes.manifest import Manifest
 
@@ -34,6 +36,7 @@ class ScoreOptions:
     input_column: str | None = None
     keep: tuple[str, ...] = ()
     on_error: str = "fail"
+    constants: tuple[tuple[str, Any], ...] = ()  # whole-tensor inputs: (name, JSON value), fed to every run
 
     def __post_init__(self) -> None:
         if self.on_error not in ON_ERROR:
@@ -43,7 +46,9 @@ class ScoreOptions:
 
 def resolve_plan(manifest: Manifest, schema: pa.Schema, options: ScoreOptions) -> ColumnPlan:
     """The column plan for a table of this schema, with its types checked and the kept columns present."""
-    plan = plan_columns(manifest, schema.names, options.features, options.input_column)
+    check_constants(manifest, options.constants)
+    planned = without_constants(without_image_inputs(manifest))  # images are decoded, whole inputs --set
+    plan = plan_columns(planned, schema.names, options.features, options.input_column)
     check_types(plan, schema)
     missing = [c for c in options.keep if c not in schema.names]
     if missing:
@@ -71,14 +76,15 @@ class Scorer:
         self.options = options
         self.bento = open_verified(Path(bento_dir), intra_op_threads)
         self.manifest = self.bento.manifest
-        self._planned = without_image_inputs(self.manifest)  # image columns are decoded, not planned
+        self._images = bool(image_inputs(self.manifest))  # image columns are decoded, not planned
+        self._constants = constant_feeds(self.manifest, options.constants)
         self._plans: dict[tuple[str, ...], ColumnPlan] = {}
         self._outputs = plan_outputs(self.manifest)
 
     def _plan(self, schema: pa.Schema) -> ColumnPlan:
         key = tuple(f"{f.name}:{f.type}" for f in schema)
         if key not in self._plans:
-            self._plans[key] = resolve_plan(self._planned, schema, self.options)
+            self._plans[key] = resolve_plan(self.manifest, schema, self.options)
         return self._plans[key]
 
     def score(self, batch: pa.RecordBatch | pa.Table, first_row: int | None = None) -> pa.RecordBatch:
@@ -89,7 +95,7 @@ class Scorer:
         plan = self._plan(batch.schema)
         rows = batch.num_rows
         feeds, errors = to_feeds(batch, plan, self.manifest.runtime.allow_missing)
-        if self._planned is not self.manifest:
+        if self._images:
             feeds.update(image_feeds(batch, self.manifest, errors))
         good = ~errors.bad
         outputs = self._run(feeds, good, errors) if good.any() else {}
@@ -107,7 +113,7 @@ class Scorer:
         chosen = {name: value[good] for name, value in feeds.items()} if not good.all() else feeds
         if self.manifest.batchable:
             try:
-                return self.bento.backend.run(chosen)
+                return self.bento.backend.run({**chosen, **self._constants})
             except Exception:
                 pass
         results: dict[str, list[np.ndarray]] = {}
@@ -115,7 +121,8 @@ class Scorer:
         kept = np.ones(len(indices), dtype=bool)
         for position, index in enumerate(indices):
             try:
-                row = self.bento.backend.run({name: value[position:position + 1] for name, value in chosen.items()})
+                row = self.bento.backend.run({**{name: value[position:position + 1] for name, value in chosen.items()},
+                                              **self._constants})
             except Exception as exc:
                 kept[position] = False
                 failed = np.zeros(len(good), dtype=bool)

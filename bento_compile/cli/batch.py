@@ -39,6 +39,8 @@ def _columns(value: str | None) -> tuple[str, ...] | None:
 @click.option("--features", help="The feature columns, in the order the model takes them: COL,COL,...")
 @click.option("--input-column", help="One list-valued column holding each row's features.")
 @click.option("--keep", help="Columns copied to the output before the model's outputs (e.g. an id): COL,...")
+@click.option("--set", "constants", multiple=True, metavar="NAME=JSON",
+              help="A whole-tensor input (not one value per row, e.g. a scalar threshold), fed to every batch.")
 @click.option("--batch-rows", type=int, default=8192, show_default=True, help="Rows per model run.")
 @click.option("--workers", type=int, help="Worker processes (local) or actors (ray). Default, local: measured on "
               "the first batches (workers only when they pay); ray: the CPUs.")
@@ -49,8 +51,8 @@ def _columns(value: str | None) -> tuple[str, ...] | None:
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (only once the new one is complete).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str, features: str | None,
-          input_column: str | None, keep: str | None, batch_rows: int, workers: int | None, on_error: str,
-          fmt: str | None, overwrite: bool, as_json: bool) -> None:
+          input_column: str | None, keep: str | None, constants: tuple[str, ...], batch_rows: int,
+          workers: int | None, on_error: str, fmt: str | None, overwrite: bool, as_json: bool) -> None:
     """Score INPUT with the Bento BENTO and write one output row per input row, in order, to OUTPUT.
 
     \b
@@ -69,6 +71,7 @@ def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str,
       bento-compile batch cancer:latest rows.csv out.csv --features f0,f1,f2 --on-error skip
       bento-compile batch churn:latest events/ scored/ --engine spark --master local[2]
       bento-compile batch churn:latest events/ scored/ --engine ray --workers 2
+      bento-compile batch scaler:latest rows.parquet out.parquet --set threshold=0.5
     """
     from bento_compile.batch.extras import require
 
@@ -79,7 +82,7 @@ def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str,
     from bento_compile.runtimes.errors import RuntimeFault
 
     options = ScoreOptions(features=_columns(features), input_column=input_column,
-                           keep=_columns(keep) or (), on_error=on_error)
+                           keep=_columns(keep) or (), on_error=on_error, constants=_constants(constants))
     previous = signal.signal(signal.SIGTERM, _interrupted)  # a terminated run removes its partial output
     try:
         summary = _run(engine, bento, input_uri, output_uri, options, batch_rows, workers, fmt, overwrite,
@@ -100,6 +103,20 @@ def batch(bento: str, input_uri: str, output_uri: str, engine: str, master: str,
     reason = summary.extra.get("workers_reason")
     if reason and summary.extra.get("workers_chosen") == "measured":
         err.print(f"[dim]workers: {escape(reason)}[/]")
+
+
+def _constants(values: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    parsed = []
+    for value in values:
+        name, equals, text = value.partition("=")
+        if not equals or not name.strip():
+            raise click.BadParameter(f"{value!r} is not NAME=JSON, e.g. --set threshold=0.5", param_hint="--set")
+        try:
+            parsed.append((name.strip(), json.loads(text)))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"the value of {name.strip()!r} is not JSON ({exc.msg}): {text!r}",
+                                     param_hint="--set") from None
+    return tuple(parsed)
 
 
 def _interrupted(signum: int, _frame: Any) -> None:
