@@ -35,7 +35,7 @@ def decode_inputs(
     return _decode_general(payload, specs, settings)
 
 
-_FAST_FLOATS = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+_FAST_FLOATS: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 def _rows_of_numbers(payload: dict, spec: TensorSpec, settings: RuntimeSettings) -> tuple[dict, int] | None:
