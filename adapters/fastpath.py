@@ -153,8 +153,7 @@ class PredictService:
 
     async def respond(self, scope: dict, receive: Callable[[], Awaitable[dict]], started: float) -> Answer | None:
         """The answer to one POST /predict, from its scope and ASGI `receive` (None: the client went away,
-        counted here). The raw-ASGI route above and adapters/direct.py, which writes it to the connection
-        itself, both answer with this."""
+        counted here); `asgi` above sends it."""
         answer: Answer | None
         phases = self.metrics.phases
         try:
