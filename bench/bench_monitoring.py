@@ -8,7 +8,7 @@ same run, alternated ROUNDS times, medians compared (the machine is shared: the 
 
 Goal (issue): on costs ≤ 5 % of c=32 throughput and of batch rows/s; cold start unchanged within noise.
 
-Usage: python bench/bench_monitoring.py [--duration S] [--rounds N] [--json OUT]
+Usage: python bench/bench_monitoring.py [--duration S] [--rounds N] [--workers N] [--json OUT]
 """
 
 from __future__ import annotations
@@ -125,13 +125,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def http_point(bento: Path, monitoring: str, wrk, seconds: float) -> tuple[float, float, float]:
+def http_point(bento: Path, monitoring: str, wrk, seconds: float, workers: str = "") -> tuple[float, float, float]:
     """Requests/s at c=32, cold start, and the server's CPU µs per request (all its processes)."""
     port = bs.free_port()
     body = json.dumps({"inputs": [[14.0] * 30]}).encode()
     server = bs.Server(f"monitoring {monitoring}", [sys.executable, "-m", "bento_compile.cli", "serve", "cancer:latest",
                                                     "--port", str(port)], port, body,
-                       env={"BENTO_COMPILE_MONITORING": monitoring, "BENTO_COMPILE_HOME": str(bento.parents[2])})
+                       env={"BENTO_COMPILE_MONITORING": monitoring, "BENTO_COMPILE_HOME": str(bento.parents[2]),
+                            **({"BENTO_COMPILE_WORKERS": workers} if workers else {})})
     try:
         cold = server.start()
         bs.load(wrk, port, body, 32, 1)  # warm (the batcher's latency model, the FastAPI build)
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--workers", default="", help="server worker processes (default: as shipped, one per CPU)")
     args = parser.parse_args()
     wrk = bs.ensure_wrk(lambda message: print(message, file=sys.stderr))
     bs.WORK.mkdir(parents=True, exist_ok=True)  # wrk's request script lives there
@@ -160,7 +162,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             # Alternated, and which goes first alternates too: neither always meets the busier half of a round.
             for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
-                rps, cold, cpu_us = http_point(bento, mode, wrk, args.duration)
+                rps, cold, cpu_us = http_point(bento, mode, wrk, args.duration, args.workers)
                 figures[f"rps_{mode}"].append(rps)
                 figures[f"cold_{mode}"].append(cold)
                 figures[f"cpu_us_{mode}"].append(cpu_us)
@@ -171,7 +173,7 @@ def main() -> None:
               "cpu_per_request_cost": medians["cpu_us_on"] / medians["cpu_us_off"] - 1, "per_run_us": per_run,
               "rounds": figures, "load_average": os.getloadavg(),
               "machine": bs.machine(),
-              "load": "wrk" if wrk else "socket generator"}
+              "load": "wrk" if wrk else "socket generator", "workers": args.workers or "auto"}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

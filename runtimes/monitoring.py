@@ -4,10 +4,10 @@
 Lambda, edge `run`) and the batch engine get monitoring without a line of their own. It is the bare
 backend (nothing added to a run) unless monitoring is on: `monitoring:` in bento.yaml, switched per
 deployment by env BENTO_COMPILE_MONITORING=on|off. A run is binned with vectorized numpy, never a loop over
-rows: small runs are gathered by reference and binned PENDING_ROWS at a time, and once the window is full a
-large run adds an evenly spaced subset of MAX_BINNED_ROWS rows to that gathering. The prediction log's
-sample is drawn as the gaps between logged rows (a run that holds none costs two integer operations). A
-caller that times the model's run itself (the HTTP batcher, whose latency model decides what runs inline)
+rows: small runs are gathered by reference and binned PENDING_ROWS at a time, and once the window is full one
+large run in LARGE_RUN_EVERY adds an evenly spaced subset of MAX_BINNED_ROWS rows to that gathering. The
+prediction log's sample is drawn as the gaps between logged rows (a run that holds none costs two integer
+operations). A caller that times the model's run itself (the HTTP batcher, whose latency model decides what runs inline)
 takes the bare run and `after_run` apart (`run_and_after`), so monitoring never counts as model time.
 
 The window (`monitoring.window` rows, or `window_seconds`) is a ring of WINDOW_SEGMENTS segments: the
@@ -40,6 +40,7 @@ WINDOW_SEGMENTS = 10
 # x log bins), as costly as a small model's own run: unbounded, monitoring a logistic regression costs more
 # than the model itself (bench/RESULTS.md).
 MAX_BINNED_ROWS = 16
+LARGE_RUN_EVERY = 4
 # Runs smaller than this are gathered and binned together (the per-call cost of numpy dominates tiny runs).
 PENDING_ROWS = 256
 # Set by an adapter that runs the model in the request's own thread (Lambda): the log record's request id.
@@ -114,6 +115,7 @@ class Monitor:
         self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         self._pending_rows = 0
         self._pending_lock = threading.Lock()
+        self._large_runs = 0
         for feature in (*info.features, *info.outputs):
             if feature.note:
                 self.report_once(f"{feature.name}: {feature.note}")
@@ -138,8 +140,12 @@ class Monitor:
         binned together: a single-row run costs an append, not a dozen numpy calls. Never raises."""
         rows = _run_rows(feeds, outputs)
         if rows >= PENDING_ROWS and self._binned_total >= self.window_rows:
-            # Window full: a large run joins the gathering as an evenly spaced subset (views, no copy), so
-            # batch scoring bins once per PENDING_ROWS // MAX_BINNED_ROWS runs, not every run.
+            # Window full: one large run in LARGE_RUN_EVERY joins the gathering as an evenly spaced subset
+            # (views, no copy), so batch scoring bins once per that many times PENDING_ROWS // MAX_BINNED_ROWS
+            # runs, and the others cost a counter.
+            skip, self._large_runs = self._large_runs % LARGE_RUN_EVERY, self._large_runs + 1
+            if skip:
+                return
             step = rows // MAX_BINNED_ROWS
             start = self.runs % step  # another offset each time: every row of a run may be counted
             feeds = {name: value[start::step] if np.ndim(value) and len(value) == rows else value

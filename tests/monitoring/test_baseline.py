@@ -118,5 +118,11 @@ def test_large_runs_are_subsampled_once_the_window_is_full(monitored_bento, shif
     monitor.observe({"input": big}, {})  # filling: every row
     assert monitor.snapshot()["window_rows"] == len(big)
     monitor.observe({"input": big}, {})  # full: a subset
-    assert len(big) < monitor.snapshot()["window_rows"] <= len(big) + 64
+    subset = monitor.snapshot()["window_rows"]
+    assert len(big) < subset <= len(big) + 64
     assert monitor.snapshot()["drifting"] == ["input[3]"]
+    for _ in range(3):  # then one large run in LARGE_RUN_EVERY (4) adds one
+        monitor.observe({"input": big}, {})
+    assert monitor.snapshot()["window_rows"] == subset
+    monitor.observe({"input": big}, {})
+    assert monitor.snapshot()["window_rows"] > subset
