@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -53,6 +53,14 @@ class ColumnPlan:
     def scalar_numeric_columns(self) -> list[str]:
         """Columns a CSV reader should hand over as text, so one bad cell is one row error, not a failed read."""
         return [c for b in self.bindings if b.kind != LIST and b.numeric for c in b.columns]
+
+
+def without_inputs(manifest: Manifest, names: set[str]) -> Manifest:
+    """The manifest the planner sees when some inputs come from elsewhere (decoded images, --set tensors)."""
+    if not names:
+        return manifest
+    return replace(manifest, model=replace(manifest.model, inputs=tuple(s for s in manifest.inputs
+                                                                         if s.name not in names)))
 
 
 def feature_names(manifest: Manifest) -> list[str] | None:

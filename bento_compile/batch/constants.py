@@ -5,11 +5,11 @@ to every run. Its value is checked exactly as the HTTP contract checks a whole t
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from bento_compile.batch.columns import without_inputs
 from bento_compile.batch.errors import BatchError
 from bento_compile.runtimes.errors import RuntimeFault
 from bento_compile.runtimes.manifest import Manifest, TensorSpec
@@ -41,11 +41,7 @@ def check_constants(manifest: Manifest, constants: tuple[tuple[str, Any], ...]) 
 
 def without_constants(manifest: Manifest) -> Manifest:
     """The manifest the column planner sees: whole inputs come from --set, not from columns."""
-    whole = {spec.name for spec in whole_inputs(manifest)}
-    if not whole:
-        return manifest
-    return replace(manifest, model=replace(manifest.model, inputs=tuple(s for s in manifest.inputs
-                                                                         if s.name not in whole)))
+    return without_inputs(manifest, {spec.name for spec in whole_inputs(manifest)})
 
 
 def constant_feeds(manifest: Manifest, constants: tuple[tuple[str, Any], ...]) -> dict[str, np.ndarray]:

@@ -5,13 +5,12 @@ own image code (runtimes/media.py), and a row whose image is bad is a row error 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from bento_compile.batch.columns import RowErrors
+from bento_compile.batch.columns import RowErrors, without_inputs
 from bento_compile.batch.errors import BatchError
 from bento_compile.runtimes.errors import RuntimeFault
 from bento_compile.runtimes.manifest import Manifest, RequestInput
@@ -23,11 +22,7 @@ def image_inputs(manifest: Manifest) -> list[RequestInput]:
 
 def without_image_inputs(manifest: Manifest) -> Manifest:
     """The manifest the column planner sees: image inputs are read by `image_feeds`, not as numbers."""
-    names = {i.name for i in image_inputs(manifest)}
-    if not names:
-        return manifest
-    return replace(manifest, model=replace(manifest.model, inputs=tuple(s for s in manifest.inputs
-                                                                         if s.name not in names)))
+    return without_inputs(manifest, {i.name for i in image_inputs(manifest)})
 
 
 def image_feeds(batch: pa.RecordBatch, manifest: Manifest, errors: RowErrors) -> dict[str, np.ndarray]:
