@@ -208,7 +208,13 @@ scored = bentoml.batch.run_in_spark(bento, spark.read.parquet(DATA), spark, outp
 scored.write.mode("overwrite").parquet(OUT + "/bentoml-spark")
 rows = spark.read.parquet(OUT + "/bentoml-spark").count()
 spark.stop()
-done(rows, bentoml=bentoml.__version__, pyspark=__import__("pyspark").__version__)
+result = dict(bentoml=bentoml.__version__, pyspark=__import__("pyspark").__version__)
+# run_in_spark never stops the servers its tasks start (they outlive Spark, on 0.0.0.0): stop this bento's.
+import psutil
+for proc in psutil.process_iter(["cmdline"]):
+    if str(bento.tag) in " ".join(proc.info["cmdline"] or []):
+        proc.kill()
+done(rows, **result)
 """,
     "ray": """
 from bento_compile.batch.ray import score_files
