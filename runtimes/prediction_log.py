@@ -557,26 +557,28 @@ def _key(name: str) -> bytes:
     return _orjson.dumps(name).replace(b"%", b"%%") + b":"
 
 
-def _row_cells(value: np.ndarray) -> list[bytes]:
-    """Each row of a 1-D or 2-D numeric tensor as JSON from one orjson call (a 2-D row without its brackets)."""
+def _numeric_json(value: np.ndarray) -> tuple[bytes, int]:
+    """A 1-D or 2-D numeric tensor as JSON from one orjson call, without its outer brackets, and its rank;
+    TypeError for any other tensor (its records are then made row by row)."""
     array = np.ascontiguousarray(value)
     text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
     if array.ndim == 1:
-        return text[1:-1].split(b",")
+        return text[1:-1], 1
     if array.ndim != 2 or not array.shape[1]:
         raise TypeError("only 1-D and 2-D tensors are formatted in one call")
-    return text[2:-2].split(b"],[")
+    return text[2:-2], 2
+
+
+def _row_cells(value: np.ndarray) -> list[bytes]:
+    """Each row of a 1-D or 2-D numeric tensor as JSON (a 2-D row without its brackets)."""
+    text, rank = _numeric_json(value)
+    return text.split(b",") if rank == 1 else text.split(b"],[")
 
 
 def _flat_cells(value: np.ndarray) -> list[bytes]:
-    """The JSON of every value of a 1-D or 2-D numeric tensor, row after row, from one orjson call."""
-    array = np.ascontiguousarray(value)
-    text = _orjson.dumps(array, option=_orjson.OPT_SERIALIZE_NUMPY)
-    if array.ndim == 1:
-        return text[1:-1].split(b",")
-    if array.ndim != 2 or not array.shape[1]:
-        raise TypeError("only 1-D and 2-D tensors are formatted in one call")
-    return text[2:-2].replace(b"],[", b",").split(b",")
+    """The JSON of every value of a 1-D or 2-D numeric tensor, row after row."""
+    text, rank = _numeric_json(value)
+    return (text if rank == 1 else text.replace(b"],[", b",")).split(b",")
 
 
 def _rows_of(value: np.ndarray, picked: np.ndarray, rows: int) -> np.ndarray:
