@@ -70,9 +70,15 @@ def _score_partition(batches: Iterator[pa.RecordBatch], archive: str, version: s
 
 def score_files(bento: str | Path, input: str, output: str, options: ScoreOptions | None = None, *,
                 master: str = "local[2]", batch_rows: int = 8192, fmt: str | None = None,
-                overwrite: bool = False) -> Summary:
-    """`bento-compile batch --engine spark`: read INPUT with Spark, score, write OUTPUT as a folder of parts."""
+                overwrite: bool = False, io: str = "auto") -> Summary:
+    """`bento-compile batch --engine spark`: score INPUT into OUTPUT on Spark.
+
+    `io`: "pyarrow" (Spark schedules units of row groups, each task reads and writes them with pyarrow;
+    OUTPUT is shaped like the local engine's), "spark" (Spark's own reader and writer; OUTPUT is a folder
+    of parts), or "auto": pyarrow for s3:// and on a local master, Spark's own otherwise."""
     pyspark = require("pyspark")
+    if io not in ("auto", "pyarrow", "spark"):
+        raise BatchError(f"io={io!r} is not one of auto, pyarrow, spark.", "Pass io='auto'.")
     options = options or ScoreOptions()
     fmt = output_format(output, fmt)
     started = time.perf_counter()
@@ -93,7 +99,11 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
     if owned:  # quiet: a failing task's stack trace is told once, plainly, by _spark_error
         spark.sparkContext.setLogLevel(os.environ.get(LOG_LEVEL_ENV, "OFF"))
     try:
-        if not local_output or "://" in input:  # s3:// with plain pyspark: pyarrow reads and writes (spark_units.py)
+        # s3:// with plain pyspark, and any files on a local master (one machine: every task sees the files):
+        # Spark schedules units, pyarrow reads and writes (spark_units.py). Rows then never cross into the
+        # JVM and back, Spark's own Arrow round trip that made up most of a local[2] run. A cluster master
+        # with local paths keeps Spark's own reader and writer (each node resolves file:// itself).
+        if io == "pyarrow" or (io == "auto" and (not local_output or "://" in input or master.startswith("local"))):
             try:
                 summary = score_units(spark, bento, input, output, options, batch_rows=batch_rows, fmt=fmt,
                                       overwrite=overwrite, master=master)
