@@ -51,6 +51,7 @@ _OFFLOAD_BODY_BYTES = 256 * 1024
 _WATCH_RUNS_LONGER_THAN_S = 0.0005
 
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]] | None]
+_INTERNAL_ERROR: Answer = (500, orjson.dumps({"error": "internal error while predicting; see the server log"}), None)
 
 
 # What a JSON body may be labelled: JSON itself, and what `curl -d` and browsers' fetch send for a raw body.
@@ -66,8 +67,8 @@ def error_body(message: str) -> bytes:
     return orjson.dumps({"error": message})
 
 
-def _content_type(scope: dict) -> bytes:
-    for name, value in scope["headers"]:
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
         if name == b"content-type":
             return value
     return b""
@@ -154,24 +155,49 @@ class PredictService:
     async def respond(self, scope: dict, receive: Callable[[], Awaitable[dict]], started: float) -> Answer | None:
         """The answer to one POST /predict, from its scope and ASGI `receive` (None: the client went away,
         counted here); `asgi` above sends it."""
-        answer: Answer | None
-        phases = self.metrics.phases
+        headers = scope["headers"]
         try:
             # The body first, then the slot: only a whole request counts against the in-flight limit, so
             # clients that send slowly (held to a deadline by adapters/http_guard.py) lock nobody out.
-            request = await self._read_body(scope, receive)
-            phases["read"].observe(time.perf_counter() - started)
-            if not isinstance(request, bytes):
-                answer = request
-            elif self.limit and self.in_flight >= self.limit:
+            request = self.refusal(headers) or await self._read_body(receive)
+        except Exception:  # never a stack trace to the client, never a non-JSON 500
+            log.exception("unexpected error")
+            request = _INTERNAL_ERROR
+        self.body_read(started)
+        if not isinstance(request, bytes):
+            if request is None:
+                self.client_gone(started)
+            return request
+        return await self.respond_to_body(request, headers, receive, started)
+
+    def refusal(self, headers: list[tuple[bytes, bytes]]) -> Answer | None:
+        """What the head alone refuses, before a byte of the body is read: a declared size over the bound
+        (413), a body that is not JSON nor a media type the Bento takes (415)."""
+        limit = self.settings.max_body_bytes
+        for name, value in headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > limit:
+                    return self.too_large()
+            elif name == b"content-type" and not _json_capable(value) and not media_accepted(self.manifest, value):
+                return 415, error_body(f"the body must be JSON (Content-Type: application/json), not "
+                                       f"{value[:100].decode('latin-1')!r}"), None
+        return None
+
+    async def respond_to_body(self, body: bytes, headers: list[tuple[bytes, bytes]],
+                              receive: Callable[[], Awaitable[dict]] | None, started: float) -> Answer | None:
+        """The answer to a /predict body read whole (by `respond`, or by the lean HTTP protocol of
+        adapters/lean_http.py): in-flight limit, then `answer`. None: the client went away (counted here)."""
+        answer: Answer | None
+        try:
+            if self.limit and self.in_flight >= self.limit:
                 answer = self._overloaded(Overloaded(
                     f"over {self.limit} requests in flight (BENTO_COMPILE_MAX_CONCURRENCY / "
                     "runtime.max_concurrency); retry shortly", 1, "concurrency"))
             else:
                 self.in_flight += 1
                 try:
-                    request_id = self.request_ids.of(scope["headers"]) if self.request_ids is not None else None
-                    answer = await self.answer(request, receive, content_type=_content_type(scope),
+                    request_id = self.request_ids.of(headers) if self.request_ids is not None else None
+                    answer = await self.answer(body, receive, content_type=_content_type(headers),
                                                request_id=request_id)
                     if isinstance(request_id, bytes) and answer is not None:  # echoed: the client finds its records
                         answer = _with_request_id(answer, request_id)
@@ -179,21 +205,22 @@ class PredictService:
                     self.in_flight -= 1
         except Exception:  # never a stack trace to the client, never a non-JSON 500
             log.exception("unexpected error")
-            answer = 500, error_body("internal error while predicting; see the server log"), None
+            answer = _INTERNAL_ERROR
         if answer is None:
-            self.metrics.request("/predict", 499, time.perf_counter() - started)
+            self.client_gone(started)
         return answer
 
-    async def _read_body(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> bytes | Answer | None:
+    def body_read(self, started: float) -> None:
+        """The body is whole (or refused, or the client left): the request's `read` phase ends."""
+        self.metrics.phases["read"].observe(time.perf_counter() - started)
+
+    def client_gone(self, started: float) -> None:
+        """Nobody to answer: counted as 499 (nginx's "client closed request")."""
+        self.metrics.request("/predict", 499, time.perf_counter() - started)
+
+    async def _read_body(self, receive: Callable[[], Awaitable[dict]]) -> bytes | Answer | None:
         """The whole body, or the answer instead of one (413 over the bound, None when the client left)."""
         limit = self.settings.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    return self._too_large()
-            elif name == b"content-type" and not _json_capable(value) and not media_accepted(self.manifest, value):
-                return 415, error_body(f"the body must be JSON (Content-Type: application/json), not "
-                                       f"{value[:100].decode('latin-1')!r}"), None
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
@@ -208,14 +235,14 @@ class PredictService:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    return self._too_large()
+                    return self.too_large()
                 chunks.append(chunk)
             body = b"".join(chunks)
         if len(body) > limit:
-            return self._too_large()
+            return self.too_large()
         return body
 
-    def _too_large(self) -> Answer:
+    def too_large(self) -> Answer:
         return 413, error_body(
             f"request body is over {self.settings.max_body_bytes} bytes "
             "(runtime.max_body_bytes in bento.yaml): send fewer rows per request"), None

@@ -144,7 +144,7 @@ def create_app(bento_dir: str | Path, load_mode: str = "background", holder: Mod
         try:
             body = await read_body_bounded(request, manifest.runtime.max_body_bytes)
         except BodyTooLarge:
-            status, content, headers = service._too_large()
+            status, content, headers = service.too_large()
         else:
             answer = await service.answer(body, content_type=request.headers.get("content-type", "").encode())
             status, content, headers = answer if answer is not None else (499, b"{}", None)

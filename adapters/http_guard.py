@@ -239,16 +239,19 @@ def guarded_protocol(kind: str, settings: GuardSettings) -> type:
             guard = settings
 
         return GuardedH11
-    raise ValueError(f"BENTO_COMPILE_HTTP must be auto, httptools or h11, got {kind!r}")
+    raise ValueError(f"uvicorn's HTTP protocols are httptools and h11, not {kind!r}")
 
 
-def http_protocol(settings: GuardSettings | None = None) -> type:
-    """BENTO_COMPILE_HTTP (auto | httptools | h11): httptools when it is installed (the fast path), else h11."""
+def http_kind() -> str:
+    """BENTO_COMPILE_HTTP: lean (adapters/lean_http.py), httptools or h11 (uvicorn's, with this guard mixed
+    in); auto (the default): lean when httptools is installed, else h11."""
     kind = os.environ.get("BENTO_COMPILE_HTTP", "auto").strip() or "auto"
     if kind == "auto":
         try:
             import httptools  # noqa: F401
-            kind = "httptools"
+            kind = "lean"
         except ImportError:
             kind = "h11"
-    return guarded_protocol(kind, settings or GuardSettings.from_env())
+    if kind not in ("lean", "httptools", "h11"):
+        raise ValueError(f"BENTO_COMPILE_HTTP must be auto, lean, httptools or h11, got {kind!r}")
+    return kind

@@ -5,17 +5,25 @@ BENTO_COMPILE_BENTO (the Bento folder), PORT (Cloud Run / Knative set it),
 HOST (default 127.0.0.1; containers pass 0.0.0.0), BENTO_COMPILE_LOAD (background),
 BENTO_COMPILE_GRACE_SECONDS (how long SIGTERM waits for in-flight requests; default: until done),
 BENTO_COMPILE_HEADER_TIMEOUT_S / _BODY_TIMEOUT_S / _MAX_HEADER_BYTES (slow and oversized clients,
-adapters/http_guard.py), BENTO_COMPILE_HTTP (auto | httptools | h11),
+adapters/http_guard.py), BENTO_COMPILE_HTTP (the HTTP protocol, below),
 BENTO_COMPILE_WORKERS (HTTP worker processes; default one per whole CPU the process may use:
 adapters/workers.py).
+
+The HTTP protocol (BENTO_COMPILE_HTTP), under uvicorn's Server (lifespan, signals, the drain below):
+- `lean` (what `auto`, the default, picks when httptools is installed): adapters/lean_http.py, which
+  answers POST /predict from the parser's callbacks and the other routes through the ASGI app; about
+  a third less server CPU per request than uvicorn's own protocol (bench/RESULTS.md);
+- `httptools`, `h11`: uvicorn's protocols with adapters/http_guard.py's deadlines and bounds mixed in;
+  h11 (pure Python) is what `auto` picks without httptools.
+All three give the same answers, deadlines and bounds; the startup log names the one in use.
 """
 
 from __future__ import annotations
 
 import os
 
-from bento_compile.adapters.asgi import create_server_app
-from bento_compile.adapters.http_guard import GuardSettings, http_protocol
+from bento_compile.adapters.asgi import ServingApp, create_server_app
+from bento_compile.adapters.http_guard import GuardSettings, guarded_protocol, http_kind
 
 
 def run(bento_dir: str, host: str = "127.0.0.1", port: int = 3000, load_mode: str = "background",
@@ -50,11 +58,28 @@ def serve_one(bento_dir: str, host: str, port: int, load_mode: str, log_level: s
     # uvicorn annotates the grace period as int, but waits with asyncio.timeout, which takes any float.
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
                             timeout_graceful_shutdown=grace_seconds,  # type: ignore[arg-type]
-                            http=http_protocol(guard),
+                            http=_protocol_class(app, guard),
                             h11_max_incomplete_event_size=guard.max_header_bytes + (1 << 20))
     # A worker accepts from the socket its supervisor listens on (adapters/workers.py says why not SO_REUSEPORT).
     inherited = worker_pool.inherited_socket()
     _graceful_server_class()(config).run(sockets=[inherited] if inherited is not None else None)
+
+
+def _protocol_class(app: ServingApp, guard: GuardSettings) -> type:
+    """The HTTP protocol BENTO_COMPILE_HTTP names (the module doc says which), logged."""
+    import logging
+
+    kind = http_kind()
+    logging.getLogger("bento_compile.server").info("HTTP protocol: %s", _PROTOCOLS[kind])
+    if kind == "lean":
+        from bento_compile.adapters.lean_http import lean_protocol
+
+        return lean_protocol(guard, app.service)
+    return guarded_protocol(kind, guard)
+
+
+_PROTOCOLS = {"lean": "lean (httptools parser; POST /predict answered by the protocol, other routes by ASGI)",
+              "httptools": "uvicorn httptools", "h11": "uvicorn h11"}
 
 
 def _graceful_server_class():

@@ -1,5 +1,5 @@
 """Slow and oversized clients against the real server (`python -m bento_compile.adapters.server`, uvicorn on
-real sockets), under httptools and under h11: deadlines for headers and body, a header-size bound, and the
+real sockets), under the lean protocol, httptools and h11: deadlines for headers and body, a header-size bound, and the
 in-flight limit counted only once a body is whole. Timeouts are set small by env so the tests stay fast."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 HEADER_TIMEOUT, BODY_TIMEOUT, MAX_HEADER = 0.6, 1.0, 8192
 
 
-@pytest.fixture(scope="module", params=["httptools", "h11"])
+@pytest.fixture(scope="module", params=["lean", "httptools", "h11"])
 def server(request, built_example) -> Iterator[tuple[int, subprocess.Popen]]:
     port = free_port()
     env = {**os.environ, "BENTO_COMPILE_BENTO": str(built_example), "PORT": str(port),
