@@ -21,6 +21,7 @@ from bento_compile.compiler.baseline import build_monitoring
 from bento_compile.compiler.batch_probe import probe_batching
 from bento_compile.compiler.bento_writer import BuildResult, manifest_draft, write_bento
 from bento_compile.compiler.frontends import load_source
+from bento_compile.compiler.missing_values import missing_values_policy
 from bento_compile.compiler.parity import ParityError
 from bento_compile.compiler.pipeline import declared, declared_model_inputs, describe_plan, plan_pipeline
 from bento_compile.compiler.request import BuildRequest, resolve_path
@@ -88,6 +89,7 @@ def build(request: BuildRequest, store: BentoStore, progress: Progress = lambda 
     compiled = report.pop("_compiled")
     if not report["passed"]:
         raise ParityError(report)
+    config = missing_values_policy(config, source.reference, feeds, inputs, [o.name for o in outputs], progress)
     verdict = probe_batching(_session_runner(optimized, outputs), feeds, inputs, outputs, compiled)
     outputs = verdict.outputs
     progress(f"Batching: {verdict.reason}")

@@ -3,11 +3,11 @@
 The sample is both the evidence of parity and the API's documented example,
 so a real one beats a synthetic one; without it we say so in the report.
 
-Formats: `.npy` (one array: the single input, or one column per input), `.csv`
-(rows of numbers), `.npz` (one array per input name, scalars included) and
-`.json` (a request body `{"inputs": {...}}`, read by the runtime's own request
-parser so the sample means exactly what a request would). A sample is one model
-run; its first rows (whole-tensor inputs as they are) become the API example.
+Formats: `.npy` (one array: the single input, or one column per input), `.csv` (rows of numbers, or
+a table whose header names each one-column input), `.npz` (one array per input name, scalars
+included) and `.json` (a request body `{"inputs": {...}}`, read by the runtime's own request parser
+so the sample means exactly what a request would). A sample is one model run; its first rows
+(whole-tensor inputs as they are) become the API example.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def load_sample(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
             return {specs[0].name: _whole(array, specs[0], path)}
         return _split_columns(array, specs, path)
     if suffix == ".csv":
-        return _split_columns(_read_csv(path), specs, path)
+        named = _read_named_csv(path, specs)
+        return named if named is not None else _split_columns(_read_csv(path), specs, path)
     if suffix == ".npz":
         return _read_npz(path, specs)
     if suffix == ".json":
@@ -143,6 +144,53 @@ def _shape_text(shape: tuple) -> str:
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")" if shape else "() (a scalar)"
 
 
+def _read_named_csv(path: Path, specs: list[TensorSpec]) -> dict[str, np.ndarray] | None:
+    """A table with a header naming every input (one column each, any order, extra columns ignored), as
+    `df.to_csv(index=False)` writes it for a model that takes named columns. None for any other CSV."""
+    if len(specs) < 2 or not all(s.batched and tuple(s.shape[1:]) == (1,) for s in specs):
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    if not rows or not {s.name for s in specs} <= set(rows[0]):
+        return None
+    header = rows[0]
+    if len(rows) < 2:
+        raise BentoCompileError(f"The sample {path} has a header but no rows.", "Save at least one row.")
+    feeds = {}
+    for spec in specs:
+        at = header.index(spec.name)
+        cells = [row[at] if at < len(row) else "" for row in rows[1:]]
+        feeds[spec.name] = _csv_column(cells, spec, path).reshape(-1, 1)
+    return feeds
+
+
+def _csv_column(cells: list[str], spec: TensorSpec, path: Path) -> np.ndarray:
+    if spec.dtype == "string":
+        return np.array(cells, dtype=object)
+    for line, cell in enumerate(cells, start=2):
+        text = cell.strip()
+        if text in ("", "nan", "NaN"):
+            if np.dtype(spec.dtype).kind != "f":
+                raise BentoCompileError(f"{path} line {line}: column '{spec.name}' ({spec.dtype}) is empty.",
+                                        f"Give every row a value for {spec.name}.")
+            continue
+        try:
+            float(text) if np.dtype(spec.dtype).kind == "f" else int(text)
+        except ValueError:
+            raise BentoCompileError(
+                f"{path} line {line}: column '{spec.name}' holds {cell!r}, which is not {_a_value_of(spec.dtype)}.",
+                f"Use the values the model was trained on, or declare '{spec.name}' under `inputs:` with its "
+                "dtype.") from None
+    if np.dtype(spec.dtype).kind == "f":
+        return np.array([float(c) if c.strip() not in ("", "nan", "NaN") else np.nan for c in cells],
+                        dtype=spec.dtype)
+    return np.array([int(c) for c in cells], dtype=spec.dtype)
+
+
+def _a_value_of(dtype: str) -> str:
+    return "a number" if np.dtype(dtype).kind == "f" else f"an integer ({dtype})"
+
+
 def _read_csv(path: Path) -> np.ndarray:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row]
@@ -155,7 +203,8 @@ def _read_csv(path: Path) -> np.ndarray:
                         dtype=np.float64)
     except ValueError as exc:
         raise BentoCompileError(f"{path} holds a value that is not a number ({exc}).",
-                                "Use numeric columns only, or a .npy file.") from None
+                                "Use numeric columns only, or a .npy file; for a model that takes named columns, "
+                                "a header line that names every input.") from None
 
 
 def _is_numeric_row(row: list[str]) -> bool:

@@ -75,12 +75,79 @@ def _unpickle(path: Path) -> Any:
 
 
 def _default_inputs(estimator: Any, path: Path) -> list[TensorSpec]:
+    named = named_column_inputs(estimator)
+    if named is not None:
+        return named
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise BentoCompileError(
             f"Cannot tell how many features {type(estimator).__name__} in {path.name} takes.",
             "Declare them in bento.yaml: inputs: [{name: input, dtype: float32, shape: [null, N]}].")
     return [TensorSpec(name="input", dtype="float32", shape=(None, int(n_features)))]
+
+
+def named_column_inputs(estimator: Any) -> list[TensorSpec] | None:
+    """One [N, 1] input per DataFrame column, for a model whose ColumnTransformer picks columns by name.
+
+    Such a model cannot take one float matrix (skl2onnx looks its columns up by name), and a mixed table
+    is the usual scikit-learn model in production. Each column's type comes from what the fitted model
+    learned of it: categories (or an imputer's fill values) that are strings make a string input,
+    integer categories an int64 one, anything else float32. None when the model does not select by name."""
+    names = getattr(estimator, "feature_names_in_", None)
+    transformer = _column_transformer(estimator)
+    if names is None or transformer is None:
+        return None
+    names = [str(name) for name in names]
+    selected = [(step, _column_names(columns, names)) for _label, step, columns in transformer.transformers_]
+    if not any(isinstance(columns, str) or (isinstance(columns, list | tuple) and columns
+                                            and all(isinstance(c, str) for c in columns))
+               for _label, _step, columns in transformer.transformers_):
+        return None
+    dtypes = dict.fromkeys(names, "float32")
+    for step, columns in selected:
+        for position, column in enumerate(columns):
+            learned = _learned_kind(step, position)
+            if learned is not None:
+                dtypes[column] = learned
+    return [TensorSpec(name=name, dtype=dtypes[name], shape=(None, 1)) for name in names]
+
+
+def _column_transformer(estimator: Any) -> Any:
+    """The ColumnTransformer that first sees the DataFrame: the model itself or its Pipeline's first step."""
+    from sklearn.compose import ColumnTransformer
+
+    first = estimator.steps[0][1] if getattr(estimator, "steps", None) else estimator
+    return first if isinstance(first, ColumnTransformer) else None
+
+
+def _column_names(columns: Any, names: list[str]) -> list[str]:
+    """A ColumnTransformer's column selection (a name, names, indices, a slice or a mask) as names."""
+    if isinstance(columns, str):
+        return [columns]
+    if isinstance(columns, slice):
+        return names[columns]
+    picked = list(np.asarray(columns).reshape(-1)) if not isinstance(columns, list | tuple) else list(columns)
+    if picked and all(isinstance(c, bool | np.bool_) for c in picked):
+        return [name for name, keep in zip(names, picked, strict=False) if keep]
+    return [names[int(c)] if isinstance(c, int | np.integer) else str(c) for c in picked]
+
+
+def _learned_kind(step: Any, position: int) -> str | None:
+    """'string' or 'int64' when a fitted step recorded the column's values as such; None: no evidence."""
+    for part in _walk(step) if hasattr(step, "fit") else ():
+        categories = getattr(part, "categories_", None)
+        values = None
+        if isinstance(categories, list) and position < len(categories):
+            values = np.asarray(categories[position])
+        elif getattr(part, "statistics_", None) is not None and position < len(part.statistics_):
+            values = np.asarray(part.statistics_[position : position + 1])
+        if values is None or not values.size:
+            continue
+        if values.dtype.kind in "OUS":
+            return "string" if any(isinstance(v, str) for v in values.reshape(-1)) else None
+        if values.dtype.kind in "iu":
+            return "int64"
+    return None
 
 
 def _feature_names(estimator: Any, inputs: list[TensorSpec]) -> list[str] | None:

@@ -1,13 +1,13 @@
 """Inputs for a build without a sample, derived from the model's own contract.
 
-Shapes come from the graph: batched inputs get rows along their batch axis (many
-for small rows, 2 for large ones), fixed axes their declared size, other free axes
-2 (the same size for every free axis, so inputs that share a symbol still agree),
-scalars stay scalars. Values: standard-normal floats, small integers, random bools,
-"a" for strings; an integer input the graph uses as indices gets values inside the
-axis it indexes when the graph states that size. An input the graph uses as a shape,
-a count, an axis or a size (Reshape's `shape`, TopK's `k`, Slice's `starts`...) has no
-safe synthetic value: the build asks for a sample naming it rather than guess.
+Shapes come from the graph: batched inputs get rows along their batch axis (many for small rows, 2
+for large ones), fixed axes their declared size, other free axes 2 (the same size for every free
+axis, so inputs that share a symbol still agree), scalars stay scalars. Values: standard-normal
+floats, small integers, random bools, for strings the categories the graph encodes them with (else
+"a"); an integer input the graph uses as indices gets values inside the axis it indexes when the
+graph states that size. An input the graph uses as a shape, a count, an axis or a size (Reshape's
+`shape`, TopK's `k`, Slice's `starts`...) has no safe synthetic value: the build asks for a sample
+naming it rather than guess.
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def _values(spec: TensorSpec, shape: tuple[int, ...], uses: list[tuple[onnx.Node
             model: onnx.ModelProto | None, rng: np.random.Generator, specs: list[TensorSpec],
             rows: int) -> np.ndarray:
     if spec.dtype == "string":
-        return np.full(shape, "a", dtype=object)
+        vocabulary = _vocabulary(spec.name, model) if model is not None else []
+        if not vocabulary:
+            return np.full(shape, "a", dtype=object)
+        return rng.choice(np.asarray(vocabulary, dtype=object), size=shape)
     if spec.dtype == "bool":
         return rng.integers(0, 2, size=shape).astype(bool)
     kind = np.dtype(spec.dtype).kind
@@ -115,6 +118,31 @@ def _values(spec: TensorSpec, shape: tuple[int, ...], uses: list[tuple[onnx.Node
         high = max(min(bounds) if bounds else 3, low + 1)
         return rng.integers(low, high, size=shape).astype(spec.dtype)
     return rng.standard_normal(shape).astype(spec.dtype)
+
+
+# String attributes that list the values a string input is compared with (categories, lookup keys).
+_VOCABULARY_ATTRIBUTES = ("cats_strings", "keys_strings", "classes_strings")
+_VOCABULARY_DEPTH = 4  # nodes between the input and its encoder (Cast, Identity, Reshape, Imputer ...)
+
+
+def _vocabulary(name: str, model: onnx.ModelProto) -> list[str]:
+    """The categories a string input is encoded with (e.g. a OneHotEncoder's), found within a few nodes
+    downstream, so that synthetic rows hit real categories instead of only the unknown-value branch."""
+    frontier, seen = {name}, set()
+    for _ in range(_VOCABULARY_DEPTH):
+        following: set[str] = set()
+        for node in model.graph.node:
+            if not frontier.intersection(node.input) or id(node) in seen:
+                continue
+            seen.add(id(node))
+            for attribute in node.attribute:
+                if attribute.name in _VOCABULARY_ATTRIBUTES and attribute.strings:
+                    return [value.decode("utf-8", "replace") for value in attribute.strings]
+            following.update(node.output)
+        if not following:
+            break
+        frontier = following
+    return []
 
 
 def _indexed_size(node: onnx.NodeProto, model: onnx.ModelProto | None, specs: list[TensorSpec],

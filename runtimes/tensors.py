@@ -82,7 +82,9 @@ def _decode_general(
         raise InputError('the body must be a JSON object with an "inputs" field')
     inputs = payload.get("inputs", {})
     names = ", ".join(s.name for s in specs)
-    if isinstance(inputs, Mapping):
+    if isinstance(inputs, list) and inputs and isinstance(inputs[0], Mapping) and specs:
+        named = _records_to_columns(inputs, specs, settings)
+    elif isinstance(inputs, Mapping):
         named = dict(inputs)
         unknown = sorted(set(named) - {s.name for s in specs})
         if unknown:
@@ -124,6 +126,36 @@ def _decode_general(
     return feeds, rows
 
 
+def _records_to_columns(records: list, specs: Sequence[TensorSpec], settings: RuntimeSettings) -> dict[str, list]:
+    """Rows sent as objects, one per row (`df.to_dict("records")`: `[{"plan": "pro", "tenure": 12}, ...]`),
+    as the columns the model takes. A one-column input takes a bare value per row; a wider one its row."""
+    if len(records) > settings.max_batch_rows:
+        raise PayloadTooLarge(f"{len(records)} rows in one request; this Bento accepts at most "
+                              f"{settings.max_batch_rows} (runtime.max_batch_rows in bento.yaml): split the request")
+    whole = [s.name for s in specs if not s.batched]
+    if whole:
+        raise InputError(f"input {whole[0]!r} is a whole tensor, not a column of rows: send "
+                         '{"inputs": {"<name>": ..., ...}} instead of a list of row objects')
+    wanted = {s.name for s in specs}
+    names = ", ".join(s.name for s in specs)
+    columns: dict[str, list] = {s.name: [] for s in specs}
+    one_value = {s.name for s in specs if tuple(s.shape[1:]) == (1,)}
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise InputError(f"inputs[{index}] is {_json_type(record)}, but inputs[0] is an object: send every "
+                             "row as an object of named inputs")
+        if record.keys() != wanted:
+            unknown = sorted(set(record) - wanted)
+            if unknown:
+                raise InputError(f"inputs[{index}] has unknown input {unknown[0]!r}; this model takes: {names}")
+            missing = next(s.name for s in specs if s.name not in record)
+            raise InputError(f"inputs[{index}] has no {missing!r}; every row needs: {names}")
+        for name, column in columns.items():
+            value = record[name]
+            column.append([value] if name in one_value and not isinstance(value, list) else value)
+    return columns
+
+
 def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.ndarray:
     where = f"inputs.{spec.name}" if spec.name else "inputs"
     if not spec.shape:
@@ -133,6 +165,8 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
     elif not isinstance(value, list):
         form = "a list of rows" if spec.batched else f"a nested list shaped {_shape_text(spec.shape)}"
         raise InputError(f"{where} must be {form}, got {_json_type(value)}")
+    if spec.batched and tuple(spec.shape[1:]) == (1,) and value and not any(isinstance(v, list) for v in value):
+        value = [[v] for v in value]  # a one-column input sent as a flat column: one value per row
     try:
         raw = np.asarray(value)
     except ValueError:
@@ -157,7 +191,7 @@ def _to_array(value: Any, spec: TensorSpec, settings: RuntimeSettings) -> np.nda
             index = tuple(int(i) for i in np.argwhere(np.isnan(array))[0])
             raise InputError(
                 f"{where}{_index_text(index)} is null or NaN, and this model does not accept missing "
-                "values (runtime.allow_missing: false in bento.yaml): send a number"
+                "values (the original model refuses NaN, or runtime.allow_missing is false): send a number"
             )
     elif target.kind in _INT_KINDS:
         # Python ints past int64 (uint64's top half) make numpy choose float64 or object: walk those.
@@ -306,6 +340,8 @@ def _json_type(item: Any) -> str:
         return f"the string {item[:40]!r}"
     if isinstance(item, dict):
         return "an object"
+    if isinstance(item, list):
+        return "a list"
     return f"{item!r}"
 
 

@@ -123,6 +123,60 @@ inputs:
     assert served["label"] == expected.tolist()
 
 
+def _mixed_table(rows: int):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(1)
+    return pd.DataFrame({"plan": rng.choice(["basic", "pro", "team"], rows),
+                         "region": rng.choice(["eu", "us", ""], rows),  # skl2onnx imputes strings given as ""
+                         "seats": rng.integers(1, 4, rows),
+                         "tenure": rng.uniform(0, 60, rows)})
+
+
+def test_named_columns_are_inferred_from_the_fitted_model(tmp_path):
+    """No bento.yaml: the ColumnTransformer's columns become inputs, typed by what the model learned of them
+    (string categories, an imputer's string fill value, integer categories, numbers); a CSV sample with a
+    header is read by name; synthetic rows use the real categories; row objects are answered like sklearn."""
+    frame = _mixed_table(300)
+    y = (frame["plan"] == "pro") ^ (frame["tenure"] > 40)
+    model = Pipeline([
+        ("cols", ColumnTransformer([
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan", "seats"]),
+            ("region", Pipeline([("fill", SimpleImputer(strategy="constant", fill_value="none",
+                                                               missing_values="")),
+                                 ("onehot", OneHotEncoder(handle_unknown="ignore"))]), ["region"]),
+            ("num", StandardScaler(), ["tenure"])])),
+        ("clf", LogisticRegression()),
+    ]).fit(frame, y)
+    path = save(model, tmp_path / "m.joblib")
+
+    synthetic = build(BuildRequest(path, BentoConfig(), name="mixed"), BentoStore())
+    inputs = {i["name"]: (i["dtype"], i["shape"]) for i in synthetic.manifest["model"]["inputs"]}
+    assert inputs == {"plan": ("string", [None, 1]), "region": ("string", [None, 1]),
+                      "seats": ("int64", [None, 1]), "tenure": ("float32", [None, 1])}
+    example = synthetic.manifest["example"]["inputs"]
+    assert {row[0] for row in example["plan"]} <= {"basic", "pro", "team"}
+
+    shuffled = frame[["tenure", "region", "plan", "seats"]].assign(extra=1.0).head(40)
+    shuffled.to_csv(tmp_path / "sample.csv", index=False)
+    result = build(BuildRequest(path, BentoConfig(), name="mixed", sample_path=tmp_path / "sample.csv"), BentoStore())
+    assert result.parity["passed"] and result.parity["rows"] == 40 and result.parity["sample"] == "file:sample.csv"
+
+    rows = frame.tail(5).to_dict("records")
+    served = BentoModel.load(result.path).predict({"inputs": [
+        {k: v.item() if hasattr(v, "item") else v for k, v in row.items()} for row in rows]})
+    assert served["outputs"]["label"] == model.predict(frame.tail(5)).tolist()
+
+
+def test_a_csv_sample_that_names_no_input_says_what_the_model_takes(tmp_path):
+    frame = _mixed_table(100)
+    model = Pipeline([("cols", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"])])),
+                      ("clf", LogisticRegression())]).fit(frame[["plan"]], frame["seats"] > 1)
+    path = save(model, tmp_path / "m.joblib")
+    frame[["plan"]].rename(columns={"plan": "tier"}).to_csv(tmp_path / "s.csv", index=False)
+    with pytest.raises(BentoCompileError, match="header line that names every input"):
+        build(BuildRequest(path, BentoConfig(), sample_path=tmp_path / "s.csv"), BentoStore())
+
+
 def test_onnx_file_as_is(cancer_data, tmp_path):
     from skl2onnx import to_onnx
 
@@ -229,3 +283,28 @@ def test_input_override_must_name_real_inputs(cancer_data, tmp_path):
     config = BentoConfig(inputs=[InputSpec(name="features", shape=[None, 30])])
     with pytest.raises(BentoCompileError, match="declares input 'features'"):
         build(BuildRequest(tmp_path / "m.onnx", config), BentoStore())
+
+
+def test_a_model_that_refuses_nan_gets_a_bento_that_refuses_nulls(cancer_data, tmp_path):
+    """LogisticRegression alone raises on NaN; served, it would answer NaN probabilities and a label."""
+    from bento_compile.runtimes.errors import InputError
+
+    X, y = cancer_data
+    bare = save(LogisticRegression(max_iter=3000).fit(X, y), tmp_path / "bare.joblib")
+    imputed = save(Pipeline([("fill", SimpleImputer()), ("clf", LogisticRegression(max_iter=3000))]).fit(X, y),
+                   tmp_path / "imputed.joblib")
+    row_with_null = {"inputs": [[None, *X[0, 1:].tolist()]]}
+
+    refused = build(BuildRequest(bare, BentoConfig(), name="bare"), BentoStore())
+    assert refused.manifest["runtime"]["allow_missing"] is False
+    with pytest.raises(InputError, match=r"inputs.input\[0\]\[0\] is null or NaN"):
+        BentoModel.load(refused.path).predict(row_with_null)
+
+    taken = build(BuildRequest(imputed, BentoConfig(), name="imputed"), BentoStore())
+    assert taken.manifest["runtime"]["allow_missing"] is True
+    answer = BentoModel.load(taken.path).predict(row_with_null)["outputs"]
+    assert np.isfinite(answer["probabilities"]).all() and answer["label"][0] in (0, 1)
+
+    told = build(BuildRequest(bare, BentoConfig.model_validate({"runtime": {"allow_missing": True}}), name="told"),
+                 BentoStore())
+    assert told.manifest["runtime"]["allow_missing"] is True  # bento.yaml decides when it says so
