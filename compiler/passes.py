@@ -8,6 +8,7 @@ docs warn against saving those), so they run online at load time instead.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -21,13 +22,53 @@ MAX_DEFAULT_OPSET = 22
 
 def check_and_infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """onnx.checker plus shape inference; a broken graph fails here, not at serving time."""
-    model = _dedupe_opsets(model)
+    model = portable_locales(_dedupe_opsets(model))
     try:
         onnx.checker.check_model(model)
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=False)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise BentoCompileError(f"The ONNX graph is invalid: {exc}",
                                 "Re-export the model with a current converter.") from None
+
+
+# ONNX Runtime builds a C++ std::locale for StringNormalizer, "en_US.UTF-8" unless the node names one, and
+# refuses to load the model where that locale is not installed: slim container images, Lambda and most
+# boards have only C.UTF-8 (whose case mapping is the same Unicode one). skl2onnx names en_US for every
+# text vectorizer, so such a Bento would build on a laptop and fail to load where it is served.
+PORTABLE_LOCALE = "C.UTF-8"
+
+
+def portable_locales(model: onnx.ModelProto) -> onnx.ModelProto:
+    """StringNormalizer nodes with no locale or an en_US one use C.UTF-8 (when it works here), so the model
+    loads wherever it is served; another locale is the author's choice and stays."""
+    nodes = [n for n in model.graph.node if n.op_type == "StringNormalizer"]
+    if not nodes or not _locale_works(PORTABLE_LOCALE):
+        return model
+    for node in nodes:
+        named = [a for a in node.attribute if a.name == "locale"]
+        if named and not named[0].s.decode("utf-8", "replace").startswith(("en_US", "en-US")):
+            continue
+        for attribute in named:
+            node.attribute.remove(attribute)
+        node.attribute.append(onnx.helper.make_attribute("locale", PORTABLE_LOCALE))
+    return model
+
+
+@functools.cache
+def _locale_works(name: str) -> bool:
+    """Whether ONNX Runtime can construct `name` on this machine (a one-node StringNormalizer loads)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("StringNormalizer", ["x"], ["y"], case_change_action="LOWER", locale=name)
+    graph = helper.make_graph([node], "locale", [helper.make_tensor_value_info("x", TensorProto.STRING, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, [1])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises its own Fail type
+        return False
+    return True
 
 
 def _dedupe_opsets(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -91,7 +91,7 @@ def named_column_inputs(estimator: Any) -> list[TensorSpec] | None:
 
     Such a model cannot take one float matrix (skl2onnx looks its columns up by name), and a mixed table
     is the usual scikit-learn model in production. Each column's type comes from what the fitted model
-    learned of it: categories (or an imputer's fill values) that are strings make a string input,
+    learned of it: a text vectorizer, or categories (or an imputer's fill values) that are strings make a string input,
     integer categories an int64 one, anything else float32. None when the model does not select by name."""
     names = getattr(estimator, "feature_names_in_", None)
     transformer = _column_transformer(estimator)
@@ -135,6 +135,8 @@ def _column_names(columns: Any, names: list[str]) -> list[str]:
 def _learned_kind(step: Any, position: int) -> str | None:
     """'string' or 'int64' when a fitted step recorded the column's values as such; None: no evidence."""
     for part in _walk(step) if hasattr(step, "fit") else ():
+        if hasattr(part, "vocabulary_") and hasattr(part, "build_analyzer"):  # Count/Tfidf vectorizers: text
+            return "string"
         categories = getattr(part, "categories_", None)
         values = None
         if isinstance(categories, list) and position < len(categories):

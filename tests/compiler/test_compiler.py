@@ -308,3 +308,30 @@ def test_a_model_that_refuses_nan_gets_a_bento_that_refuses_nulls(cancer_data, t
     told = build(BuildRequest(bare, BentoConfig.model_validate({"runtime": {"allow_missing": True}}), name="told"),
                  BentoStore())
     assert told.manifest["runtime"]["allow_missing"] is True  # bento.yaml decides when it says so
+
+
+def test_a_text_column_is_a_string_input_and_its_normalizer_loads_anywhere(tmp_path):
+    """A TfidfVectorizer on one column (named as a string, not a list) plus a selector-picked number column.
+    skl2onnx names the en_US.UTF-8 locale for lower-casing, which slim images do not have (ONNX Runtime
+    then refuses to load the model): the Bento's graph uses C.UTF-8, and answers as scikit-learn does."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import make_column_selector
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(2)
+    words = ["good", "bad", "great", "awful", "fine", "meh"]
+    frame = pd.DataFrame({"review": [" ".join(rng.choice(words, 4)) for _ in range(200)], "x": rng.normal(size=200)})
+    columns = ColumnTransformer([("text", TfidfVectorizer(), "review"),
+                                 ("num", "passthrough", make_column_selector(dtype_include="number"))])
+    model = Pipeline([("cols", columns), ("clf", LogisticRegression())])
+    model.fit(frame, frame["review"].str.contains("good|great"))
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="reviews"), BentoStore())
+    assert [(i["name"], i["dtype"]) for i in result.manifest["model"]["inputs"]] == [("review", "string"),
+                                                                                    ("x", "float32")]
+    graph = onnx.load(result.path / result.manifest["model"]["file"]).graph
+    locales = {a.s.decode() for n in graph.node if n.op_type == "StringNormalizer" for a in n.attribute
+               if a.name == "locale"}
+    assert locales == {"C.UTF-8"}
+    rows = [{"review": "GOOD Great Été", "x": 0.5}, {"review": "Awful MEH", "x": -1.0}]
+    served = BentoModel.load(result.path).predict({"inputs": rows})["outputs"]["probabilities"]
+    np.testing.assert_allclose(served, model.predict_proba(pd.DataFrame(rows)), atol=1e-5)
