@@ -334,7 +334,7 @@ class PredictService:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
-        return (*decode_inputs(payload, self.manifest.inputs, self.settings), None)
+        return (*decode_inputs(payload, self.manifest.inputs, self.settings, self.manifest.model.feature_names), None)
 
     async def _submit_watching(self, batcher: Batcher, feeds: dict, rows: int,
                                receive: Callable[[], Awaitable[dict]], timing: dict,

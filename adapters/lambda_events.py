@@ -179,7 +179,7 @@ def _decode_record(record: Mapping[str, Any], manifest: Manifest, pipeline: Any 
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"the body is not valid JSON: {exc}") from None
-    return decode_inputs(payload, manifest.inputs, manifest.runtime)
+    return decode_inputs(payload, manifest.inputs, manifest.runtime, manifest.model.feature_names)
 
 
 def _predict_batched(model: Any, decoded: list[tuple[str, dict[str, np.ndarray], int]], max_rows: int,

@@ -56,7 +56,8 @@ class BentoModel:
         if self.pipeline is not None:
             pipeline_feeds, _rows = self.pipeline.decode(payload)
             return self.pipeline.answer(self.backend.run(pipeline_feeds), payload)
-        feeds, _rows = decode_inputs(payload, self.manifest.inputs, self.manifest.runtime)
+        feeds, _rows = decode_inputs(payload, self.manifest.inputs, self.manifest.runtime,
+                                    self.manifest.model.feature_names)
         return {"outputs": encode_outputs(self.backend.run(feeds))}
 
     def metadata(self) -> dict[str, Any]:

@@ -20,9 +20,12 @@ _INT_KINDS = "iu"
 
 
 def decode_inputs(
-    payload: Any, specs: Sequence[TensorSpec], settings: RuntimeSettings
+    payload: Any, specs: Sequence[TensorSpec], settings: RuntimeSettings, columns: Sequence[str] | None = None
 ) -> tuple[dict[str, np.ndarray], int]:
     """Validate a request's `inputs` against the model signature.
+
+    `columns`: the feature names of a one-input model fitted on a DataFrame (the manifest's
+    `model.feature_names`), so that rows may also come as objects keyed by those names.
 
     Returns the feeds for the model and the number of rows (the batch size: the shared first axis of the
     batched inputs, 1 when every input is a whole tensor). Raises InputError naming the input and position
@@ -32,7 +35,7 @@ def decode_inputs(
         fast = _rows_of_numbers(payload, specs[0], settings)
         if fast is not None:
             return fast
-    return _decode_general(payload, specs, settings)
+    return _decode_general(payload, specs, settings, columns)
 
 
 _FAST_FLOATS: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
@@ -75,7 +78,7 @@ def _rows_of_numbers(payload: dict, spec: TensorSpec, settings: RuntimeSettings)
 
 
 def _decode_general(
-    payload: Any, specs: Sequence[TensorSpec], settings: RuntimeSettings
+    payload: Any, specs: Sequence[TensorSpec], settings: RuntimeSettings, columns: Sequence[str] | None = None
 ) -> tuple[dict[str, np.ndarray], int]:
     """decode_inputs for every request: each check in turn, each refusal worded with where it is."""
     if not isinstance(payload, Mapping) or ("inputs" not in payload and specs):
@@ -83,7 +86,10 @@ def _decode_general(
     inputs = payload.get("inputs", {})
     names = ", ".join(s.name for s in specs)
     if isinstance(inputs, list) and inputs and isinstance(inputs[0], Mapping) and specs:
-        named = _records_to_columns(inputs, specs, settings)
+        if len(specs) == 1 and columns and tuple(specs[0].shape[1:]) == (len(columns),):
+            named = {specs[0].name: _records_to_rows(inputs, columns, settings)}
+        else:
+            named = _records_to_columns(inputs, specs, settings)
     elif isinstance(inputs, Mapping):
         named = dict(inputs)
         unknown = sorted(set(named) - {s.name for s in specs})
@@ -126,18 +132,45 @@ def _decode_general(
     return feeds, rows
 
 
-def _records_to_columns(records: list, specs: Sequence[TensorSpec], settings: RuntimeSettings) -> dict[str, list]:
-    """Rows sent as objects, one per row (`df.to_dict("records")`: `[{"plan": "pro", "tenure": 12}, ...]`),
-    as the columns the model takes. A one-column input takes a bare value per row; a wider one its row."""
+def _records_to_rows(records: list, columns: Sequence[str], settings: RuntimeSettings) -> list[list]:
+    """Rows sent as objects keyed by a one-input model's feature names, as rows in the fitted column order."""
+    _bound_records(records, settings)
+    wanted = set(columns)
+    rows = []
+    for index, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise InputError(f"inputs[{index}] is {_json_type(record)}, but inputs[0] is an object: send every "
+                             "row as an object of feature names")
+        if record.keys() != wanted:
+            _refuse_keys(record, index, columns)
+        rows.append([record[name] for name in columns])
+    return rows
+
+
+def _refuse_keys(record: Mapping, index: int, names: Sequence[str]) -> None:
+    unknown = sorted(set(record) - set(names), key=str)
+    if unknown:
+        listed = ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
+        raise InputError(f"inputs[{index}] has unknown input {unknown[0]!r}; this model takes: {listed}")
+    missing = next(name for name in names if name not in record)
+    raise InputError(f"inputs[{index}] has no {missing!r}; every row needs all {len(names)} of the model's inputs")
+
+
+def _bound_records(records: list, settings: RuntimeSettings) -> None:
     if len(records) > settings.max_batch_rows:
         raise PayloadTooLarge(f"{len(records)} rows in one request; this Bento accepts at most "
                               f"{settings.max_batch_rows} (runtime.max_batch_rows in bento.yaml): split the request")
+
+
+def _records_to_columns(records: list, specs: Sequence[TensorSpec], settings: RuntimeSettings) -> dict[str, list]:
+    """Rows sent as objects, one per row (`df.to_dict("records")`: `[{"plan": "pro", "tenure": 12}, ...]`),
+    as the columns the model takes. A one-column input takes a bare value per row; a wider one its row."""
+    _bound_records(records, settings)
     whole = [s.name for s in specs if not s.batched]
     if whole:
         raise InputError(f"input {whole[0]!r} is a whole tensor, not a column of rows: send "
                          '{"inputs": {"<name>": ..., ...}} instead of a list of row objects')
     wanted = {s.name for s in specs}
-    names = ", ".join(s.name for s in specs)
     columns: dict[str, list] = {s.name: [] for s in specs}
     one_value = {s.name for s in specs if tuple(s.shape[1:]) == (1,)}
     for index, record in enumerate(records):
@@ -145,11 +178,7 @@ def _records_to_columns(records: list, specs: Sequence[TensorSpec], settings: Ru
             raise InputError(f"inputs[{index}] is {_json_type(record)}, but inputs[0] is an object: send every "
                              "row as an object of named inputs")
         if record.keys() != wanted:
-            unknown = sorted(set(record) - wanted)
-            if unknown:
-                raise InputError(f"inputs[{index}] has unknown input {unknown[0]!r}; this model takes: {names}")
-            missing = next(s.name for s in specs if s.name not in record)
-            raise InputError(f"inputs[{index}] has no {missing!r}; every row needs: {names}")
+            _refuse_keys(record, index, [s.name for s in specs])
         for name, column in columns.items():
             value = record[name]
             column.append([value] if name in one_value and not isinstance(value, list) else value)

@@ -47,7 +47,7 @@ def test_a_wider_input_in_a_row_object_takes_its_row():
 
 
 @pytest.mark.parametrize(("rows", "message"), [
-    ([{"plan": "pro", "tenure": 1}], "inputs\\[0\\] has no 'seats'; every row needs: plan, tenure, seats"),
+    ([{"plan": "pro", "tenure": 1}], "inputs\\[0\\] has no 'seats'; every row needs all 3 of the model.s inputs"),
     ([{"plan": "pro", "tenure": 1, "seats": 1, "age": 4}], "inputs\\[0\\] has unknown input 'age'"),
     ([{"plan": "pro", "tenure": 1, "seats": 1}, [1, 2, 3]], "inputs\\[1\\] is a list, but inputs\\[0\\] is an object"),
     ([{"plan": 7, "tenure": 1, "seats": 1}], "inputs.plan\\[0\\]\\[0\\] is 7, expected a string"),
@@ -69,3 +69,15 @@ def test_row_objects_need_every_input_to_be_rows():
     specs = [TensorSpec("x", "float32", (None, 1)), TensorSpec("k", "int64", (), batch=False)]
     with pytest.raises(InputError, match="input 'k' is a whole tensor"):
         decode_inputs({"inputs": [{"x": 1.0, "k": 2}]}, specs, SETTINGS)
+
+
+def test_a_one_input_model_fitted_on_a_dataframe_takes_rows_keyed_by_its_feature_names():
+    spec = [TensorSpec("input", "float32", (None, 3))]
+    columns = ["mean radius", "mean texture", "area"]
+    feeds, rows = decode_inputs({"inputs": [{"area": 3, "mean radius": 1, "mean texture": None}]}, spec, SETTINGS,
+                                columns)
+    assert rows == 1 and feeds["input"][0, 0] == 1 and np.isnan(feeds["input"][0, 1]) and feeds["input"][0, 2] == 3
+    with pytest.raises(InputError, match="inputs\\[0\\] has no 'area'; every row needs all 3"):
+        decode_inputs({"inputs": [{"mean radius": 1, "mean texture": 2}]}, spec, SETTINGS, columns)
+    with pytest.raises(InputError, match="unknown input 'radius'"):
+        decode_inputs({"inputs": [{"radius": 1, "mean texture": 2, "area": 3}]}, spec, SETTINGS, columns)
