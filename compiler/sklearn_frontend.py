@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
@@ -201,9 +203,20 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
 
     register_converters()  # LightGBM / XGBoost scikit-learn API steps, through onnxmltools
     options = {"zipmap": False} if is_classifier(estimator) else None
+    target_opset = target_opset_for(estimator)
     try:
-        return to_onnx(estimator, initial_types=_initial_types(inputs), options=options,
-                       target_opset=target_opset_for(estimator))
+        try:
+            return to_onnx(estimator, initial_types=_initial_types(inputs), options=options, target_opset=target_opset)
+        except RuntimeError as exc:
+            # A converter written for an older ai.onnx.ml (IsolationForest's) names the version it needs.
+            needed = _NEEDED_ML_OPSET.search(str(exc))
+            if needed is None:
+                raise
+            from skl2onnx import get_latest_tested_opset_version
+
+            default = min(MAX_DEFAULT_OPSET, get_latest_tested_opset_version())
+            target_opset = {"": default, **(target_opset or {}), "ai.onnx.ml": int(needed[1])}
+            return to_onnx(estimator, initial_types=_initial_types(inputs), options=options, target_opset=target_opset)
     except (MissingShapeCalculator, MissingConverter) as exc:
         gbm = missing_extra(estimator)
         if gbm:
@@ -219,6 +232,9 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
             f"skl2onnx failed on {_pipeline_text(estimator)}: {type(exc).__name__}: {exc}",
             "If the model takes named or non-numeric columns, declare them under `inputs:` in bento.yaml; "
             "otherwise export it to ONNX yourself and build the .onnx file.") from None
+
+
+_NEEDED_ML_OPSET = re.compile(r"target_opset=\{'ai\.onnx\.ml': (\d+)\}")
 
 
 def _unsupported_step(estimator: Any, message: str) -> str:
@@ -255,10 +271,25 @@ def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: li
             # e.g. SVC(probability=False) has no predict_proba: only labels are comparable.
             with contextlib.suppress(AttributeError):
                 outputs["probabilities"] = np.asarray(estimator.predict_proba(X))
+        if "scores" in output_names:
+            scores = _scores(estimator, X)
+            if scores is not None:
+                outputs["scores"] = scores
     else:
         prediction = np.asarray(estimator.predict(X))
         outputs[output_names[0]] = prediction
     return outputs
+
+
+def _scores(estimator: Any, X: Any) -> np.ndarray | None:
+    """What skl2onnx's `scores` output is, where it is known: an outlier detector's decision_function (one
+    column), a k-means model's distances to each centre. None: nothing in scikit-learn to compare it with."""
+    final = estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
+    if hasattr(final, "cluster_centers_") and hasattr(estimator, "transform"):
+        return np.asarray(estimator.transform(X))
+    if hasattr(final, "offset_") and hasattr(estimator, "decision_function"):
+        return np.asarray(estimator.decision_function(X)).reshape(-1, 1)
+    return None
 
 
 def _estimator_input(feeds: Feeds, inputs: list[TensorSpec]) -> Any:

@@ -335,3 +335,20 @@ def test_a_text_column_is_a_string_input_and_its_normalizer_loads_anywhere(tmp_p
     rows = [{"review": "GOOD Great Été", "x": 0.5}, {"review": "Awful MEH", "x": -1.0}]
     served = BentoModel.load(result.path).predict({"inputs": rows})["outputs"]["probabilities"]
     np.testing.assert_allclose(served, model.predict_proba(pd.DataFrame(rows)), atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("sklearn.ensemble", fromlist=["IsolationForest"]).IsolationForest(n_estimators=30,
+                                                                                         random_state=0),
+    lambda: __import__("sklearn.cluster", fromlist=["KMeans"]).KMeans(3, n_init=3, random_state=0),
+], ids=["isolation_forest", "kmeans"])
+def test_anomaly_and_cluster_models_compile_with_their_scores_checked(make, cancer_data, tmp_path):
+    """IsolationForest needs an older ai.onnx.ml opset than skl2onnx's default (it says which): the build
+    retries with it. Both models' `scores` (decision_function; distances to the centres) pass the gate."""
+    X, _ = cancer_data
+    model = make().fit(X)
+    np.save(tmp_path / "s.npy", X[:50].astype(np.float32))
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="unsupervised",
+                                sample_path=tmp_path / "s.npy"), BentoStore())
+    outputs = result.parity["outputs"]
+    assert outputs["label"]["passed"] and outputs["scores"]["kind"] == "continuous" and outputs["scores"]["passed"]
