@@ -70,6 +70,25 @@ def register_converters() -> None:
         pass
 
 
+def without_xgboost_feature_names(estimator: Any) -> Any:
+    """A copy whose XGBoost boosters forget the DataFrame column names they were fitted with: onnxmltools
+    reads the trees from a dump that must name features f0, f1, ... (it refuses others); the input is
+    the same matrix in the same column order either way. The estimator itself when nothing needs it."""
+    import copy
+
+    def named(step: Any) -> bool:
+        return type(step).__module__.split(".")[0] == "xgboost" and bool(
+            getattr(step.get_booster(), "feature_names", None))
+
+    if not any(named(step) for step in _walk(estimator)):
+        return estimator
+    estimator = copy.deepcopy(estimator)
+    for step in _walk(estimator):
+        if named(step):
+            step.get_booster().feature_names = None
+    return estimator
+
+
 def target_opset_for(estimator: Any) -> dict[str, int] | None:
     """The opsets skl2onnx must use when the model holds a LightGBM/XGBoost step, else None (its default)."""
     names = {type(step).__module__.split(".")[0] for step in _walk(estimator)}

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
 from bento_compile.core.errors import BentoCompileError
@@ -35,7 +36,7 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
             f"{path.name} holds a {type(estimator).__name__}, which has no predict(): bento-compile serves "
             "predictors.", "Save the fitted estimator or Pipeline whose last step predicts.")
     inputs = input_override or _default_inputs(estimator, path)
-    model = _convert(float32_exact_thresholds(estimator), inputs)
+    model = _convert(without_xgboost_feature_names(float32_exact_thresholds(estimator)), inputs)
     import skl2onnx
     import sklearn
 

@@ -53,6 +53,21 @@ def test_gbm_sklearn_api_classifiers_agree(kind, data, tmp_path):
     np.testing.assert_allclose(served["probabilities"], model.predict_proba(sample[:5]), atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["lgbm", "xgb"])
+def test_gbm_fitted_on_a_dataframe_takes_rows_by_feature_name(kind, data, tmp_path):
+    """XGBoost fitted on named columns: onnxmltools refuses feature names other than f0, f1, ...; the build
+    converts a copy without them, records the names, and the Bento takes rows keyed by them."""
+    pd = pytest.importorskip("pandas")
+    X, y = data
+    frame = pd.DataFrame(X, columns=[f"feature_{i}" for i in range(X.shape[1])])  # LightGBM would turn spaces into _
+    model = GBM_CLASSIFIERS[kind]().fit(frame, y)
+    result = _build(save(model, tmp_path / "m.joblib"), name=f"{kind}-frame")
+    assert result.parity["passed"] and result.manifest["model"]["feature_names"] == list(frame.columns)
+    rows = frame.head(4)
+    served = BentoModel.load(result.path).predict({"inputs": rows.iloc[:, ::-1].to_dict("records")})["outputs"]
+    assert served["label"] == model.predict(rows).tolist()
+
+
 @pytest.mark.parametrize("make", [lambda: lightgbm.LGBMRegressor(n_estimators=30, verbose=-1),
                                   lambda: xgboost.XGBRegressor(n_estimators=30, max_depth=4)],
                          ids=["lgbm", "xgb"])
