@@ -46,6 +46,10 @@ _JSON_BLOCK = b"content-type: application/json\r\n"
 # An early answer (413, 415) leaves the rest of the body unread: up to this much is read and dropped to
 # keep the connection; past it the connection closes after the answer.
 _DISCARD_BYTES = 64 * 1024
+# Closing a socket with unread bytes in it sends a reset, and a reset can destroy an answer still on its
+# way: after a refusal the server sends EOF and drops what arrives for at most this long / this much.
+_LINGER_S = 1.0
+_LINGER_BYTES = 1 << 20
 
 
 class _Predict:
@@ -96,6 +100,8 @@ class LeanHttpProtocol(asyncio.Protocol):
         self._drained: asyncio.Future | None = None
         self._gone: asyncio.Future | None = None
         self._lost = False
+        self._lingering = 0  # bytes still dropped before a refused connection closes (0: not lingering)
+        self._unread = False  # the connection closes with a body left unread: linger
         self._stopped = False  # no more requests are read (refused, upgraded, closing)
         self._last_words: bytes | None = None  # a refusal waiting for the answers queued before it
         self._in_head = False
@@ -144,6 +150,11 @@ class LeanHttpProtocol(asyncio.Protocol):
         pass
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._lingering -= len(data)
+            if self._lingering <= 0:
+                self.abort()
+            return
         if self._stopped:
             return
         try:
@@ -325,7 +336,7 @@ class LeanHttpProtocol(asyncio.Protocol):
             declared = next((int(v) for n, v in request.headers if n == b"content-length" and v.isdigit()), None)
             if declared is None or declared - request.size > _DISCARD_BYTES or request.too_large:
                 request.keep_alive = False
-                self._stopped = True
+                self._stopped = self._unread = True
                 self.pause_reading()
         self._send_answer(request, *answer)
 
@@ -355,12 +366,12 @@ class LeanHttpProtocol(asyncio.Protocol):
             queue.popleft()
         if not keep_alive or self.transport.is_closing():
             self._stopped = True
-            self.transport.close()
+            self._close_lingering() if self._unread else self.transport.close()
             return
         if not queue:
             if self._last_words is not None:
                 self.transport.write(self._last_words)
-                self.transport.close()
+                self._close_lingering()
                 return
             if self.parsing is None and not self._in_head:
                 self.deadlines.arm(IDLE, self._idle_timeout())
@@ -383,7 +394,22 @@ class LeanHttpProtocol(asyncio.Protocol):
 
     def abort(self) -> None:
         self._stopped = True
+        self._lingering = 0
         self.transport.close()
+
+    def _close_lingering(self) -> None:
+        """Close after a refusal with bytes still coming: EOF first, what still arrives dropped, then the
+        close (after `_LINGER_S` or `_LINGER_BYTES`), so that the answer reaches the client before a reset."""
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self._stopped = True
+        transport.write_eof()
+        self._lingering = _LINGER_BYTES
+        self.read_paused = False
+        transport.resume_reading()
+        self.loop.call_later(_LINGER_S, self.abort)
 
     async def drain(self) -> None:
         if self.write_paused and not self.transport.is_closing():
@@ -463,7 +489,10 @@ class LeanHttpProtocol(asyncio.Protocol):
             self._last_words = words
         else:
             self.transport.write(words)
-            self.transport.close()
+            if status == 408:  # a slow client: nothing much is coming
+                self.transport.close()
+            else:
+                self._close_lingering()
 
 
 _DEFAULTS: list[Any] = [None, b""]  # uvicorn's default-headers list last seen, and its encoding

@@ -6,9 +6,10 @@ reads the Bento server's own /metrics before and after every point, so each poin
 the server spent the time of its slow requests: the p99 of each phase (read, parse, queue wait,
 run, loop_blocked: waiting behind other batches' runs on the event loop, encode, write) and the
 cyclic-GC pauses (count per second, longest bucket). The Bento runs with 1 and 2 worker processes
-(`--workers 1 2 4` for more); the naive server is one process, as in bench_serving.py, whose
-naive server and wrk helpers this reuses. Medians over rounds; the machine's load average is
-printed with the results (a shared machine: read the ratios within one run).
+(`--workers 1 2 4` for more), each under the lean HTTP protocol and under uvicorn's httptools one
+(`--http`, BENTO_COMPILE_HTTP: an A/B of the protocol in the same rounds); the naive server is one
+process, as in bench_serving.py, whose naive server and wrk helpers this reuses. Medians over rounds;
+the machine's load average is printed with the results (a shared machine: read the ratios within one run).
 
 Every point also reports the server's CPU time per request: utime + stime of every process of the
 server (the supervisor and its workers) from /proc/<pid>/stat before and after the point, over the
@@ -25,7 +26,8 @@ machine take less of their CPUs (the same for every server). On a many-core mach
 Bento, the request, wrk and its library for a machine with no registry, `bench/gpu_check.sh tail` runs
 it there (`--bento`, `--body`, `--wrk` take the packed ones).
 
-Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--concurrency 1 8 32 128]
+Usage: python bench/bench_tail.py [--rounds 5] [--duration 3] [--workers 1 2] [--http lean httptools]
+                                  [--concurrency 1 8 32 128]
                                   [--pin [--wrk-cpus LIST] [--server-cpus LIST]] [--nice N] [--json OUT]
                                   [--bento DIR --body FILE] [--wrk PATH] [--prepare-kit DIR]
 """
@@ -62,6 +64,9 @@ done = function(summary, latency, requests)
 end
 """
 PHASES = ("read", "parse", "loop_blocked", "encode", "write")
+# The Bento server's HTTP protocols compared by default (adapters/server.py): the lean one (the default) and
+# uvicorn's httptools protocol it replaced, as an A/B within each round.
+PROTOCOLS = ("lean", "httptools")
 
 
 def build() -> tuple[Path, bytes]:
@@ -243,14 +248,18 @@ def _ms(seconds: float | None) -> float | None:
 
 # ---- rounds ------------------------------------------------------------------------------------
 
-def servers(bento: Path, body: bytes, workers: list[int], cpus: set[int] | None = None) -> dict[str, serving.Server]:
+def servers(bento: Path, body: bytes, workers: list[int], cpus: set[int] | None = None,
+            protocols: tuple[str, ...] = PROTOCOLS) -> dict[str, serving.Server]:
+    """The Bento server for every worker count and HTTP protocol (BENTO_COMPILE_HTTP), and the naive one."""
     found = {}
     for count in workers:
-        port = serving.free_port()
-        found[f"bento w{count}"] = serving.Server(
-            f"bento w{count}", [*pinned(cpus), sys.executable, "-m", "bento_compile.adapters.server"], port, body,
-            {"BENTO_COMPILE_BENTO": str(bento), "PORT": str(port), "BENTO_COMPILE_WORKERS": str(count),
-             "BENTO_COMPILE_LOAD": "eager"})
+        for protocol in protocols:
+            port = serving.free_port()
+            name = f"bento w{count} {protocol}"
+            found[name] = serving.Server(
+                name, [*pinned(cpus), sys.executable, "-m", "bento_compile.adapters.server"], port, body,
+                {"BENTO_COMPILE_BENTO": str(bento), "PORT": str(port), "BENTO_COMPILE_WORKERS": str(count),
+                 "BENTO_COMPILE_LOAD": "eager", "BENTO_COMPILE_HTTP": protocol})
     port = serving.free_port()
     script = WORK / "naive.py"
     script.write_text(serving.NAIVE_SERVER)
@@ -261,7 +270,7 @@ def servers(bento: Path, body: bytes, workers: list[int], cpus: set[int] | None 
 
 def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple[int, ...] = CONCURRENCY,
         pin: tuple[set[int], set[int]] | None = None, given: tuple[Path, bytes] | None = None,
-        wrk: str | None = None) -> tuple[list[dict], dict]:
+        wrk: str | None = None, protocols: tuple[str, ...] = PROTOCOLS) -> tuple[list[dict], dict]:
     """`pin`: (wrk's CPUs, the servers' CPUs), or None to let the scheduler place everything; `given`: a
     built Bento and its request body (else built here); `wrk`: its path (else found or installed)."""
     wrk = wrk or serving.ensure_wrk(log)
@@ -279,7 +288,7 @@ def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple
                        f"{sorted(server_cpus)}" if pin else "no (wrk and the servers share every CPU)"),
             "nice (wrk and every server)": str(NICE)}
     rows: list[dict] = []
-    pool = servers(bento, body, workers, server_cpus)
+    pool = servers(bento, body, workers, server_cpus, protocols)
     names = list(pool)
     for index in range(rounds):
         order = names if index % 2 == 0 else names[::-1]
@@ -299,7 +308,7 @@ def run(rounds: int, seconds: float, workers: list[int], log, concurrency: tuple
                         point.update(breakdown(before, scrape(server.port), seconds))
                     point.update(server=name, c=connections, round=index)
                     rows.append(point)
-                    log(f"round {index} {name:9} c={connections:<3} {point['rps']:8.0f} rps  p50 "
+                    log(f"round {index} {name:20} c={connections:<3} {point['rps']:8.0f} rps  p50 "
                         f"{point['p50_ms']:.2f}  p99 {point['p99_ms']:.2f}  p99.9 {point['p999_ms']:.2f} ms  "
                         f"cpu {fmt(point['cpu_us_per_request'], 1)} us/req ({point['server_cpu_share']:.2f} CPU)")
             finally:
@@ -347,6 +356,19 @@ def print_table(table: list[dict], info: dict) -> None:
         print(f"| {e['c']} | {e['server']} | {e['rps']:.0f} | {fmt(e['p50_ms'])} | {fmt(e['p99_ms'])} | "
               f"{fmt(e['p999_ms'])} | {spread} | {e['errors']} | {fmt(e['cpu_us_per_request'], 1)} | "
               f"{fmt(e['server_cpu_share'])} | {ratio} | {tail} | {cost} |")
+    by_name = {(e["server"], e["c"]): e for e in table}
+    pairs = [(e, by_name.get((e["server"][:-len(" lean")] + " httptools", e["c"]))) for e in table
+             if e["server"].endswith(" lean")]
+    if any(other for _e, other in pairs):
+        print("\nThe lean protocol vs uvicorn's httptools protocol (same worker count, same rounds):\n")
+        print("| c | server | rps | p99 | p99.9 | server CPU µs/req |")
+        print("|---|---|---|---|---|---|")
+        for e, other in pairs:
+            if other:
+                cost = (f"{e['cpu_us_per_request'] / other['cpu_us_per_request']:.2f}x"
+                        if e["cpu_us_per_request"] and other["cpu_us_per_request"] else "-")
+                print(f"| {e['c']} | {e['server']} | {e['rps'] / other['rps']:.2f}x | "
+                      f"{e['p99_ms'] / other['p99_ms']:.2f}x | {e['p999_ms'] / other['p999_ms']:.2f}x | {cost} |")
     print("\nServer-side p99 by phase (ms, bucket upper bounds), GC pauses, share of requests that waited "
           "behind another batch's run on the event loop:\n")
     print("| c | server | read | parse | queue | run | loop_blocked | encode | write | blocked share | "
@@ -385,6 +407,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds per server (alternating order); default 5")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load point; default 3")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="Bento worker counts; default 1 2")
+    parser.add_argument("--http", nargs="+", default=list(PROTOCOLS), choices=["lean", "httptools", "h11"],
+                        help="the Bento server's HTTP protocols (BENTO_COMPILE_HTTP); default lean httptools")
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY),
                         help="connections per point; default 1 8 32 128")
     parser.add_argument("--pin", action="store_true",
@@ -412,7 +436,7 @@ def main() -> None:
     given = (args.bento.resolve(), args.body.read_bytes()) if args.bento else None
     started = time.time()
     rows, info = run(args.rounds, args.duration, args.workers, lambda m: print(m, file=sys.stderr, flush=True),
-                     tuple(args.concurrency), pin, given, args.wrk)
+                     tuple(args.concurrency), pin, given, args.wrk, tuple(args.http))
     info["wall time (s)"] = f"{time.time() - started:.0f}"
     table = summarize(rows)
     print_table(table, info)
