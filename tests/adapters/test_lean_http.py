@@ -147,7 +147,7 @@ def metrics(port: int) -> str:
 
 
 def count(text: str, status: int) -> float:
-    found = re.search(r'^bento_request_total\{route="/predict",status="%d"\} ([0-9.e+]+)$' % status, text, re.M)
+    found = re.search(rf'^bento_request_total\{{route="/predict",status="{status}"\}} ([0-9.e+]+)$', text, re.M)
     return float(found[1]) if found else 0.0
 
 
@@ -316,7 +316,7 @@ def test_other_routes_go_through_the_asgi_app_with_head_and_404(server):
     sock = connect(port)
     reader = Reader(sock)
     sock.sendall(b"GET /metadata HTTP/1.1\r\nhost: x\r\n\r\n")
-    status, headers, body = reader.response()
+    status, _headers, body = reader.response()
     assert status == 200 and json.loads(body)["providers"] == ["CPUExecutionProvider"]
     sock.sendall(b"HEAD /metadata HTTP/1.1\r\nhost: x\r\n\r\n")  # FastAPI's GET routes take no HEAD: its 405
     status, head_headers, _ = reader.response(head_only=True)
@@ -326,7 +326,7 @@ def test_other_routes_go_through_the_asgi_app_with_head_and_404(server):
     assert missing[0] == 404 and "error" in json.loads(missing[2])
     assert method[0] == 405
     sock.sendall(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-    status, headers, body = reader.response()
+    status, _headers, body = reader.response()
     assert status == 200 and b"bento_request_total" in body
     assert reader.data == b""  # a HEAD answer carried no body: nothing left over on the connection
     sock.close()
