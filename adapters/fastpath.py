@@ -5,7 +5,9 @@ Why: one model run is 4–20 µs and JSON in/out another 10, but a FastAPI route
 `PredictService.asgi` answers /predict straight from the ASGI scope (the app's
 `__call__` sends it here before FastAPI sees the request) with the SAME contract as the
 FastAPI route, which stays registered for the OpenAPI schema and calls the same
-`PredictService.answer`. Errors, statuses and bodies are identical either way.
+`PredictService.answer`. Errors, statuses and bodies are identical either way. The lean HTTP
+protocol (adapters/lean_http.py) skips ASGI too: it reads the body itself and calls `refusal` and
+`respond_to_body`, the two halves of `respond`.
 
 Order of checks: declared body size (413) → bounded read (413) → in-flight limit (503; counted
 only once the body is whole) → JSON (422) → model ready (503) → signature (422/413) → batcher
