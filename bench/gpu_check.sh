@@ -94,7 +94,7 @@ tail)
     export LD_LIBRARY_PATH="$PWD/$KIT/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     command -v taskset >/dev/null || { echo "no taskset on this machine: cannot pin"; exit 1; }
     timeout 400 "$PY" bench/bench_tail.py --bento "$KIT/bento" --body "$KIT/body.json" --wrk "$PWD/$KIT/bin/wrk" \
-        --pin --workers 1 2 4 8 --concurrency 32 128 --rounds "${TAIL_ROUNDS:-3}" --duration 3
+        --pin --workers 1 2 4 8 --http lean --concurrency 32 128 --rounds "${TAIL_ROUNDS:-3}" --duration 3
     ;;
 *)
     echo "usage: bench/gpu_check.sh prepare|prepare-ort-gpu|stage|run|prepare-tail|tail" >&2
