@@ -64,6 +64,10 @@ def _report(outcome: ServiceDeployment, as_json: bool, again: str) -> None:
         err.print(f"[green]Unchanged[/]: {outcome.resource} already routes this way ({outcome.revision}).")
     else:
         err.print(f"[green]Ready[/]: {outcome.resource} {what[outcome.action]} {outcome.revision}")
+    if outcome.smoke:
+        err.print(f"Smoke check passed: the Bento's example, sent to {outcome.smoke['url']}")
+    for note in outcome.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}")
     err.print(f"URL: {outcome.url}")
     err.print(f"Traffic: {escape(describe([s.route for s in outcome.traffic]))}")
     for route in outcome.traffic:
@@ -87,6 +91,8 @@ def _build_options(func):
         click.option("--adopt", is_flag=True, help="Take over a service that bento-compile did not create."),
         click.option("--wait", "wait_seconds", type=click.IntRange(1, 3600), default=600, show_default=True,
                      help="Seconds to wait for the new revision to be ready."),
+        click.option("--no-smoke", is_flag=True, help="Move traffic without sending the Bento's example to the new "
+                                                      "revision first (the smoke check)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object (url, revision, traffic...)."),
         click.option("-f", "--file", "config_file", type=click.Path(path_type=Path),
                      help="bento.yaml whose targets section to use (default: what the Bento recorded)."),
@@ -112,10 +118,14 @@ def _build_options(func):
               help="Cloud Run API endpoint (default https://run.googleapis.com; env BENTO_COMPILE_CLOUDRUN_ENDPOINT).")
 @_build_options
 def cloudrun(tag: str, project: str | None, region: str | None, endpoint: str | None, image: str | None,
-             canary: int | None, promote: bool, rollback: bool, adopt: bool, wait_seconds: int, as_json: bool,
-             config_file: Path | None, **build: Any) -> None:
+             canary: int | None, promote: bool, rollback: bool, adopt: bool, wait_seconds: int, no_smoke: bool,
+             as_json: bool, config_file: Path | None, **build: Any) -> None:
     """Deploy the Bento TAG to Cloud Run: build and push the image, create or update the service, wait until
     the new revision is ready, and print the URL and the traffic.
+
+    \b
+    Before traffic moves, the new revision gets the tag `candidate` at 0% and the Bento's example is sent to
+    that tag's URL with an ID token (the smoke check; --no-smoke skips it).
 
     \b
     Credentials: Application Default Credentials (gcloud auth application-default login,
@@ -137,7 +147,8 @@ def cloudrun(tag: str, project: str | None, region: str | None, endpoint: str | 
     pinned = _pinned_image(action, image, bento, settings, build)
     with err.status("Updating the Cloud Run service and waiting for the revision…"):
         outcome = deploy_cloudrun(CloudRunRequest(bento.manifest, settings, action, project, region, pinned, canary,
-                                                  adopt, endpoint, wait_seconds))
+                                                  adopt, endpoint, wait_seconds, not no_smoke, bento.path,
+                                                  err.print))
     where = f" --project {outcome.resource.split('/')[1]} --region {outcome.resource.split('/')[3]}"
     _report(outcome, as_json, f"bento-compile deploy cloudrun {bento.tag}{where}")
 
@@ -146,12 +157,18 @@ def cloudrun(tag: str, project: str | None, region: str | None, endpoint: str | 
 @click.argument("tag")
 @click.option("--namespace", "-n", help="Namespace (default: targets.knative.namespace, else the context's).")
 @click.option("--context", help="kubeconfig context (default: the current one).")
+@click.option("--smoke-url", help="Where the new revision answers the smoke check, when its tag URL cannot be "
+                                  "reached from here (e.g. http://127.0.0.1:8080, a kubectl port-forward).")
 @_build_options
-def knative(tag: str, namespace: str | None, context: str | None, image: str | None, canary: int | None,
-            promote: bool, rollback: bool, adopt: bool, wait_seconds: int, as_json: bool, config_file: Path | None,
-            **build: Any) -> None:
+def knative(tag: str, namespace: str | None, context: str | None, smoke_url: str | None, image: str | None,
+            canary: int | None, promote: bool, rollback: bool, adopt: bool, wait_seconds: int, no_smoke: bool,
+            as_json: bool, config_file: Path | None, **build: Any) -> None:
     """Deploy the Bento TAG to Knative Serving: build and push the image, server-side apply the Service,
     wait until it is Ready for the new generation, and print the URL and the traffic.
+
+    \b
+    Before traffic moves, the new revision gets the tag `candidate` at 0% and the Bento's example is sent to
+    that tag's URL, or to --smoke-url (the smoke check; --no-smoke skips it).
 
     \b
     Configuration: KUBECONFIG or ~/.kube/config (--context picks one), or the pod's service
@@ -171,7 +188,8 @@ def knative(tag: str, namespace: str | None, context: str | None, image: str | N
     pinned = _pinned_image(action, image, bento, settings, build)
     with err.status("Applying the Knative Service and waiting until it is Ready…"):
         outcome = deploy_knative(KnativeRequest(bento.manifest, settings, action, pinned, canary, namespace, context,
-                                                adopt, wait_seconds))
+                                                adopt, wait_seconds, smoke=not no_smoke, smoke_url=smoke_url,
+                                                bento_dir=bento.path, progress=err.print))
     where = f" -n {outcome.resource.split('/')[0]}" + (f" --context {context}" if context else "")
     _report(outcome, as_json, f"bento-compile deploy knative {bento.tag}{where}")
 

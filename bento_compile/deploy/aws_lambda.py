@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +372,7 @@ class LambdaDeployer:
         if expected is not None:
             self.progress(f"Smoke check: invoking version {version} with the Bento's example")
             try:
-                smoke = smoke_check(self.invoker, self.name, version, source.manifest, expected)
+                smoke = smoke_check(partial(self.invoker, self.name, version), source.manifest, expected)
             except BentoCompileError as exc:
                 raise DeployFailed(exc.problem, exc.fix, created) from None
             if not smoke.passed:

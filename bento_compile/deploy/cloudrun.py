@@ -7,6 +7,13 @@ as `target cloudrun` names it (service, Bento version, hash of the template), so
 same Bento and settings deploy to the same revision, and a deploy that would change
 nothing sends nothing. Traffic is set by revision with the tags of deploy.traffic.
 
+Before a new revision takes traffic it is smoke-checked (deploy.service_smoke): a first update
+adds it at 0 % under the tag `candidate`, the Bento's example is POSTed to that tag's URL with an
+ID token minted for the service's URL (services are private unless someone made them public), and
+only when the answer agrees does a second update, of `traffic` alone, apply the plan. A new service
+cannot be created without traffic (Cloud Run needs 100 % somewhere), so a first deploy is checked
+right after it is created, and a failure says it serves.
+
 The client speaks REST (the transport the discovery document describes), so a private
 endpoint or a test double is reached through `--endpoint`. Credentials and the default
 project come from Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS,
@@ -18,13 +25,26 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bento_compile.core.config import CloudRunTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute, ServiceDeployment
-from bento_compile.deploy.traffic import Route, TrafficState, describe, plan_routes, read_state
+from bento_compile.deploy.service_smoke import http_sender, run_smoke, smoke_needed, summary, tag_url
+from bento_compile.deploy.smoke import expected_outputs
+from bento_compile.deploy.traffic import (
+    CANDIDATE,
+    CURRENT,
+    Route,
+    TrafficState,
+    describe,
+    plan_routes,
+    read_state,
+    staging_routes,
+)
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.targets.cloudrun import cloudrun_service
 from bento_compile.targets.images import HTTP_PORT
@@ -56,6 +76,9 @@ class CloudRunRequest:
     adopt: bool = False
     endpoint: str | None = None
     timeout: float = 600.0
+    smoke: bool = True
+    bento_dir: Path | None = None  # the Bento the smoke check computes the example's outputs from
+    progress: Callable[[str], None] | None = None
 
 
 def _libraries():
@@ -227,6 +250,9 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
                                 "Pass --region (e.g. europe-west1) or set targets.cloudrun.region in bento.yaml.")
     if not REGION.fullmatch(region):
         raise BentoCompileError(f"'{region}' is not a Cloud Run region.", "Pass e.g. --region europe-west1.")
+    # The example's outputs before any call: a Bento that fails the runtime's checks stops here.
+    expected = (expected_outputs(manifest.to_dict(), None, request.bento_dir)
+                if request.smoke and request.action in ("deploy", "canary") else None)
     client, project = connect(request.project, request.endpoint)
     if not PROJECT.fullmatch(project):
         raise BentoCompileError(f"'{project}' is not a Google Cloud project ID.",
@@ -257,7 +283,12 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
             request.action not in ("deploy", "canary") or existing.template.revision == revision):
         return _outcome(request, existing, service_id, calls.name, revision or "", unchanged=True)
 
-    service = calls.run_v2.Service(name=calls.name, traffic=_traffic(routes), etag=existing.etag if existing else "")
+    check, notes = smoke_needed(request.action, expected is not None, routes_of(existing) if existing else [],
+                                revision)
+    where = _Where(calls, region, project, service_id, revision or "", request.timeout)
+    first = routes if existing is None or not check else staging_routes(request.action, routes_of(existing),
+                                                                        service_id, revision or "")
+    service = calls.run_v2.Service(name=calls.name, traffic=_traffic(first), etag=existing.etag if existing else "")
     mask = ["traffic"]
     if request.action in ("deploy", "canary"):
         assert request.image is not None and revision is not None
@@ -269,23 +300,83 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
     elif request.adopt and existing is not None and existing.labels.get(MANAGED_LABEL) != MANAGED_BY:
         service.labels = {**existing.labels, **_labels(manifest)}
         mask.append("labels")
+    updated = where.update(service, mask if existing is not None else None, existing is None)
+    smoke = None
+    if check:
+        assert expected is not None
+        tag = CURRENT if existing is None else CANDIDATE
+        url = tag_url(served(updated), tag, calls.name)
+        left = (f"The service was created and serves it (Cloud Run cannot create a service without traffic): "
+                f"delete it (gcloud run services delete {service_id} --region {region} --project {project}) or deploy "
+                "a Bento that passes." if existing is None else
+                f"No traffic moved: {revision} stays at 0% under the tag {CANDIDATE} ({url}); the service routes "
+                f"{describe(routes_of(updated))}.")
+        result = run_smoke(_sender(url, updated.uri or url, service_id, region, project), manifest.to_dict(),
+                           expected, revision or "", calls.name, left, request.progress)
+        smoke = summary(result, url)
+        if existing is not None:
+            updated = where.update(calls.run_v2.Service(name=calls.name, traffic=_traffic(routes), etag=updated.etag),
+                                   ["traffic"], False)
+    return _outcome(request, updated, service_id, calls.name, revision or "", smoke=smoke, notes=notes)
+
+
+@dataclass
+class _Where:
+    """One service's updates, each waited on; a revision that never gets ready is one error saying what serves."""
+
+    calls: _Calls
+    region: str
+    project: str
+    service_id: str
+    revision: str
+    timeout: float
+
+    def update(self, service: Any, mask: list[str] | None, creating: bool) -> Any:
+        try:
+            return self.calls.update(service, mask, creating, self.timeout)
+        except _NotReady as failure:
+            now = self.calls.get()
+            serving = describe([s.route for s in served(now)]) if now is not None else "nothing"
+            raise BentoCompileError(
+                f"Cloud Run did not make revision {self.revision} of {self.calls.name} ready: {failure}",
+                f"Cloud Run keeps the traffic on what served before ({serving}). Read the revision's logs "
+                f"(gcloud run revisions describe {self.revision} --region {self.region} --project {self.project}), "
+                "fix it, and deploy again.") from None
+
+
+def _sender(url: str, audience: str, service_id: str, region: str, project: str) -> Any:
+    """The HTTP sender for the tag URL, with an ID token for the service's URL when the credentials can mint
+    one (Cloud Run's IAM front end checks it; a public service ignores it)."""
+    headers, why_not = id_token_headers(audience)
+    fix = (f"Grant the deploying identity roles/run.invoker on the service (gcloud run services "
+           f"add-iam-policy-binding {service_id} --region {region} --project {project} --member MEMBER "
+           "--role roles/run.invoker), or deploy with --no-smoke to skip the check.")
+    if why_not:
+        fix += (f" No ID token was sent: {why_not}; user credentials cannot mint one, a service account can "
+                "(gcloud auth application-default login --impersonate-service-account SA).")
+    return http_sender(url, headers, fix)
+
+
+def id_token_headers(audience: str) -> tuple[dict[str, str], str | None]:
+    """`Authorization: Bearer ID_TOKEN` for `audience` from Application Default Credentials, or why there is none."""
+    import google.auth.exceptions as auth_errors
+    from google.auth.transport.requests import Request
+    from google.oauth2 import id_token
+
     try:
-        updated = calls.update(service, mask if existing is not None else None, existing is None, request.timeout)
-    except _NotReady as failure:
-        now = calls.get()
-        serving = describe([s.route for s in served(now)]) if now is not None else "nothing"
-        raise BentoCompileError(
-            f"Cloud Run did not make revision {revision} of {calls.name} ready: {failure}",
-            f"Cloud Run keeps the traffic on what served before ({serving}). Read the revision's logs "
-            f"(gcloud run revisions describe {revision} --region {region} --project {project}), fix it, and deploy "
-            "again.") from None
-    return _outcome(request, updated, service_id, calls.name, revision or "")
+        token = id_token.fetch_id_token(Request(), audience)
+    except (auth_errors.DefaultCredentialsError, auth_errors.RefreshError, auth_errors.TransportError,
+            ValueError) as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
+    return {"Authorization": f"Bearer {token}"}, None
 
 
 def _outcome(request: CloudRunRequest, service: Any, service_id: str, name: str, revision: str,
-             unchanged: bool = False) -> ServiceDeployment:
+             unchanged: bool = False, smoke: dict[str, Any] | None = None, notes: list[str] | None = None
+             ) -> ServiceDeployment:
     # Only the latest template is on the service: a revision older than it holds a Bento we cannot name here.
     bento_tag = request.manifest.tag if request.action in ("deploy", "canary") else (
         service.template.annotations.get(BENTO_ANNOTATION) if service.template.revision == revision else None)
     return ServiceDeployment("cloudrun", service_id, name, request.action, revision, service.uri, served(service),
-                             bento_tag=bento_tag, image=request.image, unchanged=unchanged)
+                             bento_tag=bento_tag, image=request.image, unchanged=unchanged, smoke=smoke,
+                             notes=notes or [])

@@ -9,6 +9,13 @@ generation: `status.observedGeneration == metadata.generation` (an older generat
 Ready says nothing about ours). When the new revision fails, the previous spec is
 applied back, so the traffic is what it was.
 
+Before a new revision takes traffic it is smoke-checked (deploy.service_smoke): a first apply
+adds it at 0 % under the tag `candidate`, the Bento's example is POSTed to the tag's URL from
+`status.traffic` (or `--smoke-url`, e.g. a port-forward when the URL is cluster-local), and only
+when the answer agrees is the traffic plan applied. A failing check leaves it there at 0 %. A new
+Service cannot route 0 % everywhere, so a first deploy is checked once it is Ready, and a failure
+says it serves.
+
 Configuration is kubectl's: KUBECONFIG or ~/.kube/config (`--context` picks one), or
 the in-cluster service account when the command runs in a pod.
 """
@@ -18,13 +25,26 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bento_compile.core.config import KnativeTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute, ServiceDeployment
-from bento_compile.deploy.traffic import Route, TrafficState, describe, plan_routes, read_state
+from bento_compile.deploy.service_smoke import check_url, http_sender, run_smoke, smoke_needed, summary, tag_url
+from bento_compile.deploy.smoke import expected_outputs
+from bento_compile.deploy.traffic import (
+    CANDIDATE,
+    CURRENT,
+    Route,
+    TrafficState,
+    describe,
+    plan_routes,
+    read_state,
+    staging_routes,
+)
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.targets.knative import API_VERSION, MANAGED_BY, knative_service, service_name
 
@@ -51,6 +71,10 @@ class KnativeRequest:
     adopt: bool = False
     timeout: float = 600.0
     poll: float = 0.5
+    smoke: bool = True
+    smoke_url: str | None = None  # where the new revision answers, when its tag URL is not reachable from here
+    bento_dir: Path | None = None  # the Bento the smoke check computes the example's outputs from
+    progress: Callable[[str], None] | None = None
 
 
 def _kubernetes():
@@ -237,6 +261,10 @@ def _ours(service: dict[str, Any], name: str, namespace: str) -> dict[str, Any]:
 
 def deploy_knative(request: KnativeRequest) -> ServiceDeployment:
     settings, manifest = request.settings, request.manifest
+    smoke_url = check_url(request.smoke_url, "--smoke-url") if request.smoke_url else None
+    # The example's outputs before any call: a Bento that fails the runtime's checks stops here.
+    expected = (expected_outputs(manifest.to_dict(), None, request.bento_dir)
+                if request.smoke and request.action in ("deploy", "canary") else None)
     api_client, context_namespace = connect(request.context)
     namespace = request.namespace or settings.namespace or context_namespace
     if not NAMESPACE.fullmatch(namespace):
@@ -274,12 +302,40 @@ def deploy_knative(request: KnativeRequest) -> ServiceDeployment:
             "metadata"].get("name") and (ready_condition(existing) or {}).get("status") == "True":
         return _outcome(request, existing, name, namespace, revision, unchanged=True)
 
+    check, notes = smoke_needed(request.action, expected is not None, routes_of(existing) if existing else [],
+                                revision)
+    first = routes if existing is None or not check else staging_routes(request.action, routes_of(existing), name,
+                                                                        revision)
+    service = _apply_and_wait(calls, document, first, existing, revision, request)
+    smoke = None
+    if check:
+        assert expected is not None
+        tag = CURRENT if existing is None else CANDIDATE
+        url = smoke_url or tag_url(served(service), tag, f"{namespace}/{name}")
+        left = (f"The Service was created and serves it (Knative cannot route 0% everywhere): remove it (kubectl "
+                f"delete ksvc {name} -n {namespace}) or deploy a Bento that passes." if existing is None else
+                f"No traffic moved: {revision} stays at 0% under the tag {CANDIDATE}; the Service routes "
+                f"{describe(routes_of(service))}.")
+        fix = (f"The tag URL may be cluster-local: port-forward to it (kubectl port-forward -n {namespace} service/"
+               f"{tag}-{name} 8080:80) and pass --smoke-url http://127.0.0.1:8080; or deploy with --no-smoke.")
+        result = run_smoke(http_sender(url, {}, "The revision's URL asks for credentials (an auth policy in front of "
+                                                "it): " + fix), manifest.to_dict(), expected, revision,
+                           f"{namespace}/{name}", left, request.progress)
+        smoke = summary(result, url)
+        if existing is not None:
+            service = _apply_and_wait(calls, document, routes, existing, revision, request)
+    return _outcome(request, service, name, namespace, revision, smoke=smoke, notes=notes)
+
+
+def _apply_and_wait(calls: _Calls, document: dict[str, Any], routes: list[Route], existing: dict[str, Any] | None,
+                    revision: str, request: KnativeRequest) -> dict[str, Any]:
+    """Apply the document with this traffic and wait until Ready; a failure puts `existing` back and raises."""
     document["spec"]["traffic"] = traffic(routes)
     applied = calls.apply(document)
     service, failure = calls.wait_ready(_generation(applied), request.timeout, request.poll)
     if failure is not None:
         raise _failed(calls, existing, revision, failure, request)
-    return _outcome(request, service, name, namespace, revision)
+    return service
 
 
 def _generation(service: dict[str, Any]) -> int:
@@ -308,7 +364,8 @@ def _failed(calls: _Calls, existing: dict[str, Any] | None, revision: str, failu
 
 
 def _outcome(request: KnativeRequest, service: dict[str, Any], name: str, namespace: str, revision: str,
-             unchanged: bool = False) -> ServiceDeployment:
+             unchanged: bool = False, smoke: dict[str, Any] | None = None, notes: list[str] | None = None
+             ) -> ServiceDeployment:
     template = (service.get("spec") or {}).get("template") or {}
     template_meta = template.get("metadata") or {}
     bento_tag = request.manifest.tag if request.action in ("deploy", "canary") else (
@@ -316,4 +373,4 @@ def _outcome(request: KnativeRequest, service: dict[str, Any], name: str, namesp
         else None)
     return ServiceDeployment("knative", name, f"{namespace}/{name}", request.action, revision,
                              (service.get("status") or {}).get("url") or "", served(service), bento_tag=bento_tag,
-                             image=request.image, unchanged=unchanged)
+                             image=request.image, unchanged=unchanged, smoke=smoke, notes=notes or [])

@@ -34,9 +34,12 @@ class ServiceDeployment:
     bento_tag: str | None = None
     image: str | None = None
     unchanged: bool = False
+    smoke: dict[str, Any] | None = None  # the smoke check's result (passed, problems, url), as Lambda's
+    notes: list[str] = field(default_factory=list)  # e.g. that the smoke check was skipped, and why
 
     def as_json(self) -> dict[str, Any]:
         return {"platform": self.platform, "service": self.service, "resource": self.resource,
                 "action": self.action, "revision": self.revision, "version": self.revision, "url": self.url,
                 "traffic": [route.as_json() for route in self.traffic], "bento_tag": self.bento_tag,
-                "image": self.image, "unchanged": self.unchanged, "skipped": self.unchanged}
+                "image": self.image, "unchanged": self.unchanged, "skipped": self.unchanged, "smoke": self.smoke,
+                "notes": self.notes}

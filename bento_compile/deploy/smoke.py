@@ -1,5 +1,7 @@
-"""The smoke check: the new version, invoked by its qualifier, must answer the Bento's recorded example
-the way the Bento does, within the parity report's tolerance, before any traffic moves to it.
+"""The smoke check: the new version (a Lambda version, a Cloud Run or Knative revision) must answer the
+Bento's recorded example the way the Bento does, within the parity report's tolerance, before any
+traffic moves to it. One comparison for every platform; only the way the example is sent differs
+(a `Send`: the Lambda API here, an HTTP POST to the revision's tag URL in deploy/service_smoke.py).
 
 What it should answer: the manifest's `example_outputs` when the Bento recorded them, else
 the Bento itself run here by the runtime on that example (the same model files the
@@ -28,6 +30,8 @@ _MAX_ANSWER = 6 * 1024 * 1024 + 1  # Lambda answers at most 6 MB synchronously
 
 # (function name, qualifier, JSON payload bytes) -> (function error or None, payload bytes)
 Invoker = Callable[[str, str, bytes], tuple[str | None, bytes]]
+# JSON request bytes -> (what failed, or None; the answer's bytes): one new version, however it is reached
+Send = Callable[[bytes], tuple[str | None, bytes]]
 
 
 @dataclass
@@ -151,18 +155,18 @@ def compare(expected: dict[str, Any], answer: Any, tolerance: dict[str, float]) 
     return problems
 
 
-def smoke_check(invoke: Invoker, function_name: str, qualifier: str, manifest: dict[str, Any],
-                expected: dict[str, Any]) -> SmokeResult:
-    """Invoke the version with the recorded example and compare with `expected` (from expected_outputs);
-    never raises for a wrong answer."""
+def smoke_check(send: Send, manifest: dict[str, Any], expected: dict[str, Any], who: str = "function"
+                ) -> SmokeResult:
+    """Send the recorded example to the new version and compare with `expected` (from expected_outputs);
+    never raises for a wrong answer. `who` names what answered in a failure ("function", "revision")."""
     example = example_of(manifest)
-    error, payload = invoke(function_name, qualifier, json.dumps(example).encode())
+    error, payload = send(json.dumps(example).encode())
     try:
         answer: Any = json.loads(payload) if payload else None
     except ValueError:
         answer = payload.decode("utf-8", "replace")
     if error:
-        return SmokeResult(False, example, expected, answer, [f"the function failed ({error}): {shown(answer)}"])
+        return SmokeResult(False, example, expected, answer, [f"the {who} failed ({error}): {shown(answer)}"])
     problems = compare(expected, answer, tolerances(manifest))
     return SmokeResult(not problems, example, expected, answer, problems)
 

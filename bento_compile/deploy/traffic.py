@@ -106,6 +106,19 @@ def plan_routes(action: str, state: TrafficState, service: str, revision: str | 
     raise ValueError(f"unknown traffic action {action!r}")
 
 
+def staging_routes(action: str, routes: list[Route], service: str, revision: str) -> list[Route]:
+    """The traffic while a new revision is smoke-checked: what serves stays exactly as it is, and the new
+    revision joins at 0 % under `candidate` (its own URL, no user's requests). An earlier candidate at 0 %
+    (one a rollback turned away from) gives the tag up. A canary in flight is refused: its tag is what
+    --promote and --rollback read, so it cannot be taken over silently."""
+    flying = next((r for r in routes if r.tag == CANDIDATE and r.percent > 0), None)
+    if flying is not None:
+        raise BentoCompileError(f"A canary of {flying.revision} ({flying.percent}%) is in flight on {service}: a new "
+                                f"revision cannot be checked under the tag {CANDIDATE} before the {action}.",
+                                "Finish the canary first (--promote or --rollback), then deploy again.")
+    return [*(r for r in routes if r.tag != CANDIDATE), Route(revision, 0, CANDIDATE)]
+
+
 def _keep_previous(state: TrafficState, *taken: str) -> list[Route]:
     """The `previous` route as it was, so a canary (started or aborted) does not lose the way back."""
     if state.previous and state.previous not in taken:

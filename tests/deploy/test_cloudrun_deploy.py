@@ -4,7 +4,9 @@ There is no Cloud Run emulator: the API is a local HTTP double (tests/support/cl
 validates every request body against the real Cloud Run v2 discovery document (`run.v2.json` from
 google-api-python-client) and answers like the API (long-running operations, generations, traffic
 statuses, Google's error bodies). Everything else is real: the CLI in a subprocess, the store, the
-google-auth credentials chain (a service account key whose signed tokens the double checks).
+google-auth credentials chain (a service account key whose signed tokens the double checks), and the
+smoke check's request: the double's tag URLs point at a real Bento server (tests/deploy/conftest.py;
+the smoke cases themselves are in test_service_smoke.py).
 The image is given by digest, so nothing is built here (the build-and-push path is in
 test_service_image_push.py).
 """
@@ -28,8 +30,9 @@ WHERE = ("--project", "acme-ml", "--region", "europe-west1")
 
 
 @pytest.fixture
-def api():
+def api(example_server):
     with cloudrun_api() as double:
+        double.serve_at = {IMAGE_A: example_server, IMAGE_B: example_server}
         yield double
         assert double.refused == []  # every request body the client sent matched the discovery schema
 
@@ -52,14 +55,14 @@ def patches(api) -> int:
     return sum(1 for r in api.requests if r["method"] == "PATCH")
 
 
-def test_deploy_canary_promote_rollback(stored_example, api, gcp, tmp_path):
+def test_deploy_canary_promote_rollback(stored_example, api, gcp, tmp_path, example_server):
     first = deploy(stored_example, "--image", IMAGE_A, *WHERE, "--json", env=gcp)
     version = stored_example.split(":")[1]
     rev_a = first["revision"]
     assert rev_a.startswith(f"cancer-{version[:8]}-") and first["version"] == rev_a
     assert first["url"] == api.services[NAME]["uri"] and first["url"].startswith("https://cancer-")
-    assert first["traffic"] == [{"revision": rev_a, "percent": 100, "tag": "current",
-                                 "url": "https://current---cancer-abcdefghij-eu.a.run.app"}]
+    assert first["traffic"] == [{"revision": rev_a, "percent": 100, "tag": "current", "url": example_server}]
+    assert first["smoke"] == {"passed": True, "problems": [], "url": example_server}  # checked once created
     assert first["bento_tag"] == stored_example and first["image"] == IMAGE_A and first["unchanged"] is False
     # created through UpdateService with allow_missing, waited on through the operation
     update = next(r for r in api.requests if r["method"] == "PATCH")
@@ -81,11 +84,18 @@ def test_deploy_canary_promote_rollback(stored_example, api, gcp, tmp_path):
     rev_b = canary["revision"]
     assert rev_b != rev_a
     assert api.traffic(NAME) == [(rev_a, 90, "current"), (rev_b, 10, "candidate")]
-    assert canary["traffic"][1]["url"] == "https://candidate---cancer-abcdefghij-eu.a.run.app"
-    assert api.requests[-2]["query"]["updateMask"] == "template,traffic,labels,annotations,ingress"
+    assert canary["traffic"][1]["url"] == example_server
+    # two updates: the new revision at 0% under `candidate` (smoke-checked), then the traffic alone
+    staged, moved = [r for r in api.requests if r["method"] == "PATCH"][-2:]
+    assert staged["query"]["updateMask"] == "template,traffic,labels,annotations,ingress"
+    assert [(t["revision"], t.get("percent", 0), t["tag"]) for t in staged["body"]["traffic"]] == [
+        (rev_a, 100, "current"), (rev_b, 0, "candidate")]
+    assert moved["query"]["updateMask"] == "traffic" and canary["smoke"]["passed"] is True
 
     promoted = deploy(stored_example, *WHERE, "--promote", "--json", env=gcp)
-    assert promoted["revision"] == rev_b
+    assert promoted["revision"] == rev_b and promoted["smoke"] is None
+    assert promoted["notes"] == ["no smoke check: --promote moves traffic only between revisions that served or "
+                                 "were checked before"]
     assert api.traffic(NAME) == [(rev_b, 100, "current"), (rev_a, 0, "previous")]
     assert api.requests[-2]["query"]["updateMask"] == "traffic"  # only traffic moves; no new revision
     assert set(api.revisions[NAME]) == {rev_a, rev_b}

@@ -4,7 +4,9 @@ No Kubernetes API server can run here: the cluster is a local HTTP double (tests
 that validates every applied Service against the real Knative Service CRD (../shared/schemas) and
 answers like the API server and Knative's controller (generation bumps, a status that lags behind
 until the new generation is reconciled, Ready conditions, Kubernetes Status errors). Everything
-else is real: the CLI in a subprocess, the store, kubeconfig loading with a bearer token.
+else is real: the CLI in a subprocess, the store, kubeconfig loading with a bearer token, and the smoke
+check's request: the double's tag URLs point at a real Bento server (tests/deploy/conftest.py; the
+smoke cases themselves are in test_service_smoke.py).
 The image is given by digest, so nothing is built here (see test_service_image_push.py).
 """
 
@@ -26,8 +28,9 @@ KEY = ("ml", "cancer")
 
 
 @pytest.fixture
-def api():
+def api(example_server):
     with knative_api() as double:
+        double.serve_at = {IMAGE_A: example_server, IMAGE_B: example_server}
         yield double
         assert double.refused == []  # every applied Service matched the CRD
 
@@ -50,14 +53,14 @@ def applies(api) -> list[dict]:
     return [r for r in api.requests if r["method"] == "PATCH"]
 
 
-def test_deploy_canary_promote_rollback(stored_example, api, kube, tmp_path):
+def test_deploy_canary_promote_rollback(stored_example, api, kube, tmp_path, example_server):
     api.reconcile_after_reads = 2  # the first reads after an apply still show the old generation's status
     first = deploy(stored_example, "--image", IMAGE_A, "--json", env=kube)
     rev_a = first["revision"]
     assert first["resource"] == "ml/cancer"  # the context's namespace
     assert first["url"] == "http://cancer.ml.example.com"
-    assert first["traffic"] == [{"revision": rev_a, "percent": 100, "tag": "current",
-                                 "url": "http://current-cancer.ml.example.com"}]
+    assert first["traffic"] == [{"revision": rev_a, "percent": 100, "tag": "current", "url": example_server}]
+    assert first["smoke"] == {"passed": True, "problems": [], "url": example_server}
     apply = applies(api)[0]
     assert apply["content_type"] == "application/apply-patch+yaml"
     assert apply["query"] == {"fieldManager": "bento-compile", "force": "True"}
@@ -77,7 +80,11 @@ def test_deploy_canary_promote_rollback(stored_example, api, kube, tmp_path):
     rev_b = canary["revision"]
     assert rev_b != rev_a
     assert api.traffic(*KEY) == [(rev_a, 75, "current"), (rev_b, 25, "candidate")]
-    assert api.services[KEY]["metadata"]["generation"] == 2
+    # two applies: the new revision at 0% under `candidate` (smoke-checked), then the traffic plan
+    staged = applies(api)[-2]["body"]["spec"]["traffic"]
+    assert staged == [{"revisionName": rev_a, "percent": 100, "tag": "current"},
+                      {"revisionName": rev_b, "percent": 0, "tag": "candidate"}]
+    assert api.services[KEY]["metadata"]["generation"] == 3 and canary["smoke"]["passed"] is True
 
     promoted = deploy(stored_example, "--promote", "--json", env=kube)
     assert promoted["revision"] == rev_b and promoted["bento_tag"] == stored_example

@@ -20,6 +20,12 @@ It is strict where the API is:
   where it was, as Cloud Run does.
 
 An image whose reference contains "broken" makes a revision that never becomes ready.
+
+Where a revision really answers: a tag's URL is a made-up *.run.app address unless the test
+maps the revision's image to a real server (`serve_at`: image -> http://127.0.0.1:PORT, a real
+Bento server the test started), so the deploy's smoke request reaches real code. The token
+endpoint also mints ID tokens (a JWT-shaped token carrying `aud`), as Google's does for a
+service account asked for a `target_audience`; `id_tokens` records the audiences asked for.
 """
 
 from __future__ import annotations
@@ -111,6 +117,8 @@ class CloudRunApi:
     refused: list[str] = field(default_factory=list)  # schema violations seen (a test asserts it stays empty)
     document: dict = field(default_factory=discovery_document)
     public_key: Any = None  # the service account key's public half (adc_environment sets it)
+    serve_at: dict[str, str] = field(default_factory=dict)  # image -> URL of a real server for its tag URLs
+    id_tokens: dict[str, str] = field(default_factory=dict)  # ID token minted -> its audience
 
     def __post_init__(self):
         # One validator, its schema checked once (jsonschema.validate checks the schema on every call).
@@ -155,6 +163,30 @@ class CloudRunApi:
         claims = json.loads(decode(parts[1]))
         return claims.get("iss") == SERVICE_ACCOUNT and claims.get("exp", 0) > time.time()
 
+    def claims(self, token: str) -> dict:
+        """The claims of a JWT the service account signed (checked), else {}."""
+        import base64
+
+        if not self.signed_by_service_account(token):
+            return {}
+        payload = token.split(".")[1]
+        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+    def mint_id_token(self, audience: str) -> str:
+        """A JWT-shaped ID token for `audience` (google-auth reads its expiry; only this double checks it)."""
+        import base64
+        import time
+
+        def part(value: dict) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        token = ".".join([part({"alg": "RS256", "typ": "JWT"}),
+                          part({"aud": audience, "email": SERVICE_ACCOUNT, "exp": int(time.time()) + 3600,
+                                "iat": int(time.time()), "iss": "https://accounts.google.com"}),
+                          uuid.uuid4().hex])
+        self.id_tokens[token] = audience
+        return token
+
     def authorized(self, header: str | None) -> bool:
         scheme, _, token = (header or "").partition(" ")
         return scheme == "Bearer" and (token == self.token or self.signed_by_service_account(token))
@@ -170,7 +202,9 @@ class CloudRunApi:
             status["revision"] = ready if kind == LATEST else target.get("revision", "")
             if target.get("tag"):
                 status["tag"] = target["tag"]
-                status["uri"] = f"https://{target['tag']}---{base[len('https://'):]}"
+                image = ((self.revisions.get(name, {}).get(status["revision"]) or {}).get("containers")
+                         or [{}])[0].get("image", "")
+                status["uri"] = self.serve_at.get(image) or f"https://{target['tag']}---{base[len('https://'):]}"
             statuses.append(status)
         out = {key: value for key, value in service.items() if key != "etag"}
         out.update({"uri": base, "urls": [base], "generation": str(generation), "observedGeneration": str(generation),
@@ -305,8 +339,11 @@ def _handler(api: CloudRunApi):
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if parsed.path == "/token" and method == "POST":
                 form = dict(urllib.parse.parse_qsl(raw.decode()))
-                if not api.signed_by_service_account(form.get("assertion", "")):
+                claims = api.claims(form.get("assertion", ""))
+                if not claims:
                     return self._send(400, {"error": "invalid_grant"})
+                if claims.get("target_audience"):  # a service account asking for an ID token
+                    return self._send(200, {"id_token": api.mint_id_token(claims["target_audience"])})
                 return self._send(200, {"access_token": api.token, "expires_in": 3600, "token_type": "Bearer"})
             if not api.authorized(self.headers.get("Authorization")):
                 return self._send(*_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials."))

@@ -16,6 +16,10 @@ server-side apply), and is strict where the real server is:
   objects (NotFound, Forbidden with RBAC's wording, Invalid).
 
 An image whose reference contains "broken" makes a revision that never becomes ready.
+
+Where a revision really answers: a tag's URL is a made-up example.com address unless the test
+maps the revision's image to a real server (`serve_at`: image -> http://127.0.0.1:PORT, a real
+Bento server the test started), so the deploy's smoke request reaches real code.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class KnativeApi:
     requests: list[dict] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # schema violations seen (a test asserts it stays empty)
     reconcile_after_reads: int = 1  # reads of a new generation before the controller has reconciled it
+    serve_at: dict[str, str] = field(default_factory=dict)  # image -> URL of a real server for its tag URLs
 
     def __post_init__(self):
         self.schema = load_crd_schema()
@@ -109,11 +114,16 @@ class KnativeApi:
             status["url"] = url
             status["traffic"] = [
                 {**{"revisionName": t.get("revisionName") or revision, "percent": t.get("percent", 0)},
-                 **({"tag": t["tag"], "url": f"http://{t['tag']}-{name}.{namespace}.example.com"}
+                 **({"tag": t["tag"], "url": self._tag_url(namespace, name, t.get("revisionName") or revision,
+                                                            t["tag"])}
                     if t.get("tag") else {}),
                  **({"latestRevision": True} if t.get("latestRevision") else {})} for t in targets]
         kinds = ("ConfigurationsReady", "RoutesReady", "Ready")
         status["conditions"] = [{**ready, "type": kind} for kind in kinds]
+
+    def _tag_url(self, namespace: str, name: str, revision: str, tag: str) -> str:
+        image = ((self.revisions.get((namespace, revision)) or {}).get("containers") or [{}])[0].get("image", "")
+        return self.serve_at.get(image) or f"http://{tag}-{name}.{namespace}.example.com"
 
     # -- the API ----------------------------------------------------------------------------
     def get(self, namespace: str, name: str) -> tuple[int, dict]:
