@@ -34,10 +34,13 @@ def test_deployed_services_pin_the_digest_that_was_pushed(stored_example, contai
                                                           tmp_path):
     version = stored_example.split(":")[1]
     repo = f"{local_registry}/cancer"
+    # --no-smoke: this is about the image; no server runs the pushed image here (the smoke check of a
+    # revision that really answers is test_service_smoke.py's)
     build = ("--image", repo, "--builder", "oci", "--base-image", container_base_layout)
     with knative_api() as kube:
         env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
-        result = run_cli("deploy", "knative", stored_example, *build, "-o", str(tmp_path / "kn"), "--json", env=env)
+        result = run_cli("deploy", "knative", stored_example, *build, "--no-smoke", "-o", str(tmp_path / "kn"),
+                         "--json", env=env)
         deployed = json.loads(result.stdout.strip().splitlines()[-1])
         assert kube.refused == []
     digest = registry_digest(f"{repo}:{version}")
@@ -51,8 +54,8 @@ def test_deployed_services_pin_the_digest_that_was_pushed(stored_example, contai
 
     with cloudrun_api() as api:
         env = adc_environment(api, tmp_path)
-        result = run_cli("deploy", "cloudrun", stored_example, *build, "--project", "acme-ml", "--region",
-                         "europe-west1", "-o", str(tmp_path / "cr"), "--json", env=env)
+        result = run_cli("deploy", "cloudrun", stored_example, *build, "--no-smoke", "--project", "acme-ml",
+                         "--region", "europe-west1", "-o", str(tmp_path / "cr"), "--json", env=env)
         assert api.refused == []
     assert json.loads(result.stdout.strip().splitlines()[-1])["image"] == f"{repo}@{digest}"
     template = api.services["projects/acme-ml/locations/europe-west1/services/cancer"]["template"]
