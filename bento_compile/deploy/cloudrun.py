@@ -33,18 +33,9 @@ from typing import Any
 from bento_compile.core.config import CloudRunTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute, ServiceDeployment
-from bento_compile.deploy.service_smoke import http_sender, run_smoke, smoke_needed, summary, tag_url
+from bento_compile.deploy.service_smoke import http_sender, run_smoke, smoke_plan, summary, tag_url
 from bento_compile.deploy.smoke import expected_outputs
-from bento_compile.deploy.traffic import (
-    CANDIDATE,
-    CURRENT,
-    Route,
-    TrafficState,
-    describe,
-    plan_routes,
-    read_state,
-    staging_routes,
-)
+from bento_compile.deploy.traffic import CANDIDATE, Route, TrafficState, describe, plan_routes, read_state
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.targets.cloudrun import cloudrun_service
 from bento_compile.targets.images import HTTP_PORT
@@ -283,12 +274,11 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
             request.action not in ("deploy", "canary") or existing.template.revision == revision):
         return _outcome(request, existing, service_id, calls.name, revision or "", unchanged=True)
 
-    check, notes = smoke_needed(request.action, expected is not None, routes_of(existing) if existing else [],
-                                revision)
+    plan = smoke_plan(request.action, expected is not None, routes_of(existing) if existing else None, routes,
+                      service_id, revision or "")
     where = _Where(calls, region, project, service_id, revision or "", request.timeout)
-    first = routes if existing is None or not check else staging_routes(request.action, routes_of(existing),
-                                                                        service_id, revision or "")
-    service = calls.run_v2.Service(name=calls.name, traffic=_traffic(first), etag=existing.etag if existing else "")
+    service = calls.run_v2.Service(name=calls.name, traffic=_traffic(plan.first),
+                                   etag=existing.etag if existing else "")
     mask = ["traffic"]
     if request.action in ("deploy", "canary"):
         assert request.image is not None and revision is not None
@@ -302,10 +292,9 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
         mask.append("labels")
     updated = where.update(service, mask if existing is not None else None, existing is None)
     smoke = None
-    if check:
+    if plan.check:
         assert expected is not None
-        tag = CURRENT if existing is None else CANDIDATE
-        url = tag_url(served(updated), tag, calls.name)
+        url = tag_url(served(updated), plan.tag, calls.name)
         left = (f"The service was created and serves it (Cloud Run cannot create a service without traffic): "
                 f"delete it (gcloud run services delete {service_id} --region {region} --project {project}) or deploy "
                 "a Bento that passes." if existing is None else
@@ -317,7 +306,7 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
         if existing is not None:
             updated = where.update(calls.run_v2.Service(name=calls.name, traffic=_traffic(routes), etag=updated.etag),
                                    ["traffic"], False)
-    return _outcome(request, updated, service_id, calls.name, revision or "", smoke=smoke, notes=notes)
+    return _outcome(request, updated, service_id, calls.name, revision or "", smoke=smoke, notes=plan.notes)
 
 
 @dataclass

@@ -33,18 +33,9 @@ from typing import Any
 from bento_compile.core.config import KnativeTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute, ServiceDeployment
-from bento_compile.deploy.service_smoke import check_url, http_sender, run_smoke, smoke_needed, summary, tag_url
+from bento_compile.deploy.service_smoke import check_url, http_sender, run_smoke, smoke_plan, summary, tag_url
 from bento_compile.deploy.smoke import expected_outputs
-from bento_compile.deploy.traffic import (
-    CANDIDATE,
-    CURRENT,
-    Route,
-    TrafficState,
-    describe,
-    plan_routes,
-    read_state,
-    staging_routes,
-)
+from bento_compile.deploy.traffic import CANDIDATE, Route, TrafficState, describe, plan_routes, read_state
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.targets.knative import API_VERSION, MANAGED_BY, knative_service, service_name
 
@@ -302,29 +293,26 @@ def deploy_knative(request: KnativeRequest) -> ServiceDeployment:
             "metadata"].get("name") and (ready_condition(existing) or {}).get("status") == "True":
         return _outcome(request, existing, name, namespace, revision, unchanged=True)
 
-    check, notes = smoke_needed(request.action, expected is not None, routes_of(existing) if existing else [],
-                                revision)
-    first = routes if existing is None or not check else staging_routes(request.action, routes_of(existing), name,
-                                                                        revision)
-    service = _apply_and_wait(calls, document, first, existing, revision, request)
+    plan = smoke_plan(request.action, expected is not None, routes_of(existing) if existing else None, routes, name,
+                      revision)
+    service = _apply_and_wait(calls, document, plan.first, existing, revision, request)
     smoke = None
-    if check:
+    if plan.check:
         assert expected is not None
-        tag = CURRENT if existing is None else CANDIDATE
-        url = smoke_url or tag_url(served(service), tag, f"{namespace}/{name}")
+        url = smoke_url or tag_url(served(service), plan.tag, f"{namespace}/{name}")
         left = (f"The Service was created and serves it (Knative cannot route 0% everywhere): remove it (kubectl "
                 f"delete ksvc {name} -n {namespace}) or deploy a Bento that passes." if existing is None else
                 f"No traffic moved: {revision} stays at 0% under the tag {CANDIDATE}; the Service routes "
                 f"{describe(routes_of(service))}.")
         fix = (f"The tag URL may be cluster-local: port-forward to it (kubectl port-forward -n {namespace} service/"
-               f"{tag}-{name} 8080:80) and pass --smoke-url http://127.0.0.1:8080; or deploy with --no-smoke.")
+               f"{plan.tag}-{name} 8080:80) and pass --smoke-url http://127.0.0.1:8080; or deploy with --no-smoke.")
         result = run_smoke(http_sender(url, {}, "The revision's URL asks for credentials (an auth policy in front of "
                                                 "it): " + fix), manifest.to_dict(), expected, revision,
                            f"{namespace}/{name}", left, request.progress)
         smoke = summary(result, url)
         if existing is not None:
             service = _apply_and_wait(calls, document, routes, existing, revision, request)
-    return _outcome(request, service, name, namespace, revision, smoke=smoke, notes=notes)
+    return _outcome(request, service, name, namespace, revision, smoke=smoke, notes=plan.notes)
 
 
 def _apply_and_wait(calls: _Calls, document: dict[str, Any], routes: list[Route], existing: dict[str, Any] | None,

@@ -13,12 +13,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute
 from bento_compile.deploy.smoke import Send, SmokeResult, shown, smoke_check
-from bento_compile.deploy.traffic import Route
+from bento_compile.deploy.traffic import CANDIDATE, CURRENT, Route, staging_routes
 from bento_compile.deploy.waiting import Backoff, retrying
 
 REQUEST_TIMEOUT = 30.0
@@ -116,17 +117,32 @@ def summary(result: SmokeResult, url: str) -> dict[str, Any]:
     return {**result.summary(), "url": url}
 
 
-def smoke_needed(action: str, enabled: bool, serving: list[Route], revision: str | None) -> tuple[bool, list[str]]:
-    """Whether this action sends the example to `revision` first, and the notes that say why not."""
+@dataclass(frozen=True)
+class SmokePlan:
+    """How a deploy reaches its new revision: whether it is checked, the traffic of the first update (the new
+    revision at 0 % under `candidate`, or the plan itself when nothing is checked first), the tag whose URL
+    answers the check, and the notes that say why a check is skipped."""
+
+    check: bool
+    first: list[Route]
+    tag: str = CANDIDATE
+    notes: list[str] = field(default_factory=list)
+
+
+def smoke_plan(action: str, enabled: bool, serving: list[Route] | None, routes: list[Route], service: str,
+               revision: str) -> SmokePlan:
+    """The plan for `action` on a service routing `serving` (None: it does not exist yet) towards `routes`."""
     if action not in ("deploy", "canary"):
-        return False, [f"no smoke check: --{action} moves traffic only between revisions that served or were "
-                       "checked before"]
+        return SmokePlan(False, routes, notes=[f"no smoke check: --{action} moves traffic only between revisions "
+                                               "that served or were checked before"])
     if not enabled:
-        return False, ["smoke check skipped (--no-smoke): traffic moved without sending the example to the new "
-                       "revision"]
+        return SmokePlan(False, routes, notes=["smoke check skipped (--no-smoke): traffic moved without sending the "
+                                               "example to the new revision"])
+    if serving is None:  # a new service routes 100 % somewhere: the new revision, checked once it is ready
+        return SmokePlan(True, routes, CURRENT)
     if any(route.revision == revision and route.percent > 0 for route in serving):
-        return False, [f"no smoke check: revision {revision} already serves"]
-    return True, []
+        return SmokePlan(False, routes, notes=[f"no smoke check: revision {revision} already serves"])
+    return SmokePlan(True, staging_routes(action, serving, service, revision))
 
 
 def tag_url(routes: list[ServedRoute], tag: str, where: str) -> str:

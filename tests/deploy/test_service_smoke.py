@@ -27,30 +27,15 @@ WHERE = ("--project", "acme-ml", "--region", "europe-west1")
 KEY = ("ml", "cancer")
 
 
-@pytest.fixture
-def run_api(example_server, other_server):
-    with cloudrun_api() as double:
-        double.serve_at = {IMAGE_A: example_server, IMAGE_B: example_server, WRONG: other_server}
-        yield double
-        assert double.refused == []
-
-
-@pytest.fixture
-def gcp(run_api, tmp_path) -> dict[str, str]:
-    return adc_environment(run_api, tmp_path)
-
-
-@pytest.fixture
-def kn_api(example_server, other_server):
-    with knative_api() as double:
-        double.serve_at = {IMAGE_A: example_server, IMAGE_B: example_server, WRONG: other_server}
-        yield double
-        assert double.refused == []
-
-
-@pytest.fixture
-def kube(kn_api, tmp_path) -> dict[str, str]:
-    return {"KUBECONFIG": str(kn_api.kubeconfig(tmp_path / "kubeconfig"))}
+@pytest.fixture(params=["cloudrun", "knative"])
+def platform(request, example_server, other_server, tmp_path):
+    """(platform, its API double, the CLI's environment), each image's tag URLs on a real server."""
+    with (cloudrun_api() if request.param == "cloudrun" else knative_api()) as api:
+        api.serve_at = {IMAGE_A: example_server, IMAGE_B: example_server, WRONG: other_server}
+        env = (adc_environment(api, tmp_path) if request.param == "cloudrun"
+               else {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))})
+        yield request.param, api, env
+        assert api.refused == []  # every body the clients sent matched the real schema
 
 
 def deploy(platform: str, tag: str, *args: str, env: dict[str, str], check: bool = True):
@@ -65,14 +50,6 @@ def deploy(platform: str, tag: str, *args: str, env: dict[str, str], check: bool
 
 def traffic(platform: str, api) -> list[tuple[str, int, str]]:
     return api.traffic(NAME) if platform == "cloudrun" else api.traffic(*KEY)
-
-
-@pytest.fixture(params=["cloudrun", "knative"])
-def platform(request):
-    """(platform, its API double, the CLI's environment) for each platform in turn."""
-    if request.param == "cloudrun":
-        return "cloudrun", request.getfixturevalue("run_api"), request.getfixturevalue("gcp")
-    return "knative", request.getfixturevalue("kn_api"), request.getfixturevalue("kube")
 
 
 def test_a_revision_of_another_bento_takes_no_traffic(stored_example, platform):
@@ -121,7 +98,9 @@ def test_no_smoke_skips_the_check_and_says_so(stored_example, platform):
     assert rolled["smoke"] is None and "no smoke check: --rollback" in rolled["notes"][0]
 
 
-def test_cloud_run_refusing_the_caller_names_the_invoker_role(stored_example, run_api, gcp, example_server):
+@pytest.mark.parametrize("platform", ["cloudrun"], indirect=True)
+def test_cloud_run_refusing_the_caller_names_the_invoker_role(stored_example, platform, example_server):
+    _, run_api, gcp = platform
     first, _ = deploy("cloudrun", stored_example, "--image", IMAGE_A, "--json", env=gcp)
     with FrontDoor(example_server, status=403) as door:
         run_api.serve_at[IMAGE_B] = door.url
@@ -132,7 +111,9 @@ def test_cloud_run_refusing_the_caller_names_the_invoker_role(stored_example, ru
     assert run_api.traffic(NAME)[0] == (first["revision"], 100, "current")
 
 
-def test_knative_smoke_url_reaches_a_cluster_local_revision(stored_example, kn_api, kube, example_server):
+@pytest.mark.parametrize("platform", ["knative"], indirect=True)
+def test_knative_smoke_url_reaches_a_cluster_local_revision(stored_example, platform, example_server):
+    _, kn_api, kube = platform
     with FrontDoor(example_server) as door:  # a port-forward, as far as the deploy can tell
         first, _ = deploy("knative", stored_example, "--image", IMAGE_A, "--smoke-url", door.url, "--json", env=kube)
         assert first["smoke"]["url"] == door.url and len(door.seen) == 1

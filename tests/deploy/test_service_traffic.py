@@ -46,3 +46,16 @@ def test_actions_that_cannot_apply_are_refused_with_what_to_do(action, state, re
     with pytest.raises(BentoCompileError, match=message) as info:
         plan_routes(action, state, "svc", revision, percent)
     assert info.value.fix
+
+
+def test_a_new_revision_is_staged_at_zero_percent_and_never_over_a_canary_in_flight():
+    from bento_compile.deploy.traffic import staging_routes
+
+    serving = [Route("svc-a", 100, "current"), Route("svc-x", 0, "candidate"), Route("svc-p", 0, "previous")]
+    # what serves stays exactly as it is; a candidate a rollback turned away from gives up its tag
+    assert staging_routes("canary", serving, "svc", "svc-b") == [
+        Route("svc-a", 100, "current"), Route("svc-p", 0, "previous"), Route("svc-b", 0, "candidate")]
+    flying = [Route("svc-a", 90, "current"), Route("svc-x", 10, "candidate")]
+    with pytest.raises(BentoCompileError, match=r"canary of svc-x \(10%\) is in flight") as info:
+        staging_routes("deploy", flying, "svc", "svc-b")
+    assert "--promote or --rollback" in info.value.fix
