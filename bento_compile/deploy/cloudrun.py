@@ -34,7 +34,7 @@ from bento_compile.core.config import CloudRunTarget
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.deploy.service_outcome import ServedRoute, ServiceDeployment
 from bento_compile.deploy.service_smoke import http_sender, run_smoke, smoke_plan, summary, tag_url
-from bento_compile.deploy.smoke import expected_outputs
+from bento_compile.deploy.smoke import Send, expected_outputs
 from bento_compile.deploy.traffic import CANDIDATE, Route, TrafficState, describe, plan_routes, read_state
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.targets.cloudrun import cloudrun_service
@@ -276,7 +276,7 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
 
     plan = smoke_plan(request.action, expected is not None, routes_of(existing) if existing else None, routes,
                       service_id, revision or "")
-    where = _Where(calls, region, project, service_id, revision or "", request.timeout)
+    updates = _Updates(calls, region, project, service_id, revision or "", request.timeout)
     service = calls.run_v2.Service(name=calls.name, traffic=_traffic(plan.first),
                                    etag=existing.etag if existing else "")
     mask = ["traffic"]
@@ -290,7 +290,7 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
     elif request.adopt and existing is not None and existing.labels.get(MANAGED_LABEL) != MANAGED_BY:
         service.labels = {**existing.labels, **_labels(manifest)}
         mask.append("labels")
-    updated = where.update(service, mask if existing is not None else None, existing is None)
+    updated = updates.update(service, mask if existing is not None else None, existing is None)
     smoke = None
     if plan.check:
         assert expected is not None
@@ -304,13 +304,13 @@ def deploy_cloudrun(request: CloudRunRequest) -> ServiceDeployment:
                            expected, revision or "", calls.name, left, request.progress)
         smoke = summary(result, url)
         if existing is not None:
-            updated = where.update(calls.run_v2.Service(name=calls.name, traffic=_traffic(routes), etag=updated.etag),
+            updated = updates.update(calls.run_v2.Service(name=calls.name, traffic=_traffic(routes), etag=updated.etag),
                                    ["traffic"], False)
     return _outcome(request, updated, service_id, calls.name, revision or "", smoke=smoke, notes=plan.notes)
 
 
 @dataclass
-class _Where:
+class _Updates:
     """One service's updates, each waited on; a revision that never gets ready is one error saying what serves."""
 
     calls: _Calls
@@ -333,7 +333,7 @@ class _Where:
                 "fix it, and deploy again.") from None
 
 
-def _sender(url: str, audience: str, service_id: str, region: str, project: str) -> Any:
+def _sender(url: str, audience: str, service_id: str, region: str, project: str) -> Send:
     """The HTTP sender for the tag URL, with an ID token for the service's URL when the credentials can mint
     one (Cloud Run's IAM front end checks it; a public service ignores it)."""
     headers, why_not = id_token_headers(audience)
