@@ -2,7 +2,8 @@
 
 Spark reads s3a:// only with hadoop-aws (and its AWS SDK) on its classpath, which a `pip install pyspark`
 does not bring. So for s3:// the driver lists the files and their row groups through pyarrow (units.py),
-Spark runs one task per unit, and each task opens its unit with pyarrow's S3 file system (standard AWS
+Spark runs one task per unit (a plain RDD of
+the units' coordinates), and each task opens its unit with pyarrow's S3 file system (standard AWS
 credentials and AWS_ENDPOINT_URL, in the executor's environment), scores it with the worker's one
 session and writes its rows as an Arrow IPC part next to the output. The driver then copies the parts,
 in input order, into the output, which appears only when complete (sinks.py), and removes them.
@@ -15,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
 from bento_compile.batch.bento import resolve_bento, verify_bento
 from bento_compile.batch.local import Summary, reading_schema
 from bento_compile.batch.scorer import ScoreOptions, output_schema, resolve_plan
@@ -25,10 +24,6 @@ from bento_compile.batch.sources import InputSet, discover, filesystem_for, read
 from bento_compile.batch.spark_executor import executor_scorer, ship
 from bento_compile.batch.unit_pool import read_part, write_unit
 from bento_compile.batch.units import Unit, plan_units
-
-_UNITS = "unit long, file long, row_groups array<long>, first_row long"
-_DONE = pa.schema([("unit", pa.int64()), ("part", pa.string()), ("rows", pa.int64()), ("errors", pa.int64())])
-_DONE_DDL = "unit long, part string, rows long, errors long"
 
 
 def score_units(spark: Any, bento: str | Path, input: str, output: str, options: ScoreOptions, *, batch_rows: int,
@@ -51,11 +46,12 @@ def score_units(spark: Any, bento: str | Path, input: str, output: str, options:
     summary = Summary("spark", manifest.tag, input, output, fmt, files=len(inputs.files),
                       workers=sc.defaultParallelism, extra={"master": master, "io": "pyarrow"})
     try:
-        rows = [(i, u.file, list(u.row_groups) if u.row_groups is not None else None, u.first_row)
-                for i, u in enumerate(units)]
-        frame = spark.createDataFrame(rows, _UNITS).repartition(max(1, len(units)))
+        # A plain RDD of the units' coordinates, one partition per unit: one stage, no SQL plan, no shuffle and
+        # no Arrow round trip for the coordinates (a DataFrame + repartition + mapInArrow cost 2-3x as long
+        # on a cold JVM: bench/RESULTS.md).
         target.fs.create_dir(scratch)
-        done = {r["unit"]: r for r in frame.mapInArrow(task, _DONE_DDL).collect()}
+        numbered = list(enumerate(units))
+        done = {r["unit"]: r for r in sc.parallelize(numbered, max(1, len(units))).mapPartitions(task).collect()}
         for index, (file, schema) in enumerate(zip(inputs.files, schemas, strict=True)):
             schema_out = output_schema(manifest, reading_schema(schema, reading[index][0]), options)
             with target.open_part(file.relative if inputs.is_folder else None, schema_out) as writer:
@@ -74,22 +70,17 @@ def score_units(spark: Any, bento: str | Path, input: str, output: str, options:
     return summary
 
 
-def _score_units(batches: Iterator[pa.RecordBatch], archive: str, version: str, options: ScoreOptions,
-                 inputs: InputSet, reading: dict, batch_rows: int, output: str, scratch: str
-                 ) -> Iterator[pa.RecordBatch]:
+def _score_units(numbered: Iterator[tuple[int, Unit]], archive: str, version: str, options: ScoreOptions,
+                 inputs: InputSet, reading: dict, batch_rows: int, output: str, scratch: str) -> Iterator[dict]:
     """Runs in the executor's Python worker: each unit of this task read, scored and written as a part."""
     scorer = executor_scorer(archive, version, options, 1)
     fs, _ = filesystem_for(output)
-    for batch in batches:
-        for row in batch.to_pylist():
-            groups = row["row_groups"]
-            unit = Unit(row["file"], tuple(groups) if groups is not None else None, row["first_row"], None)
-            part = f"{scratch}/unit-{row['unit']:08d}.arrow"
-            text_columns, columns = reading[unit.file]
-            with fs.open_output_stream(part) as sink:
-                rows, errors = write_unit(scorer, inputs, unit, batch_rows, text_columns, columns, sink)
-            yield pa.RecordBatch.from_pylist([{"unit": row["unit"], "part": part if rows else None, "rows": rows,
-                                               "errors": errors}], schema=_DONE)
+    for index, unit in numbered:
+        part = f"{scratch}/unit-{index:08d}.arrow"
+        text_columns, columns = reading[unit.file]
+        with fs.open_output_stream(part) as sink:
+            rows, errors = write_unit(scorer, inputs, unit, batch_rows, text_columns, columns, sink)
+        yield {"unit": index, "part": part if rows else None, "rows": rows, "errors": errors}
 
 
 def _remove(target: AtomicOutput, scratch: str) -> None:
