@@ -198,15 +198,16 @@ IMAGE = "127.0.0.1:5000/cancer@sha256:" + "a" * 64
 @pytest.mark.slow
 def test_deploy_lines_run_after_the_build_and_give_the_version_and_url(workspace, tmp_path):
     # The platforms are the API doubles of tests/deploy (no Cloud Run or Kubernetes API server can run
-    # here); the Action's own plumbing (lines, options, outputs) runs for real.
+    # here); the Action's own plumbing (lines, options, outputs) runs for real. No server runs the
+    # pushed image, so the smoke check is skipped (tests/deploy/test_service_smoke.py runs it).
     from tests.support.cloudrun_api import adc_environment, cloudrun_api
     from tests.support.knative_api import knative_api
 
     with knative_api() as kube, cloudrun_api() as gcp:
         env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")), **adc_environment(gcp, tmp_path)}
         result = run_action({"config": "bento.yaml", "deploy": (
-            f"knative --image {IMAGE} --namespace prod   # the cluster\n\n"
-            f"cloudrun --image {IMAGE} --project acme-ml --region europe-west1\n")}, workspace, env=env)
+            f"knative --image {IMAGE} --namespace prod --no-smoke   # the cluster\n\n"
+            f"cloudrun --image {IMAGE} --project acme-ml --region europe-west1 --no-smoke\n")}, workspace, env=env)
         assert kube.refused == [] and gcp.refused == []
     out = result["outputs"]
     deployed = json.loads(out["deploy-json"])
@@ -217,6 +218,23 @@ def test_deploy_lines_run_after_the_build_and_give_the_version_and_url(workspace
     # the outputs are the last deploy's: the Cloud Run revision and URL
     assert out["version"] == deployed["cloudrun"]["revision"] == service["template"]["revision"]
     assert out["url"] == service["uri"] and out["function-arn"] == ""
+
+
+@pytest.mark.slow
+def test_a_failed_deploy_line_stops_the_step_with_its_own_error(workspace, tmp_path):
+    # The smoke check cannot reach the double's service URL: the deploy fails, and the step must end
+    # with that error and its fix, not with a traceback from reading an empty result.
+    from tests.support.knative_api import knative_api
+
+    with knative_api() as kube:
+        env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+        with pytest.raises(AssertionError) as failed:
+            run_action({"config": "bento.yaml", "deploy": f"knative --image {IMAGE} --namespace prod"},
+                       workspace, env=env)
+    message = str(failed.value)
+    assert "step 'Deploy' failed" in message and "for the smoke check" in message and "--no-smoke" in message
+    assert "deploy line 'knative --image" in message
+    assert "Traceback" not in message
 
 
 def test_an_unknown_deploy_platform_is_refused_before_anything_is_built(workspace):
