@@ -28,6 +28,7 @@ from bento_compile.batch.scorer import ROW_FIX, ScoreOptions, output_schema, res
 from bento_compile.batch.sinks import output_format
 from bento_compile.batch.sources import FORMATS
 from bento_compile.batch.spark_executor import executor_scorer, ship
+from bento_compile.batch.spark_jvm import driver_java_options
 from bento_compile.batch.spark_units import score_units
 from bento_compile.batch.summary import summarize_output
 from bento_compile.core.errors import BentoCompileError
@@ -85,25 +86,29 @@ def score_files(bento: str | Path, input: str, output: str, options: ScoreOption
     local_output = "://" not in output
     if local_output and os.path.exists(output) and not overwrite:
         raise BatchError(f"{output} already exists.", "Delete it, pick another OUTPUT, or pass --overwrite.")
+    # s3:// with plain pyspark, and any files on a local master (one machine: every task sees the files):
+    # Spark schedules units, pyarrow reads and writes (spark_units.py). Rows then never cross into the
+    # JVM and back, Spark's own Arrow round trip that made up most of a local[2] run. A cluster master
+    # with local paths keeps Spark's own reader and writer (each node resolves file:// itself).
+    units = io == "pyarrow" or (io == "auto" and (not local_output or "://" in input or master.startswith("local")))
     builder = (pyspark.sql.SparkSession.builder.master(master).appName("bento-compile batch")
                .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
                .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false"))
     # Python workers run this interpreter (where bento-compile is installed) unless told otherwise; pyspark
     # reads the variable when the context starts.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    owned = pyspark.sql.SparkSession.getActiveSession() is None  # stop only a session this call started
     if master.startswith("local"):  # a local master listens on the loopback only, never on the LAN
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-    owned = pyspark.sql.SparkSession.getActiveSession() is None  # stop only a session this call started
+        java_options = driver_java_options(scheduling_only=units) if owned else None
+        if java_options:
+            builder = builder.config("spark.driver.extraJavaOptions", java_options)
     spark = builder.getOrCreate()
     if owned:  # quiet: a failing task's stack trace is told once, plainly, by _spark_error
         spark.sparkContext.setLogLevel(os.environ.get(LOG_LEVEL_ENV, "OFF"))
     try:
-        # s3:// with plain pyspark, and any files on a local master (one machine: every task sees the files):
-        # Spark schedules units, pyarrow reads and writes (spark_units.py). Rows then never cross into the
-        # JVM and back, Spark's own Arrow round trip that made up most of a local[2] run. A cluster master
-        # with local paths keeps Spark's own reader and writer (each node resolves file:// itself).
-        if io == "pyarrow" or (io == "auto" and (not local_output or "://" in input or master.startswith("local"))):
+        if units:
             try:
                 summary = score_units(spark, bento, input, output, options, batch_rows=batch_rows, fmt=fmt,
                                       overwrite=overwrite, master=master)
