@@ -37,7 +37,15 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
             "predictors.", "Save the fitted estimator or Pipeline whose last step predicts.")
     _refuse_categorical_histgb(estimator)
     inputs = input_override or _default_inputs(estimator, path)
-    model = _convert(without_xgboost_feature_names(float32_exact_thresholds(estimator)), inputs)
+    model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))), inputs)
+    if _classes_are_bool(estimator):
+        model = _bool_labels(model)
+    if _scores_not_probabilities(estimator):
+        _rename_output(model, "probabilities", "scores")
+        if _binary_libsvm(estimator):
+            model = _negated_output(model, "scores")
+        if len(getattr(estimator, "classes_", ())) == 2 and not _two_column_scores(estimator):
+            _declare_width(model, "scores", 1)  # skl2onnx declares 2 columns and computes 1
     import skl2onnx
     import sklearn
 
@@ -96,6 +104,8 @@ def _default_inputs(estimator: Any, path: Path) -> list[TensorSpec]:
     named = named_column_inputs(estimator)
     if named is not None:
         return named
+    if _takes_text(estimator):  # a vectorizer first: one string per row (vectorizers record no n_features_in_)
+        return [TensorSpec(name="input", dtype="string", shape=(None, 1))]
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise BentoCompileError(
@@ -153,7 +163,7 @@ def _column_names(columns: Any, names: list[str]) -> list[str]:
 def _learned_kind(step: Any, position: int) -> str | None:
     """'string' or 'int64' when a fitted step recorded the column's values as such; None: no evidence."""
     for part in _walk(step) if hasattr(step, "fit") else ():
-        if hasattr(part, "vocabulary_") and hasattr(part, "build_analyzer"):  # Count/Tfidf vectorizers: text
+        if _is_text_vectorizer(part):
             return "string"
         categories = getattr(part, "categories_", None)
         values = None
@@ -168,6 +178,116 @@ def _learned_kind(step: Any, position: int) -> str | None:
         if values.dtype.kind in "iu":
             return "int64"
     return None
+
+
+def _is_text_vectorizer(step: Any) -> bool:
+    return hasattr(step, "vocabulary_") and hasattr(step, "build_analyzer")  # Count/Tfidf vectorizers
+
+
+def _takes_text(estimator: Any) -> bool:
+    """Whether the model's first step is a text vectorizer, which takes a 1-D sequence of documents."""
+    first = estimator.steps[0][1] if getattr(estimator, "steps", None) else estimator
+    return _is_text_vectorizer(first)
+
+
+def _classes_are_bool(estimator: Any) -> bool:
+    classes = getattr(estimator, "classes_", None)
+    return classes is not None and np.asarray(classes).dtype.kind == "b"
+
+
+def _bool_labels(model: Any) -> Any:
+    """A classifier fitted on True/False answers True/False: skl2onnx encodes bool classes as int64 0/1,
+    so its `label` output is cast back to bool (JSON true/false, as scikit-learn's predict returns)."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    output = next((o for o in graph.output if o.name == "label"), None)
+    if output is None or output.type.tensor_type.elem_type != TensorProto.INT64:
+        return model
+    encoded = "label_int64"
+    for node in graph.node:
+        node.output[:] = [encoded if name == "label" else name for name in node.output]
+        node.input[:] = [encoded if name == "label" else name for name in node.input]
+    graph.node.append(helper.make_node("Cast", [encoded], ["label"], to=TensorProto.BOOL, name="label_as_bool"))
+    output.type.tensor_type.elem_type = TensorProto.BOOL
+    return model
+
+
+def _scores_not_probabilities(estimator: Any) -> bool:
+    """A classifier with no predict_proba (LinearSVC, SVC(probability=False), SGD's hinge loss): skl2onnx's
+    second output then holds its decision_function, which must not be served as `probabilities`."""
+    from sklearn.base import is_classifier
+
+    return is_classifier(estimator) and not hasattr(estimator, "predict_proba") and hasattr(
+        estimator, "decision_function")
+
+
+def _final_step(estimator: Any) -> Any:
+    return estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
+
+
+def _binary_libsvm(estimator: Any) -> bool:
+    """A two-class SVC/NuSVC, whose converted scores are [decision, -decision]: column 0 high for class 1."""
+    final = _final_step(estimator)
+    return type(final).__name__ in ("SVC", "NuSVC") and len(getattr(final, "classes_", ())) == 2
+
+
+# The classifiers whose converted `scores` are known to be their decision_function (measured); others
+# (e.g. OneVsRestClassifier) keep them, but they are reported as not compared.
+_DECISION_SCORES = frozenset({"LinearSVC", "SVC", "SGDClassifier", "Perceptron", "RidgeClassifier"})
+
+
+def _two_column_scores(estimator: Any) -> bool:
+    """Whether skl2onnx writes a two-class model's decision_function as two columns [-d, d] (linear models
+    such as SGDClassifier and Perceptron, and SVC once negated) or as the one column d (LinearSVC, Ridge)."""
+    return type(_final_step(estimator)).__name__ not in ("LinearSVC", "RidgeClassifier", "RidgeClassifierCV")
+
+
+def _negated_output(model: Any, name: str) -> Any:
+    """Every column of the `name` output negated, so that column k scores class k like the other converters'."""
+    from onnx import helper
+
+    graph = model.graph
+    raw = f"{name}_negated"
+    for node in graph.node:
+        node.output[:] = [raw if value == name else value for value in node.output]
+        node.input[:] = [raw if value == name else value for value in node.input]
+    graph.node.append(helper.make_node("Neg", [raw], [name], name=f"{name}_per_class"))
+    return model
+
+
+def _declare_width(model: Any, name: str, width: int) -> None:
+    for output in model.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        if output.name == name and len(dims) == 2:
+            dims[1].ClearField("dim_param")
+            dims[1].dim_value = width
+
+
+def _rename_output(model: Any, old: str, new: str) -> None:
+    graph = model.graph
+    if not any(o.name == old for o in graph.output) or any(o.name == new for o in graph.output):
+        return
+    for node in graph.node:
+        node.output[:] = [new if name == old else name for name in node.output]
+        node.input[:] = [new if name == old else name for name in node.input]
+    for output in graph.output:
+        if output.name == old:
+            output.name = new
+
+
+def convertible_copy(estimator: Any) -> Any:
+    """The estimator, or a copy with settings that change nothing its predictions depend on but that
+    skl2onnx refuses: VotingClassifier's flatten_transform shapes only transform()'s output."""
+    from sklearn.ensemble import VotingClassifier
+
+    if not any(isinstance(step, VotingClassifier) and step.flatten_transform for step in _walk(estimator)):
+        return estimator
+    estimator = copy.deepcopy(estimator)
+    for step in _walk(estimator):
+        if isinstance(step, VotingClassifier):
+            step.flatten_transform = False
+    return estimator
 
 
 def _feature_names(estimator: Any, inputs: list[TensorSpec]) -> list[str] | None:
@@ -222,7 +342,15 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
     target_opset = target_opset_for(estimator)
     try:
         try:
-            return to_onnx(estimator, initial_types=_initial_types(inputs), options=options, target_opset=target_opset)
+            try:
+                return to_onnx(estimator, initial_types=_initial_types(inputs), options=options,
+                               target_opset=target_opset)
+            except NameError as exc:
+                # Classifiers with no probabilities (LinearSVC, RidgeClassifier) have no ZipMap to disable.
+                if "'zipmap'" not in str(exc):
+                    raise
+                options = None
+                return to_onnx(estimator, initial_types=_initial_types(inputs), target_opset=target_opset)
         except RuntimeError as exc:
             # A converter written for an older ai.onnx.ml (IsolationForest's) names the version it needs.
             needed = _NEEDED_ML_OPSET.search(str(exc))
@@ -244,20 +372,28 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
             "skl2onnx.supported_converters(). Or export the model to ONNX yourself and build the .onnx file.",
         ) from None
     except Exception as exc:
+        culprit = _unsupported_step(estimator, str(exc))
+        fix = ("If the model takes named or non-numeric columns, declare them under `inputs:` in bento.yaml; "
+               "otherwise export it to ONNX yourself and build the .onnx file.")
+        if culprit != _NO_CULPRIT:  # the converter named the step it refuses, as it is configured
+            fix = (f"Change or replace the {culprit} step (e.g. apply a custom function to the data before the "
+                   f"model, or use a built-in transformer: {SUPPORTED_FAMILIES}), or export the model to ONNX "
+                   "yourself and build the .onnx file.")
         raise BentoCompileError(
-            f"skl2onnx failed on {_pipeline_text(estimator)}: {type(exc).__name__}: {exc}",
-            "If the model takes named or non-numeric columns, declare them under `inputs:` in bento.yaml; "
-            "otherwise export it to ONNX yourself and build the .onnx file.") from None
+            f"skl2onnx failed on {_pipeline_text(estimator)}: {type(exc).__name__}: {exc}", fix) from None
 
 
 _NEEDED_ML_OPSET = re.compile(r"target_opset=\{'ai\.onnx\.ml': (\d+)\}")
+
+
+_NO_CULPRIT = "an estimator in this model"
 
 
 def _unsupported_step(estimator: Any, message: str) -> str:
     for step in _walk(estimator):
         if type(step).__name__ in message:
             return type(step).__name__
-    return "an estimator in this model"
+    return _NO_CULPRIT
 
 
 def _walk(estimator: Any):
@@ -279,7 +415,18 @@ def _pipeline_text(estimator: Any) -> str:
 def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: list[TensorSpec]
                ) -> dict[str, np.ndarray]:
     """Run the original estimator on exactly the values the ONNX model sees."""
-    X = _estimator_input(feeds, inputs)
+    X = _estimator_input(feeds, inputs, _takes_text(estimator))
+    try:
+        return _predictions(estimator, X, output_names)
+    except ValueError as exc:
+        # A model fitted on float32 (e.g. KMeans) may refuse float64 ("Buffer dtype mismatch"): give it
+        # the float32 values themselves, which the float64 ones only widened.
+        if len(inputs) != 1 or "dtype mismatch" not in str(exc) or feeds[inputs[0].name].dtype.kind != "f":
+            raise
+        return _predictions(estimator, feeds[inputs[0].name], output_names)
+
+
+def _predictions(estimator: Any, X: Any, output_names: list[str]) -> dict[str, np.ndarray]:
     outputs: dict[str, np.ndarray] = {}
     if "label" in output_names:
         outputs["label"] = np.asarray(estimator.predict(X))
@@ -299,18 +446,26 @@ def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: li
 
 def _scores(estimator: Any, X: Any) -> np.ndarray | None:
     """What skl2onnx's `scores` output is, where it is known: an outlier detector's decision_function (one
-    column), a k-means model's distances to each centre. None: nothing in scikit-learn to compare it with."""
-    final = estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
+    column), a k-means model's distances to each centre, a classifier's decision_function when it has no
+    probabilities. None: nothing in scikit-learn to compare it with."""
+    final = _final_step(estimator)
     if hasattr(final, "cluster_centers_") and hasattr(estimator, "transform"):
         return np.asarray(estimator.transform(X))
     if hasattr(final, "offset_") and hasattr(estimator, "decision_function"):
         return np.asarray(estimator.decision_function(X)).reshape(-1, 1)
+    if _scores_not_probabilities(estimator) and type(_final_step(estimator)).__name__ in _DECISION_SCORES:
+        scores = np.asarray(estimator.decision_function(X))  # a two-class model's one value, as it is served
+        if scores.ndim == 1:
+            return np.c_[-scores, scores] if _two_column_scores(estimator) else scores.reshape(-1, 1)
+        return scores
     return None
 
 
-def _estimator_input(feeds: Feeds, inputs: list[TensorSpec]) -> Any:
+def _estimator_input(feeds: Feeds, inputs: list[TensorSpec], text: bool = False) -> Any:
     if len(inputs) == 1:
         array = feeds[inputs[0].name]
+        if text:  # a vectorizer takes the documents as a 1-D sequence
+            return array.reshape(-1)
         return array.astype(np.float64) if array.dtype.kind == "f" else array
     import pandas as pd  # named columns: the estimator was fitted on a DataFrame
 

@@ -362,3 +362,97 @@ def test_histgradientboosting_with_categorical_splits_is_refused_before_converti
     with pytest.raises(BentoCompileError, match="native categorical splits") as refused:
         build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig()), BentoStore())
     assert "categorical_features=None" in refused.value.fix
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("sklearn.svm", fromlist=["LinearSVC"]).LinearSVC(),
+    lambda: SVC(),  # probability=False
+    lambda: Pipeline([("scale", StandardScaler()),
+                      ("sgd", __import__("sklearn.linear_model", fromlist=["SGDClassifier"]).SGDClassifier(
+                          random_state=0))]),
+    lambda: __import__("sklearn.linear_model", fromlist=["RidgeClassifier"]).RidgeClassifier(),
+], ids=["linear_svc", "svc_no_probability", "sgd_hinge", "ridge"])
+@pytest.mark.parametrize("classes", [2, 3])
+def test_a_classifier_without_probabilities_answers_its_decision_scores_as_scores(make, classes, tmp_path):
+    """skl2onnx's second output holds decision_function for these (negative numbers, rows not summing to 1),
+    under the name `probabilities`; LinearSVC's converter also refuses the zipmap option. The Bento builds,
+    names the output `scores`, and the gate compares it with decision_function."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    y = y if classes == 3 else (y == 0).astype(int)
+    model = make().fit(X, y)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="margins"), BentoStore())
+    assert {o["name"] for o in result.manifest["model"]["outputs"]} == {"label", "scores"}
+    assert result.parity["outputs"]["scores"]["passed"] and result.parity["not_compared"] == []
+    served = BentoModel.load(result.path).predict({"inputs": X[::25].tolist()})["outputs"]
+    assert served["label"] == model.predict(X[::25]).tolist()
+    expected = model.decision_function(X[::25].astype(np.float64))
+    if classes == 2:  # column k scores class k (LinearSVC, Ridge: the one decision value)
+        one = type(model).__name__ in ("LinearSVC", "RidgeClassifier")
+        expected = expected.reshape(-1, 1) if one else np.c_[-expected, expected]
+    declared = {o["name"]: o["shape"] for o in result.manifest["model"]["outputs"]}["scores"]
+    assert declared == [None, expected.shape[1]]  # as computed (skl2onnx declares 2 for Ridge's 1)
+    np.testing.assert_allclose(served["scores"], expected, atol=1e-3)
+
+
+def test_a_soft_voting_classifier_compiles(cancer_data, tmp_path):
+    """skl2onnx refuses flatten_transform=True (VotingClassifier's default), which shapes only transform():
+    the build converts a copy without it."""
+    from sklearn.ensemble import VotingClassifier
+
+    X, y = cancer_data
+    model = VotingClassifier([("lr", Pipeline([("s", StandardScaler()), ("m", LogisticRegression())])),
+                              ("tree", DecisionTreeClassifier(max_depth=4, random_state=0))], voting="soft").fit(X, y)
+    np.save(tmp_path / "s.npy", X[::7].astype(np.float32))
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="vote",
+                                sample_path=tmp_path / "s.npy"), BentoStore())
+    assert result.parity["passed"] and result.parity["outputs"]["probabilities"]["passed"]
+    assert model.flatten_transform  # the user's estimator is left as it was
+
+
+def test_a_model_fitted_on_float32_is_checked_with_float32(tmp_path):
+    """A KMeans fitted on float32 refuses float64 input ("Buffer dtype mismatch"): the reference then runs
+    on the float32 values themselves."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import load_iris
+    from sklearn.decomposition import PCA
+
+    X = load_iris(return_X_y=True)[0].astype(np.float32)
+    model = Pipeline([("pca", PCA(2)), ("k", KMeans(3, n_init=3, random_state=0))]).fit(X)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="clusters"), BentoStore())
+    assert result.parity["passed"] and result.parity["outputs"]["scores"]["passed"]
+    served = BentoModel.load(result.path).predict({"inputs": X[:5].tolist()})["outputs"]
+    assert served["label"] == model.predict(X[:5]).tolist()
+
+
+def test_a_classifier_fitted_on_true_false_answers_true_false(cancer_data, tmp_path):
+    X, y = cancer_data
+    model = Pipeline([("s", StandardScaler()), ("m", LogisticRegression())]).fit(X, y.astype(bool))
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="flags"), BentoStore())
+    labels = {o["name"]: o["dtype"] for o in result.manifest["model"]["outputs"]}
+    assert labels["label"] == "bool" and result.parity["passed"]
+    body = json.dumps(BentoModel.load(result.path).predict({"inputs": X[:6].astype(np.float32).tolist()}))
+    assert json.loads(body)["outputs"]["label"] == model.predict(X[:6]).tolist()  # JSON true/false
+    assert "true" in body or "false" in body
+
+
+def test_a_text_pipeline_takes_one_string_per_row_without_a_bento_yaml(tmp_path):
+    """A vectorizer first records no n_features_in_: the model takes one string per row ([N, 1]), sent as a
+    flat list of documents; the gate runs the vectorizer on the same documents."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.default_rng(3)
+    words = ["good", "bad", "great", "awful", "plot", "acting"]
+    texts = [" ".join(rng.choice(words, 5)) for _ in range(150)]
+    labels = np.array(["pos" if ("good" in t or "great" in t) else "neg" for t in texts])
+    model = Pipeline([("tfidf", TfidfVectorizer()), ("clf", LogisticRegression())]).fit(texts, labels)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="reviews"), BentoStore())
+    assert [(i["name"], i["dtype"], i["shape"]) for i in result.manifest["model"]["inputs"]] == [
+        ("input", "string", [None, 1])]
+    assert result.parity["passed"] and result.parity["outputs"]["probabilities"]["passed"]
+    docs = ["good acting, great plot", "awful AWFUL plot", "bad"]
+    served = BentoModel.load(result.path).predict({"inputs": docs})["outputs"]
+    assert served["label"] == model.predict(docs).tolist()
+    np.testing.assert_allclose(served["probabilities"], model.predict_proba(docs), atol=1e-5)
