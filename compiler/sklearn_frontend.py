@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 
 from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
+from bento_compile.compiler.lightgbm_categories import (
+    category_frame,
+    category_inputs,
+    pandas_categories,
+    with_category_codes,
+)
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
 from bento_compile.core.errors import BentoCompileError
@@ -36,8 +42,15 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
             f"{path.name} holds a {type(estimator).__name__}, which has no predict(): bento-compile serves "
             "predictors.", "Save the fitted estimator or Pipeline whose last step predicts.")
     _refuse_categorical_histgb(estimator)
-    inputs = input_override or _default_inputs(estimator, path)
-    model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))), inputs)
+    categories = None if input_override else pandas_categories(estimator)
+    if categories:  # LightGBM on pandas category columns: the names in, their codes into the trees
+        inputs = category_inputs(estimator, categories)
+        matrix = TensorSpec(name="category_matrix", dtype="float32", shape=(None, len(inputs)))
+        model = with_category_codes(_convert(estimator, [matrix]), matrix.name, inputs, categories)
+    else:
+        inputs = input_override or _default_inputs(estimator, path)
+        model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))),
+                         inputs)
     if _classes_are_bool(estimator):
         model = _bool_labels(model)
     if _scores_not_probabilities(estimator):
@@ -55,7 +68,7 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         kind="sklearn",
         model=model,
         inputs=inputs,
-        reference=lambda feeds, names: _reference(estimator, feeds, names, inputs),
+        reference=lambda feeds, names: _reference(estimator, feeds, names, inputs, categories),
         description=_pipeline_text(estimator),
         file_sha256=sha256_file(path),
         converter_versions={"skl2onnx": skl2onnx.__version__, "scikit-learn": sklearn.__version__,
@@ -412,9 +425,11 @@ def _pipeline_text(estimator: Any) -> str:
     return type(estimator).__name__
 
 
-def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: list[TensorSpec]
-               ) -> dict[str, np.ndarray]:
+def _reference(estimator: Any, feeds: Feeds, output_names: list[str], inputs: list[TensorSpec],
+               categories: dict[str, list[str]] | None = None) -> dict[str, np.ndarray]:
     """Run the original estimator on exactly the values the ONNX model sees."""
+    if categories:
+        return _predictions(estimator, category_frame(dict(feeds), inputs, categories), output_names)
     X = _estimator_input(feeds, inputs, _takes_text(estimator))
     try:
         return _predictions(estimator, X, output_names)

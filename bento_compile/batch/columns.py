@@ -163,6 +163,8 @@ def check_types(plan: ColumnPlan, schema: pa.Schema) -> None:
                 if _is_list(arrow_type):
                     raise BatchError(f"Column '{column}' holds lists of lists; input '{binding.spec.name}' reads "
                                      "one flat list per row.", "Flatten each row's values into one list.")
+            if pa.types.is_dictionary(arrow_type):  # e.g. a pandas category column: read as its values
+                arrow_type = arrow_type.value_type
             if not _fits(arrow_type, binding.spec.dtype):
                 raise BatchError(f"Column '{column}' has type {arrow_type}, but input '{binding.spec.name}' takes "
                                  f"{binding.spec.dtype}.", f"Give the column {_wanted(binding.spec.dtype)}.")
@@ -238,6 +240,8 @@ def _scalar_values(column: pa.Array, name: str, spec: TensorSpec, allow_missing:
     target = _np_dtype(spec)
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
     text = column
     if pa.types.is_null(column.type):
         column = pa.nulls(len(column), pa.float64() if target.kind == "f" else pa.int64())

@@ -300,6 +300,15 @@ def test_a_multi_input_bento_takes_a_column_per_input(tmp_path):
     reference = model.predict_proba(frame.drop(index=5))
     assert np.abs(np.stack(good["probabilities"].to_numpy()) - reference).max() <= 1e-4
 
+    # A pandas category column, which Parquet stores dictionary-encoded, is read as its values.
+    write_parquet(table.astype({"plan": "category"}), tmp_path / "categories.parquet")
+    assert pq.read_schema(tmp_path / "categories.parquet").field("plan").type.id == pa.dictionary(
+        pa.int8(), pa.string()).id
+    summary = score_files(bento, str(tmp_path / "categories.parquet"), str(tmp_path / "categories-out.parquet"),
+                          ScoreOptions(keep=("customer",), on_error="skip"))
+    assert (summary.rows, summary.errors) == (400, 1)
+    pd.testing.assert_series_equal(read_output(tmp_path / "categories-out.parquet")["label"], out["label"])
+
 
 def test_glob_and_json_lines_inputs(frame_bento, strict_bento, tmp_path):
     first, second = _rows(frame_bento.frame, 40, seed=10), _rows(frame_bento.frame, 30, seed=11)

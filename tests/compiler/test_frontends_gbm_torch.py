@@ -237,3 +237,35 @@ def test_torch_clear_errors(torch, net, tmp_path):
     square = BentoConfig(inputs=[InputSpec(name="x", dtype="float32", shape=[None, 4, 4])])
     with pytest.raises(BentoCompileError, match=r"cannot export this module \(operator aten::linalg_svd\)"):
         _build(tmp_path / "svd.pt", config=square)
+
+
+@pytest.mark.parametrize("classifier", [True, False], ids=["classifier", "regressor"])
+def test_lightgbm_on_pandas_category_columns_takes_the_category_names(classifier, tmp_path):
+    """LightGBM sees a category column as its codes; the Bento takes the names, as the DataFrame held
+    them, maps an unseen name to missing as LightGBM does, and answers as the original on the same rows."""
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"amount": rng.normal(size=400),
+                          "plan": pd.Categorical(rng.choice(["basic", "pro", "team"], 400)),
+                          "seats": rng.integers(1, 9, 400).astype(float),
+                          "region": pd.Categorical(rng.choice(["eu", "us"], 400))})
+    target = ((frame.plan == "pro") ^ (frame.amount > 0)).astype(int) if classifier else \
+        frame.amount * 2 + (frame.plan == "team") * 3
+    make = lightgbm.LGBMClassifier if classifier else lightgbm.LGBMRegressor
+    model = make(n_estimators=30, min_child_samples=5, verbose=-1).fit(frame, target)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="plans"), BentoStore())
+    assert [(i["name"], i["dtype"]) for i in result.manifest["model"]["inputs"]] == [
+        ("amount", "float32"), ("plan", "string"), ("seats", "float32"), ("region", "string")]
+    assert result.parity["passed"]
+    rows = [{"amount": 0.7, "plan": "pro", "seats": 3, "region": "eu"},
+            {"amount": -0.2, "plan": "enterprise", "seats": 1, "region": "us"},  # a plan it never saw
+            {"amount": 1.5, "plan": "team", "seats": None, "region": "us"}]
+    served = BentoModel.load(result.path).predict({"inputs": rows})["outputs"]
+    original = pd.DataFrame(rows).astype({"seats": float}).assign(
+        plan=lambda f: pd.Categorical(f.plan, categories=frame.plan.cat.categories),
+        region=lambda f: pd.Categorical(f.region, categories=frame.region.cat.categories))
+    if classifier:
+        np.testing.assert_allclose(served["probabilities"], model.predict_proba(original), atol=1e-5)
+        assert served["label"] == model.predict(original).tolist()
+    else:
+        np.testing.assert_allclose(np.ravel(served["variable"]), model.predict(original), rtol=1e-4, atol=1e-4)
