@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
-from bento_compile.compiler.lightgbm_categories import (
+from bento_compile.compiler.category_columns import (
     category_frame,
     category_inputs,
     pandas_categories,
@@ -43,10 +43,11 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
             "predictors.", "Save the fitted estimator or Pipeline whose last step predicts.")
     _refuse_categorical_histgb(estimator)
     categories = None if input_override else pandas_categories(estimator)
-    if categories:  # LightGBM on pandas category columns: the names in, their codes into the trees
+    if categories:  # gradient boosting on pandas category columns: the names in, their codes into the trees
         inputs = category_inputs(estimator, categories)
         matrix = TensorSpec(name="category_matrix", dtype="float32", shape=(None, len(inputs)))
-        model = with_category_codes(_convert(estimator, [matrix]), matrix.name, inputs, categories)
+        model = with_category_codes(_convert(without_xgboost_feature_names(estimator), [matrix]), matrix.name,
+                                    inputs, categories)
     else:
         inputs = input_override or _default_inputs(estimator, path)
         model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))),

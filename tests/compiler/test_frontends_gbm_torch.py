@@ -239,10 +239,11 @@ def test_torch_clear_errors(torch, net, tmp_path):
         _build(tmp_path / "svd.pt", config=square)
 
 
+@pytest.mark.parametrize("family", ["lightgbm", "xgboost"])
 @pytest.mark.parametrize("classifier", [True, False], ids=["classifier", "regressor"])
-def test_lightgbm_on_pandas_category_columns_takes_the_category_names(classifier, tmp_path):
-    """LightGBM sees a category column as its codes; the Bento takes the names, as the DataFrame held
-    them, maps an unseen name to missing as LightGBM does, and answers as the original on the same rows."""
+def test_gbm_on_pandas_category_columns_takes_the_category_names(family, classifier, tmp_path):
+    """LightGBM and XGBoost see a category column as its codes; the Bento takes the names, as the DataFrame
+    held them, maps an unseen name to missing as they do, and answers as the original on the same rows."""
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(5)
     frame = pd.DataFrame({"amount": rng.normal(size=400),
@@ -251,8 +252,12 @@ def test_lightgbm_on_pandas_category_columns_takes_the_category_names(classifier
                           "region": pd.Categorical(rng.choice(["eu", "us"], 400))})
     target = ((frame.plan == "pro") ^ (frame.amount > 0)).astype(int) if classifier else \
         frame.amount * 2 + (frame.plan == "team") * 3
-    make = lightgbm.LGBMClassifier if classifier else lightgbm.LGBMRegressor
-    model = make(n_estimators=30, min_child_samples=5, verbose=-1).fit(frame, target)
+    if family == "lightgbm":
+        make = lightgbm.LGBMClassifier if classifier else lightgbm.LGBMRegressor
+        model = make(n_estimators=30, min_child_samples=5, verbose=-1).fit(frame, target)
+    else:
+        make = xgboost.XGBClassifier if classifier else xgboost.XGBRegressor
+        model = make(n_estimators=30, max_depth=4, enable_categorical=True, tree_method="hist").fit(frame, target)
     result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="plans"), BentoStore())
     assert [(i["name"], i["dtype"]) for i in result.manifest["model"]["inputs"]] == [
         ("amount", "float32"), ("plan", "string"), ("seats", "float32"), ("region", "string")]

@@ -1,11 +1,11 @@
-"""LightGBM fitted on a DataFrame with pandas category columns: the served model takes the category names.
+"""Gradient boosting fitted on a DataFrame with pandas category columns: the served model takes the names.
 
-LightGBM sees such a column as its category codes (the position in the categories it was fitted with; a
-value it never saw is missing), and the converted tree ensemble compares those codes. A request, though,
-holds the names ("red"), as the DataFrame did. So each column becomes its own `[N, 1]` input, a string one
-for a category column, and the graph starts with what pandas did for LightGBM: a LabelEncoder from the
-fitted categories to their codes (unknown: NaN, LightGBM's missing), then one Concat into the matrix the
-trees were converted for.
+LightGBM and XGBoost (3.1+, which records the categories) see such a column as its category codes (the
+position in the categories it was fitted with; a value it never saw is missing), and the converted tree
+ensemble compares those codes. A request, though, holds the names ("red"), as the DataFrame did. So each
+column becomes its own `[N, 1]` input, a string one for a category column, and the graph starts with what
+pandas did for the model: a LabelEncoder from the fitted categories to their codes (unknown: NaN, the
+models' missing), then one Concat into the matrix the trees were converted for.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ _LABEL_ENCODER_ML_OPSET = 2  # keys_strings → values_floats
 
 
 def pandas_categories(estimator: Any) -> dict[str, list[str]] | None:
-    """Column name → fitted categories, for a LightGBM scikit-learn model fitted on category columns."""
+    """Column name → fitted categories, for a LightGBM or XGBoost scikit-learn model fitted on category
+    columns; None for any other model."""
+    if type(estimator).__module__.split(".")[0] == "xgboost":
+        return _xgboost_categories(estimator)
     booster = getattr(estimator, "booster_", None)
     fitted = getattr(booster, "pandas_categorical", None)
     names = getattr(estimator, "feature_names_in_", None)
@@ -44,6 +47,32 @@ def pandas_categories(estimator: Any) -> dict[str, list[str]] | None:
                 "Make its categories strings (df[col].cat.rename_categories(str)) and fit again.")
         categories[str(names[int(position)])] = list(values)
     return categories
+
+
+def _xgboost_categories(estimator: Any) -> dict[str, list[str]] | None:
+    try:
+        booster = estimator.get_booster()
+    except Exception:  # not fitted
+        return None
+    if "c" not in (booster.feature_types or []):
+        return None
+    if not hasattr(booster, "get_categories"):
+        raise BentoCompileError(
+            f"{type(estimator).__name__} was fitted on pandas category columns with an XGBoost that does not "
+            "record their categories, so the names cannot be mapped to its codes.",
+            "Fit it with XGBoost 3.1 or newer, or on the columns' codes (df[col].cat.codes).")
+    categories: dict[str, list[str]] = {}
+    for name, values in booster.get_categories(export_to_arrow=True).to_arrow():
+        if values is None:
+            continue
+        listed = values.to_pylist()
+        if not all(isinstance(value, str) for value in listed):
+            raise BentoCompileError(
+                f"Column {name!r} is a pandas category column whose categories are not all strings; the served "
+                "model takes category names as strings.",
+                "Make its categories strings (df[col].cat.rename_categories(str)) and fit again.")
+        categories[str(name)] = listed
+    return categories or None
 
 
 def category_inputs(estimator: Any, categories: dict[str, list[str]]) -> list[TensorSpec]:
