@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.category_columns import (
     category_frame,
     category_inputs,
     pandas_categories,
     with_category_codes,
 )
+from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
 from bento_compile.core.errors import BentoCompileError
