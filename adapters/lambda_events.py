@@ -285,7 +285,8 @@ def _well_formed_http_event(event: Mapping[str, Any]) -> tuple[dict[str, Any], s
 
 
 class DirectInvoke(EventSource):
-    """`{"inputs": ...}` → `{"outputs": ...}`: the HTTP contract's JSON without the HTTP wrapper.
+    """`{"inputs": ...}` → `{"outputs": ...}` (or `{"instances": [...]}` → `{"predictions": [...]}`): the HTTP
+    contract's JSON without the HTTP wrapper.
 
     Bad input raises InputError, which the runtime reports as errorType
     "InputError" with the message naming what was wrong.
@@ -295,11 +296,13 @@ class DirectInvoke(EventSource):
 
     @staticmethod
     def matches(event: Any) -> bool:
-        return isinstance(event, Mapping) and "inputs" in event
+        return isinstance(event, Mapping) and ("inputs" in event or "instances" in event)
 
     @staticmethod
     def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:
         result = runtime.model().predict(event)
+        if "predictions" in result and "outputs" not in result:  # the row format (runtimes/row_format.py)
+            return result, {"BatchSize": len(result["predictions"])}, {}
         first: Any = next(iter(result.get("outputs", {}).values()), [])
         return result, {"BatchSize": len(first) if isinstance(first, list) else 1}, {}
 
@@ -315,5 +318,5 @@ def infer(event: Any) -> type[EventSource]:
     keys = sorted(event)[:8] if isinstance(event, Mapping) else type(event).__name__
     raise UnrecognizedEvent(
         f"this function does not handle this event (keys: {keys}); it answers a direct invoke "
-        '{"inputs": ...}, API Gateway REST/HTTP API, function URL and ALB requests, SQS batches, '
-        'and EventBridge scheduled events (warmers)')
+        '{"inputs": ...} or {"instances": [...]}, API Gateway REST/HTTP API, function URL and ALB requests, '
+        'SQS batches, and EventBridge scheduled events (warmers)')

@@ -15,6 +15,7 @@ from typing import Any
 from bento_compile.runtimes.backends import Backend, open_backend
 from bento_compile.runtimes.errors import NotReady
 from bento_compile.runtimes.manifest import Manifest, read_manifest, verify_files
+from bento_compile.runtimes.row_format import check_row_outputs, instances_request, predictions
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
 from bento_compile.runtimes.trust import enforce_trust
 
@@ -52,13 +53,18 @@ class BentoModel:
         return cls(root, manifest, backend, elapsed)
 
     def predict(self, payload: Any) -> dict[str, Any]:
-        """Validate `{"inputs": ...}` and return `{"outputs": {...}}` as JSON-ready lists."""
+        """Validate `{"inputs": ...}` and return `{"outputs": {...}}` as JSON-ready lists (or, for the row
+        format's `{"instances": [...]}`, `{"predictions": [...]}`: runtimes/row_format.py)."""
         if self.pipeline is not None:
             pipeline_feeds, _rows = self.pipeline.decode(payload)
             return self.pipeline.answer(self.backend.run(pipeline_feeds), payload)
-        feeds, _rows = decode_inputs(payload, self.manifest.inputs, self.manifest.runtime,
-                                    self.manifest.model.feature_names)
-        return {"outputs": encode_outputs(self.backend.run(feeds))}
+        rowwise = instances_request(payload)
+        if rowwise is not None:
+            check_row_outputs(self.manifest)
+        feeds, _rows = decode_inputs(rowwise or payload, self.manifest.inputs, self.manifest.runtime,
+                                     self.manifest.model.feature_names)
+        outputs = self.backend.run(feeds)
+        return predictions(outputs) if rowwise is not None else {"outputs": encode_outputs(outputs)}
 
     def metadata(self) -> dict[str, Any]:
         return {

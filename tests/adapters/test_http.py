@@ -175,6 +175,11 @@ def test_bento_compile_serve_real_server(example_model):
         with urllib.request.urlopen(request, timeout=5) as response:
             outputs = json.loads(response.read())["outputs"]
         assert len(outputs["probabilities"][0]) == 2
+        # The row format of Vertex AI / TF Serving clients, through the lean protocol's /predict too.
+        rowwise = urllib.request.Request(base + "/predict", data=json.dumps({"instances": [[0.1] * 30]}).encode())
+        with urllib.request.urlopen(rowwise, timeout=5) as response:
+            assert json.loads(response.read())["predictions"] == [
+                {"label": outputs["label"][0], "probabilities": outputs["probabilities"][0]}]
         bad = urllib.request.Request(base + "/predict", data=b'{"inputs": [[1]]}')
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(bad, timeout=5)
