@@ -24,6 +24,7 @@ from bento_compile.compiler.category_columns import (
 from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
+from bento_compile.compiler.target_transform import append_inverse, inner_regressor, is_target_transformed
 from bento_compile.core.errors import BentoCompileError
 from bento_compile.runtimes.manifest import TensorSpec, sha256_file
 
@@ -48,6 +49,11 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         matrix = TensorSpec(name="category_matrix", dtype="float32", shape=(None, len(inputs)))
         model = with_category_codes(_convert(without_xgboost_feature_names(estimator), [matrix]), matrix.name,
                                     inputs, categories)
+    elif is_target_transformed(estimator):  # no converter: its regressor, then the target's inverse in the graph
+        inner = inner_regressor(estimator)
+        inputs = input_override or _default_inputs(inner, path)
+        model = append_inverse(_convert(convertible_copy(without_xgboost_feature_names(
+            float32_exact_thresholds(inner))), inputs), estimator)
     else:
         inputs = input_override or _default_inputs(estimator, path)
         model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))),

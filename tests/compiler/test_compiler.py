@@ -456,3 +456,34 @@ def test_a_text_pipeline_takes_one_string_per_row_without_a_bento_yaml(tmp_path)
     served = BentoModel.load(result.path).predict({"inputs": docs})["outputs"]
     assert served["label"] == model.predict(docs).tolist()
     np.testing.assert_allclose(served["probabilities"], model.predict_proba(docs), atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["log", "log1p", "sqrt", "scaler"])
+def test_a_transformed_target_regressor_compiles_with_its_inverse_in_the_graph(target, cancer_data, tmp_path):
+    """skl2onnx has no converter for TransformedTargetRegressor: its regressor is converted and the inverse
+    transform appended; the gate compares with the original's predict."""
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.linear_model import Ridge
+
+    X, _ = cancer_data
+    y = np.exp(X[:, 0] / 10) * 50 + X[:, 1]
+    kwargs = {"log": {"func": np.log, "inverse_func": np.exp}, "log1p": {"func": np.log1p, "inverse_func": np.expm1},
+              "sqrt": {"func": np.sqrt, "inverse_func": np.square}, "scaler": {"transformer": StandardScaler()}}[target]
+    model = TransformedTargetRegressor(Pipeline([("s", StandardScaler()), ("r", Ridge())]), **kwargs).fit(X, y)
+    np.save(tmp_path / "s.npy", X[::11].astype(np.float32))
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="price",
+                                sample_path=tmp_path / "s.npy"), BentoStore())
+    assert result.parity["passed"]
+    served = BentoModel.load(result.path).predict({"inputs": X[:4].astype(np.float32).tolist()})["outputs"]
+    np.testing.assert_allclose(np.ravel(next(iter(served.values()))), model.predict(X[:4].astype(np.float32)),
+                               rtol=1e-4)
+
+
+def test_a_transformed_target_with_an_arbitrary_inverse_is_refused_by_name(cancer_data, tmp_path):
+    from sklearn.compose import TransformedTargetRegressor
+
+    X, _ = cancer_data
+    model = TransformedTargetRegressor(LinearRegression(), func=np.negative, inverse_func=np.negative).fit(X, X[:, 0])
+    with pytest.raises(BentoCompileError, match="inverse_func is negative") as refused:
+        build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig()), BentoStore())
+    assert "np.expm1" in refused.value.fix
