@@ -21,6 +21,7 @@ from bento_compile.compiler.category_columns import (
     pandas_categories,
     with_category_codes,
 )
+from bento_compile.compiler.function_steps import register_function_transformer
 from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
 from bento_compile.compiler.source import Feeds, Source, describe
@@ -358,6 +359,7 @@ def _convert(estimator: Any, inputs: list[TensorSpec]) -> Any:
     from bento_compile.compiler.gbm_frontend import EXTRA_HINT, missing_extra, register_converters, target_opset_for
 
     register_converters()  # LightGBM / XGBoost scikit-learn API steps, through onnxmltools
+    register_function_transformer()  # FunctionTransformer(np.log1p) and the other element-wise functions
     options = {"zipmap": False} if is_classifier(estimator) else None
     target_opset = target_opset_for(estimator)
     try:

@@ -117,7 +117,31 @@ def _values(spec: TensorSpec, shape: tuple[int, ...], uses: list[tuple[onnx.Node
                 low = 1
         high = max(min(bounds) if bounds else 3, low + 1)
         return rng.integers(low, high, size=shape).astype(spec.dtype)
-    return rng.standard_normal(shape).astype(spec.dtype)
+    values = rng.standard_normal(shape)
+    if model is not None and _reaches_a_positive_domain(spec.name, model):
+        values = np.abs(values)  # log/sqrt of a negative is NaN, which the original model may refuse
+    return values.astype(spec.dtype)
+
+
+_POSITIVE_DOMAIN_OPS = frozenset({"Log", "Sqrt"})
+
+
+def _reaches_a_positive_domain(name: str, model: onnx.ModelProto) -> bool:
+    """Whether the input reaches a Log or Sqrt within a few nodes (e.g. FunctionTransformer(np.log1p) first)."""
+    frontier, seen = {name}, set()
+    for _ in range(_VOCABULARY_DEPTH):
+        following: set[str] = set()
+        for node in model.graph.node:
+            if not frontier.intersection(node.input) or id(node) in seen:
+                continue
+            if node.op_type in _POSITIVE_DOMAIN_OPS:
+                return True
+            seen.add(id(node))
+            following.update(node.output)
+        if not following:
+            return False
+        frontier = following
+    return False
 
 
 # String attributes that list the values a string input is compared with (categories, lookup keys).

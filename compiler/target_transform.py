@@ -6,15 +6,16 @@ compares the whole with the original's predict, as for any model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
 from typing import Any
 
 import numpy as np
 import onnx
 
+from bento_compile.compiler.function_steps import SUPPORTED_FUNCTIONS, elementwise_steps, emit
 from bento_compile.core.errors import BentoCompileError
 
-_SUPPORTED = "np.exp, np.expm1, np.log, np.log1p, np.sqrt, np.square, or a StandardScaler transformer"
+_SUPPORTED = f"{SUPPORTED_FUNCTIONS}, or a StandardScaler transformer"
 
 
 def is_target_transformed(estimator: Any) -> bool:
@@ -50,29 +51,19 @@ def append_inverse(model: onnx.ModelProto, estimator: Any) -> onnx.ModelProto:
         nodes.append(helper.make_node("Mul", [raw, constant("target_scale", scale)], ["target_scaled"]))
         nodes.append(helper.make_node("Add", ["target_scaled", constant("target_mean", mean)], [output.name]))
     else:
-        steps = _inverse_steps(estimator.inverse_func)
+        steps = elementwise_steps(estimator.inverse_func)
         if steps is None:
             raise _unsupported(f"its inverse_func is {getattr(estimator.inverse_func, '__name__', 'a function')}")
-        current = raw
-        for index, (op, operand) in enumerate(steps):
-            target = output.name if index == len(steps) - 1 else f"target_inverse_{index}"
-            inputs = [current] if operand is None else [current, constant(f"target_operand_{index}", operand)]
-            if op == "Square":
-                op, inputs = "Mul", [current, current]
-            nodes.append(helper.make_node(op, inputs, [target], name=f"target_inverse_{index}"))
-            current = target
+        counter = itertools.count()
+
+        def add_node(op: str, inputs: list[str], target: str) -> None:
+            nodes.append(helper.make_node(op, inputs, [target], name=f"target_inverse_{len(nodes)}"))
+
+        emit(steps, raw, output.name, add_node, lambda value: constant(f"target_operand_{next(counter)}", value),
+             lambda prefix: f"target_{prefix}_{next(counter)}")
     graph.initializer.extend(constants)
     graph.node.extend(nodes)
     return model
-
-
-def _inverse_steps(function: Callable | None) -> list[tuple[str, float | None]] | None:
-    if function is None:
-        return [("Identity", None)]
-    table: dict[Any, list[tuple[str, float | None]]] = {
-        np.exp: [("Exp", None)], np.expm1: [("Exp", None), ("Sub", 1.0)], np.log: [("Log", None)],
-        np.log1p: [("Add", 1.0), ("Log", None)], np.sqrt: [("Sqrt", None)], np.square: [("Square", None)]}
-    return table.get(function)
 
 
 def _unsupported(what: str) -> BentoCompileError:
