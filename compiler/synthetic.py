@@ -12,6 +12,8 @@ naming it rather than guess.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 
@@ -128,20 +130,7 @@ _POSITIVE_DOMAIN_OPS = frozenset({"Log", "Sqrt"})
 
 def _reaches_a_positive_domain(name: str, model: onnx.ModelProto) -> bool:
     """Whether the input reaches a Log or Sqrt within a few nodes (e.g. FunctionTransformer(np.log1p) first)."""
-    frontier, seen = {name}, set()
-    for _ in range(_VOCABULARY_DEPTH):
-        following: set[str] = set()
-        for node in model.graph.node:
-            if not frontier.intersection(node.input) or id(node) in seen:
-                continue
-            if node.op_type in _POSITIVE_DOMAIN_OPS:
-                return True
-            seen.add(id(node))
-            following.update(node.output)
-        if not following:
-            return False
-        frontier = following
-    return False
+    return any(node.op_type in _POSITIVE_DOMAIN_OPS for node in _nearby(name, model))
 
 
 # String attributes that list the values a string input is compared with (categories, lookup keys).
@@ -152,6 +141,15 @@ _VOCABULARY_DEPTH = 4  # nodes between the input and its encoder (Cast, Identity
 def _vocabulary(name: str, model: onnx.ModelProto) -> list[str]:
     """The categories a string input is encoded with (e.g. a OneHotEncoder's), found within a few nodes
     downstream, so that synthetic rows hit real categories instead of only the unknown-value branch."""
+    for node in _nearby(name, model):
+        for attribute in node.attribute:
+            if attribute.name in _VOCABULARY_ATTRIBUTES and attribute.strings:
+                return [value.decode("utf-8", "replace") for value in attribute.strings]
+    return []
+
+
+def _nearby(name: str, model: onnx.ModelProto) -> Iterator[onnx.NodeProto]:
+    """The nodes within _VOCABULARY_DEPTH steps downstream of the value `name`, nearest first."""
     frontier, seen = {name}, set()
     for _ in range(_VOCABULARY_DEPTH):
         following: set[str] = set()
@@ -159,14 +157,11 @@ def _vocabulary(name: str, model: onnx.ModelProto) -> list[str]:
             if not frontier.intersection(node.input) or id(node) in seen:
                 continue
             seen.add(id(node))
-            for attribute in node.attribute:
-                if attribute.name in _VOCABULARY_ATTRIBUTES and attribute.strings:
-                    return [value.decode("utf-8", "replace") for value in attribute.strings]
+            yield node
             following.update(node.output)
         if not following:
-            break
+            return
         frontier = following
-    return []
 
 
 def _indexed_size(node: onnx.NodeProto, model: onnx.ModelProto | None, specs: list[TensorSpec],
