@@ -337,7 +337,7 @@ class PredictService:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"the body is not valid JSON: {exc}") from None
-        rowwise = instances_request(payload)  # TF Serving / Vertex AI / KServe v1 clients
+        rowwise = instances_request(payload, self.manifest)  # TF Serving / Vertex AI / KServe / MLflow clients
         if rowwise is not None:
             check_row_outputs(self.manifest)
             return (*decode_inputs(rowwise, self.manifest.inputs, self.settings, self.manifest.model.feature_names),

@@ -24,6 +24,7 @@ from bento_compile.runtimes.errors import InputError, PayloadTooLarge
 from bento_compile.runtimes.handler_hook import HandlerFault
 from bento_compile.runtimes.manifest import Manifest
 from bento_compile.runtimes.model import BentoModel
+from bento_compile.runtimes.row_format import ROW_FIELDS
 from bento_compile.runtimes.stacking import run_alone, run_stacked, take_next
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs, stack_key
 
@@ -296,7 +297,7 @@ class DirectInvoke(EventSource):
 
     @staticmethod
     def matches(event: Any) -> bool:
-        return isinstance(event, Mapping) and ("inputs" in event or "instances" in event)
+        return isinstance(event, Mapping) and any(field in event for field in ("inputs", *ROW_FIELDS))
 
     @staticmethod
     def handle(runtime: LambdaRuntime, event: Any, context: Any) -> Answer:

@@ -58,7 +58,7 @@ class BentoModel:
         if self.pipeline is not None:
             pipeline_feeds, _rows = self.pipeline.decode(payload)
             return self.pipeline.answer(self.backend.run(pipeline_feeds), payload)
-        rowwise = instances_request(payload)
+        rowwise = instances_request(payload, self.manifest)
         if rowwise is not None:
             check_row_outputs(self.manifest)
         feeds, _rows = decode_inputs(rowwise or payload, self.manifest.inputs, self.manifest.runtime,

@@ -243,3 +243,39 @@ def test_a_model_whose_outputs_are_not_per_row_refuses_the_row_format():
 
     with pytest.raises(InputError, match=re.escape('send {"inputs": ...}')):
         check_row_outputs(whole)  # type: ignore[arg-type]
+
+
+def test_mlflow_scoring_bodies_are_read_as_rows(client, rows):
+    """MLflow's `dataframe_records` and `dataframe_split` bodies; without recorded feature names, the
+    split's data are the rows."""
+    expected = client.post("/predict", json={"instances": rows[:2]}).json()
+    split = {"dataframe_split": {"columns": [f"c{i}" for i in range(30)], "data": rows[:2]}, "params": {}}
+    assert client.post("/predict", json=split).json() == expected
+    assert client.post("/predict", json={"dataframe_records": rows[:2]}).json() == expected
+    bad = client.post("/predict", json={"dataframe_split": {"columns": ["a"]}})
+    assert bad.status_code == 422 and '"data"' in bad.json()["error"]
+
+
+def test_a_dataframe_split_is_read_by_column_name_for_a_table_model(tmp_path):
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from bento_compile.compiler.build import BuildRequest, build
+    from bento_compile.core.config import BentoConfig
+    from bento_compile.core.store import BentoStore
+    from bento_compile.runtimes.model import BentoModel
+    from tests.support.helpers import save
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"age": rng.uniform(18, 80, 200), "plan": rng.choice(["basic", "pro"], 200)})
+    model = Pipeline([("c", ColumnTransformer([("n", StandardScaler(), ["age"]), ("p", OneHotEncoder(), ["plan"])])),
+                      ("m", LogisticRegression())]).fit(frame, frame["age"] < 40)
+    result = build(BuildRequest(save(model, tmp_path / "m.joblib"), BentoConfig(), name="table"), BentoStore())
+    served = BentoModel.load(result.path)
+    # columns in another order than the model's inputs: matched by name
+    answer = served.predict({"dataframe_split": {"columns": ["plan", "age"], "data": [["pro", 30.0], ["basic", 70]]}})
+    assert [p["label"] for p in answer["predictions"]] == model.predict(
+        pd.DataFrame({"age": [30.0, 70.0], "plan": ["pro", "basic"]})).tolist()
