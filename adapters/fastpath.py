@@ -39,7 +39,7 @@ from bento_compile.runtimes.metrics import Metrics
 from bento_compile.runtimes.model import BentoModel, ModelHolder
 from bento_compile.runtimes.monitoring import logs_predictions, run_and_after
 from bento_compile.runtimes.providers import device_in_use
-from bento_compile.runtimes.row_format import check_row_outputs, instances_request, predictions
+from bento_compile.runtimes.row_format import instances_request, predictions
 from bento_compile.runtimes.serving_pipeline import media_accepted
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
 
@@ -339,7 +339,6 @@ class PredictService:
             raise InputError(f"the body is not valid JSON: {exc}") from None
         rowwise = instances_request(payload, self.manifest)  # TF Serving / Vertex AI / KServe / MLflow clients
         if rowwise is not None:
-            check_row_outputs(self.manifest)
             return (*decode_inputs(rowwise, self.manifest.inputs, self.settings, self.manifest.model.feature_names),
                     predictions)
         return (*decode_inputs(payload, self.manifest.inputs, self.settings, self.manifest.model.feature_names), None)

@@ -21,6 +21,7 @@ from bento_compile.compiler.category_columns import (
     pandas_categories,
     with_category_codes,
 )
+from bento_compile.compiler.classifier_outputs import decision_scores, finish_classifier_outputs
 from bento_compile.compiler.function_steps import register_function_transformer
 from bento_compile.compiler.gbm_frontend import without_xgboost_feature_names
 from bento_compile.compiler.passes import MAX_DEFAULT_OPSET
@@ -59,14 +60,7 @@ def load_sklearn(path: Path, input_override: list[TensorSpec] | None) -> Source:
         inputs = input_override or _default_inputs(estimator, path)
         model = _convert(convertible_copy(without_xgboost_feature_names(float32_exact_thresholds(estimator))),
                          inputs)
-    if _classes_are_bool(estimator):
-        model = _bool_labels(model)
-    if _scores_not_probabilities(estimator):
-        _rename_output(model, "probabilities", "scores")
-        if _binary_libsvm(estimator):
-            model = _negated_output(model, "scores")
-        if len(getattr(estimator, "classes_", ())) == 2 and not _two_column_scores(estimator):
-            _declare_width(model, "scores", 1)  # skl2onnx declares 2 columns and computes 1
+    model = finish_classifier_outputs(model, estimator)
     import skl2onnx
     import sklearn
 
@@ -209,92 +203,6 @@ def _takes_text(estimator: Any) -> bool:
     """Whether the model's first step is a text vectorizer, which takes a 1-D sequence of documents."""
     first = estimator.steps[0][1] if getattr(estimator, "steps", None) else estimator
     return _is_text_vectorizer(first)
-
-
-def _classes_are_bool(estimator: Any) -> bool:
-    classes = getattr(estimator, "classes_", None)
-    return classes is not None and np.asarray(classes).dtype.kind == "b"
-
-
-def _bool_labels(model: Any) -> Any:
-    """A classifier fitted on True/False answers True/False: skl2onnx encodes bool classes as int64 0/1,
-    so its `label` output is cast back to bool (JSON true/false, as scikit-learn's predict returns)."""
-    from onnx import TensorProto, helper
-
-    graph = model.graph
-    output = next((o for o in graph.output if o.name == "label"), None)
-    if output is None or output.type.tensor_type.elem_type != TensorProto.INT64:
-        return model
-    encoded = "label_int64"
-    for node in graph.node:
-        node.output[:] = [encoded if name == "label" else name for name in node.output]
-        node.input[:] = [encoded if name == "label" else name for name in node.input]
-    graph.node.append(helper.make_node("Cast", [encoded], ["label"], to=TensorProto.BOOL, name="label_as_bool"))
-    output.type.tensor_type.elem_type = TensorProto.BOOL
-    return model
-
-
-def _scores_not_probabilities(estimator: Any) -> bool:
-    """A classifier with no predict_proba (LinearSVC, SVC(probability=False), SGD's hinge loss): skl2onnx's
-    second output then holds its decision_function, which must not be served as `probabilities`."""
-    from sklearn.base import is_classifier
-
-    return is_classifier(estimator) and not hasattr(estimator, "predict_proba") and hasattr(
-        estimator, "decision_function")
-
-
-def _final_step(estimator: Any) -> Any:
-    return estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
-
-
-def _binary_libsvm(estimator: Any) -> bool:
-    """A two-class SVC/NuSVC, whose converted scores are [decision, -decision]: column 0 high for class 1."""
-    final = _final_step(estimator)
-    return type(final).__name__ in ("SVC", "NuSVC") and len(getattr(final, "classes_", ())) == 2
-
-
-# The classifiers whose converted `scores` are known to be their decision_function (measured); others
-# (e.g. OneVsRestClassifier) keep them, but they are reported as not compared.
-_DECISION_SCORES = frozenset({"LinearSVC", "SVC", "SGDClassifier", "Perceptron", "RidgeClassifier"})
-
-
-def _two_column_scores(estimator: Any) -> bool:
-    """Whether skl2onnx writes a two-class model's decision_function as two columns [-d, d] (linear models
-    such as SGDClassifier and Perceptron, and SVC once negated) or as the one column d (LinearSVC, Ridge)."""
-    return type(_final_step(estimator)).__name__ not in ("LinearSVC", "RidgeClassifier", "RidgeClassifierCV")
-
-
-def _negated_output(model: Any, name: str) -> Any:
-    """Every column of the `name` output negated, so that column k scores class k like the other converters'."""
-    from onnx import helper
-
-    graph = model.graph
-    raw = f"{name}_negated"
-    for node in graph.node:
-        node.output[:] = [raw if value == name else value for value in node.output]
-        node.input[:] = [raw if value == name else value for value in node.input]
-    graph.node.append(helper.make_node("Neg", [raw], [name], name=f"{name}_per_class"))
-    return model
-
-
-def _declare_width(model: Any, name: str, width: int) -> None:
-    for output in model.graph.output:
-        dims = output.type.tensor_type.shape.dim
-        if output.name == name and len(dims) == 2:
-            dims[1].ClearField("dim_param")
-            dims[1].dim_value = width
-
-
-def _rename_output(model: Any, old: str, new: str) -> None:
-    graph = model.graph
-    if not any(o.name == old for o in graph.output) or any(o.name == new for o in graph.output):
-        return
-    for node in graph.node:
-        node.output[:] = [new if name == old else name for name in node.output]
-        node.input[:] = [new if name == old else name for name in node.input]
-    for output in graph.output:
-        if output.name == old:
-            output.name = new
 
 
 def convertible_copy(estimator: Any) -> Any:
@@ -472,17 +380,12 @@ def _scores(estimator: Any, X: Any) -> np.ndarray | None:
     """What skl2onnx's `scores` output is, where it is known: an outlier detector's decision_function (one
     column), a k-means model's distances to each centre, a classifier's decision_function when it has no
     probabilities. None: nothing in scikit-learn to compare it with."""
-    final = _final_step(estimator)
+    final = estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
     if hasattr(final, "cluster_centers_") and hasattr(estimator, "transform"):
         return np.asarray(estimator.transform(X))
     if hasattr(final, "offset_") and hasattr(estimator, "decision_function"):
         return np.asarray(estimator.decision_function(X)).reshape(-1, 1)
-    if _scores_not_probabilities(estimator) and type(_final_step(estimator)).__name__ in _DECISION_SCORES:
-        scores = np.asarray(estimator.decision_function(X))  # a two-class model's one value, as it is served
-        if scores.ndim == 1:
-            return np.c_[-scores, scores] if _two_column_scores(estimator) else scores.reshape(-1, 1)
-        return scores
-    return None
+    return decision_scores(estimator, X)
 
 
 def _estimator_input(feeds: Feeds, inputs: list[TensorSpec], text: bool = False) -> Any:

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from bento_compile.compiler.function_steps import SUPPORTED_FUNCTIONS, elementwise_steps, emit
+from bento_compile.compiler.graph_edits import divert_output
 from bento_compile.core.errors import BentoCompileError
 
 _SUPPORTED = f"{SUPPORTED_FUNCTIONS}, or a StandardScaler transformer"
@@ -32,9 +33,7 @@ def append_inverse(model: onnx.ModelProto, estimator: Any) -> onnx.ModelProto:
 
     graph = model.graph
     (output,) = graph.output
-    raw = f"{output.name}_transformed"
-    for node in graph.node:
-        node.output[:] = [raw if value == output.name else value for value in node.output]
+    raw = divert_output(graph, output.name)
     nodes: list[onnx.NodeProto] = []
     constants: list[onnx.TensorProto] = []
 

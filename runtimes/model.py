@@ -15,7 +15,7 @@ from typing import Any
 from bento_compile.runtimes.backends import Backend, open_backend
 from bento_compile.runtimes.errors import NotReady
 from bento_compile.runtimes.manifest import Manifest, read_manifest, verify_files
-from bento_compile.runtimes.row_format import check_row_outputs, instances_request, predictions
+from bento_compile.runtimes.row_format import instances_request, predictions
 from bento_compile.runtimes.tensors import decode_inputs, encode_outputs
 from bento_compile.runtimes.trust import enforce_trust
 
@@ -59,8 +59,6 @@ class BentoModel:
             pipeline_feeds, _rows = self.pipeline.decode(payload)
             return self.pipeline.answer(self.backend.run(pipeline_feeds), payload)
         rowwise = instances_request(payload, self.manifest)
-        if rowwise is not None:
-            check_row_outputs(self.manifest)
         feeds, _rows = decode_inputs(rowwise or payload, self.manifest.inputs, self.manifest.runtime,
                                      self.manifest.model.feature_names)
         outputs = self.backend.run(feeds)

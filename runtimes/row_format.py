@@ -35,6 +35,7 @@ def instances_request(payload: Any, manifest: Manifest) -> dict[str, Any] | None
     if unknown:
         raise InputError(f"unknown field {unknown[0]!r} beside {given[0]!r}; the row format takes {given[0]!r} "
                          'and "parameters"')
+    check_row_outputs(manifest)
     rows = payload[given[0]]
     if given[0] == "dataframe_split":
         rows = _split_rows(rows, _known_columns(manifest))
